@@ -1,0 +1,120 @@
+"""Command line: parse arguments, load config (or build the demo), serve until a signal."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import AsyncIterator, Sequence
+
+from aiohttp import web
+
+from exporter import __version__
+from exporter.config import Config, ConfigError, GatewayConfig, load_config
+from exporter.http import create_app
+from exporter.logs import setup_logging
+from exporter.simulator import WEBDEV_PATH, GatewaySimulator, simulator_app
+
+DEFAULT_PORT = 9871
+DEFAULT_LISTEN = f"0.0.0.0:{DEFAULT_PORT}"
+# Requests still running when a stop signal arrives get this long to finish.
+SHUTDOWN_GRACE_SECONDS = 3.0
+DEMO_SESSION_LIMIT = 60
+
+log = logging.getLogger("exporter")
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ignition-exporter",
+        description="Prometheus exporter for Ignition gateway sessions.")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--config", metavar="FILE", help="YAML configuration file")
+    source.add_argument("--demo", action="store_true",
+                        help="poll a simulated gateway running inside this process")
+    parser.add_argument("--listen", type=parse_listen, default=parse_listen(DEFAULT_LISTEN),
+                        metavar="HOST:PORT", help=f"where to serve (default {DEFAULT_LISTEN})")
+    parser.add_argument("--log-level", default="info",
+                        choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--check-config", action="store_true",
+                        help="validate the configuration, print a summary and exit")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser
+
+
+def demo_config(url: str) -> Config:
+    return Config(gateways=(GatewayConfig(name="demo", url=url, poll_interval=5.0, timeout=4.0,
+                                          stale_after=20.0, session_limit=DEMO_SESSION_LIMIT),))
+
+
+@contextlib.asynccontextmanager
+async def running_site(app: web.Application, host: str, port: int) -> AsyncIterator[str]:
+    """Serve `app`; yields the address actually bound (port 0 picks a free one)."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        bound_host, bound_port = runner.addresses[0][:2]
+        yield f"http://{bound_host}:{bound_port}"
+    finally:
+        await runner.cleanup()
+
+
+def _stop_event() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def serve(config: Config | None, host: str, port: int) -> None:
+    stop = _stop_event()
+    async with contextlib.AsyncExitStack() as stack:
+        if config is None:
+            simulator = GatewaySimulator(name="demo-gateway", target_sessions=40)
+            gateway_url = await stack.enter_async_context(
+                running_site(simulator_app(simulator), "127.0.0.1", 0))
+            config = demo_config(gateway_url + WEBDEV_PATH)
+            log.info("demo gateway started", extra={"url": config.gateways[0].url})
+        address = await stack.enter_async_context(running_site(create_app(config), host, port))
+        log.info("listening", extra={"address": address, "gateways": len(config.gateways),
+                                     "version": __version__})
+        await stop.wait()
+        log.info("stopping")
+    log.info("stopped")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    if not args.demo and not args.config:
+        print("ignition-exporter: give --config FILE, or --demo to try it on a simulated "
+              "gateway", file=sys.stderr)
+        return 2
+    config = None
+    if args.config:
+        try:
+            config = load_config(args.config)
+        except ConfigError as exc:
+            print(f"ignition-exporter: {args.config}: {exc}", file=sys.stderr)
+            return 2
+        for warning in config.warnings:
+            log.warning("configuration", extra={"warning": warning})
+    if args.check_config:
+        if config is not None:
+            names = ", ".join(g.name for g in config.gateways)
+            print(f"{args.config}: OK, {len(config.gateways)} gateway(s): {names}")
+        return 0
+    asyncio.run(serve(config, *args.listen))
+    return 0

@@ -1,0 +1,115 @@
+"""The custom collector: metric families built fresh, on each scrape, from the pollers' statuses.
+
+Nothing here calls a gateway or mutates state; a scrape costs only the walk over the already
+aggregated numbers. Because families are built fresh, a label set that vanished from the data
+(a user who logged out) vanishes from the exposition with no bookkeeping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from exporter import __version__
+from exporter.clock import Clock
+from exporter.poller import GatewayStatus
+
+_AS_OF = " (as of the last poll)"
+_PROJECT_SCOPE = ["gateway", "project", "scope"]
+
+
+def _gauge(name: str, documentation: str, labels: list[str]) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation + _AS_OF, labels=labels)
+
+
+def session_families(statuses: Sequence[GatewayStatus], now: float) -> list[Metric]:
+    sessions = _gauge("ignition_perspective_sessions", "Live Perspective sessions",
+                      ["gateway", "project", "scope", "username"])
+    pages = _gauge("ignition_perspective_active_pages",
+                   "Sum of activePages over Perspective sessions", _PROJECT_SCOPE)
+    idle = _gauge("ignition_perspective_idle_sessions",
+                  "Perspective sessions whose lastComm exceeds idle_after", _PROJECT_SCOPE)
+    recent = _gauge("ignition_perspective_recent_sent_bytes",
+                    "Sum of recentBytesSent over Perspective sessions", _PROJECT_SCOPE)
+    sent = CounterMetricFamily(
+        "ignition_perspective_sent_bytes",
+        "Bytes sent to the gateway by Perspective sessions, growth summed per session" + _AS_OF,
+        labels=_PROJECT_SCOPE)
+    clients = _gauge("ignition_client_sessions", "Vision clients and Designers",
+                     ["gateway", "project", "username", "kind"])
+    for status in statuses:
+        gateway = status.gateway.name
+        for (project, scope), total in status.sent_bytes.items():
+            sent.add_metric([gateway, project, scope], total)
+        current = status.current(now)
+        if current is None:
+            continue  # stale: its session series disappear, counters stay
+        aggregates = current[1]
+        for (project, scope, username), count in aggregates.perspective_sessions.items():
+            sessions.add_metric([gateway, project, scope, username], count)
+        for (project, scope), totals in aggregates.scopes.items():
+            labels = [gateway, project, scope]
+            pages.add_metric(labels, totals.active_pages)
+            idle.add_metric(labels, totals.idle_sessions)
+            recent.add_metric(labels, totals.recent_sent_bytes)
+        for (project, username, kind), count in aggregates.client_sessions.items():
+            clients.add_metric([gateway, project, username, kind], count)
+    return [sessions, pages, idle, recent, sent, clients]
+
+
+def health_families(statuses: Sequence[GatewayStatus]) -> list[Metric]:
+    up = GaugeMetricFamily("ignition_up", "1 if the last poll of the gateway succeeded, else 0",
+                           labels=["gateway"])
+    duration = GaugeMetricFamily("ignition_exporter_poll_duration_seconds",
+                                 "Duration of the last poll of the gateway", labels=["gateway"])
+    last_success = GaugeMetricFamily("ignition_exporter_last_success_timestamp_seconds",
+                                     "Unix time of the last successful poll of the gateway",
+                                     labels=["gateway"])
+    errors = CounterMetricFamily("ignition_exporter_poll_errors",
+                                 "Failed polls of the gateway, by reason",
+                                 labels=["gateway", "reason"])
+    invalid = CounterMetricFamily("ignition_exporter_invalid_sessions",
+                                  "Sessions skipped because the gateway sent them malformed",
+                                  labels=["gateway"])
+    info = GaugeMetricFamily("ignition_gateway_info",
+                             "Name and version the gateway reports about itself" + _AS_OF,
+                             labels=["gateway", "system_name", "version"])
+    for status in statuses:
+        gateway = status.gateway.name
+        up.add_metric([gateway], 1 if status.up else 0)
+        if status.last_duration is not None:
+            duration.add_metric([gateway], status.last_duration)
+        if status.last_success is not None:
+            last_success.add_metric([gateway], status.last_success)
+            snapshot = status.snapshot
+            if snapshot.version or snapshot.reported_name:
+                info.add_metric([gateway, snapshot.reported_name or "", snapshot.version or ""], 1)
+        for reason, count in status.poll_errors.items():
+            errors.add_metric([gateway, str(reason)], count)
+        invalid.add_metric([gateway], status.invalid_sessions)
+    return [up, duration, last_success, errors, invalid, info]
+
+
+def build_info() -> Metric:
+    info = GaugeMetricFamily("ignition_exporter_build_info",
+                             "Always 1; the exporter's version as a label", labels=["version"])
+    info.add_metric([__version__], 1)
+    return info
+
+
+class SessionCollector(Collector):
+    def __init__(self, statuses: Callable[[], Sequence[GatewayStatus]], clock: Clock) -> None:
+        self._statuses = statuses
+        self._clock = clock
+
+    def collect(self) -> Iterator[Metric]:
+        statuses = self._statuses()
+        yield from session_families(statuses, self._clock.time())
+        yield from health_families(statuses)
+        yield build_info()
+
+    def describe(self) -> Iterator[Metric]:
+        """Nothing to describe up front: the registry must not call collect() at register time."""
+        return iter(())

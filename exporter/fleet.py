@@ -1,0 +1,48 @@
+"""All the gateway pollers of one exporter, and the asyncio tasks that run them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+
+import aiohttp
+
+from exporter.clock import Clock
+from exporter.config import Config
+from exporter.poller import GatewayPoller, GatewayStatus
+from exporter.sources import make_source
+
+
+class Fleet:
+    """Starts one task per gateway and keeps every task, so `stop()` can await them all."""
+
+    def __init__(self, config: Config, clock: Clock, rng: random.Random | None = None) -> None:
+        self.config = config
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self.pollers: tuple[GatewayPoller, ...] = ()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self, session: aiohttp.ClientSession) -> None:
+        self.pollers = tuple(
+            GatewayPoller(gateway, make_source(gateway, session, self._clock),
+                          idle_after=self.config.idle_after, clock=self._clock, rng=self._rng)
+            for gateway in self.config.gateways
+        )
+        self._tasks = [asyncio.create_task(poller.run(), name=f"poll {poller.gateway.name}")
+                       for poller in self.pollers]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    def statuses(self) -> list[GatewayStatus]:
+        """Before `start()` every gateway is simply not up yet."""
+        if not self.pollers:
+            return [GatewayStatus(gateway) for gateway in self.config.gateways]
+        return [poller.status for poller in self.pollers]

@@ -1,0 +1,140 @@
+"""One task per gateway: poll on a fixed schedule, keep the last good data, report health.
+
+Readers (the collector, `/sessions`, the landing page) never call a gateway. They read
+`GatewayPoller.status`, an immutable `GatewayStatus` that is replaced whole after every poll,
+so a reader always sees one consistent poll and never a half-updated one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+
+from exporter.aggregate import EMPTY, Aggregates, ScopeKey, aggregate
+from exporter.clock import Clock
+from exporter.config import GatewayConfig
+from exporter.model import Snapshot
+from exporter.sent_bytes import SentBytesCounter
+from exporter.sources import Reason, Source, SourceError
+
+log = logging.getLogger(__name__)
+
+# The first poll of each gateway starts after a random part of this share of its interval, so
+# gateways configured together do not all poll in the same instant.
+JITTER_SHARE = 0.1
+_NO_ERRORS: Mapping[Reason, int] = MappingProxyType(dict.fromkeys(Reason, 0))
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayStatus:
+    gateway: GatewayConfig
+    up: bool = False
+    polls: int = 0
+    last_success: float | None = None
+    last_duration: float | None = None
+    error: SourceError | None = None
+    snapshot: Snapshot = field(default_factory=Snapshot)
+    aggregates: Aggregates = EMPTY
+    sent_bytes: Mapping[ScopeKey, float] = field(default_factory=dict)
+    poll_errors: Mapping[Reason, int] = field(default_factory=lambda: _NO_ERRORS)
+    invalid_sessions: int = 0
+
+    def is_fresh(self, now: float) -> bool:
+        """True while the last good data is younger than `stale_after`."""
+        return self.last_success is not None and now - self.last_success <= self.gateway.stale_after
+
+    def current(self, now: float) -> tuple[Snapshot, Aggregates] | None:
+        """The data readers may show, or None once it has gone stale."""
+        return (self.snapshot, self.aggregates) if self.is_fresh(now) else None
+
+
+class GatewayPoller:
+    def __init__(self, gateway: GatewayConfig, source: Source, *, idle_after: float,
+                 clock: Clock, rng: random.Random | None = None) -> None:
+        self.gateway = gateway
+        self._source = source
+        self._idle_after = idle_after
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._sent_bytes = SentBytesCounter()
+        self.status = GatewayStatus(gateway)
+
+    async def run(self) -> None:
+        """Poll forever at a fixed rate; a poll that overruns skips the ticks it missed."""
+        interval = self.gateway.poll_interval
+        await self._clock.sleep(self._rng.uniform(0, interval * JITTER_SHARE))
+        next_at = self._clock.monotonic()
+        while True:
+            await self.poll_once()
+            next_at += interval
+            now = self._clock.monotonic()
+            if next_at <= now:
+                next_at += math.ceil((now - next_at) / interval) * interval
+                if next_at <= now:
+                    next_at += interval
+            await self._clock.sleep(next_at - now)
+
+    async def poll_once(self) -> GatewayStatus:
+        started = self._clock.monotonic()
+        try:
+            async with asyncio.timeout(self.gateway.timeout):
+                snapshot = await self._source.fetch()
+            self._succeeded(snapshot, self._clock.monotonic() - started)
+            return self.status
+        except TimeoutError:
+            error = SourceError(self.gateway.name, Reason.TIMEOUT,
+                                f"poll took longer than {self.gateway.timeout:g}s")
+        except SourceError as exc:
+            error = exc
+        except Exception as exc:  # a bug must cost one poll, not the gateway's poll task
+            log.exception("unexpected error while polling", extra={"gateway": self.gateway.name})
+            error = SourceError(self.gateway.name, Reason.DECODE,
+                                f"unexpected {type(exc).__name__} while reading the answer")
+        self._failed(error, self._clock.monotonic() - started)
+        return self.status
+
+    def _succeeded(self, snapshot: Snapshot, duration: float) -> None:
+        previous = self.status
+        self.status = replace(
+            previous,
+            up=True,
+            polls=previous.polls + 1,
+            last_success=self._clock.time(),
+            last_duration=duration,
+            error=None,
+            snapshot=snapshot,
+            aggregates=aggregate(snapshot, self._idle_after),
+            sent_bytes=self._sent_bytes.observe(snapshot.perspective),
+            invalid_sessions=previous.invalid_sessions + snapshot.invalid_sessions,
+        )
+        if not previous.up:
+            log.info("gateway up", extra={
+                "gateway": self.gateway.name,
+                "perspective_sessions": len(snapshot.perspective),
+                "client_sessions": len(snapshot.clients),
+                "version": snapshot.version or "unknown",
+            })
+        if snapshot.warnings != previous.snapshot.warnings and snapshot.warnings:
+            log.warning("gateway reports a problem", extra={
+                "gateway": self.gateway.name, "warnings": "; ".join(snapshot.warnings)})
+
+    def _failed(self, error: SourceError, duration: float) -> None:
+        previous = self.status
+        errors = dict(previous.poll_errors)
+        errors[error.reason] += 1
+        self.status = replace(
+            previous,
+            up=False,
+            polls=previous.polls + 1,
+            last_duration=duration,
+            error=error,
+            poll_errors=MappingProxyType(errors),
+        )
+        if previous.error is None or previous.error.reason != error.reason:
+            log.warning("gateway down", extra={
+                "gateway": self.gateway.name, "reason": str(error.reason), "detail": error.detail})

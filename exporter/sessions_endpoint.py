@@ -1,0 +1,97 @@
+"""`GET /sessions`: the raw session lists from the last good polls, filtered.
+
+The response is assembled from the bytes each gateway sent (`Snapshot.*_json`): a returned
+session costs one splice (its closing brace replaced by the added `"gateway"` key), and a
+session the filter rejects costs nothing but the filter check.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import msgspec
+from aiohttp import web
+
+from exporter.appkeys import CLOCK, FLEET
+from exporter.filters import BadQuery, SessionQuery, parse_query
+from exporter.model import ClientSession, PerspectiveSession
+from exporter.poller import GatewayStatus
+
+_WHITESPACE_OR_OPEN = frozenset(b"{ \t\r\n")
+
+
+def append_with_gateway(out: list[bytes | memoryview], raw: msgspec.Raw | bytes,
+                        suffix: bytes) -> None:
+    """Append the gateway's object to a JSON array being built, with `"gateway": name` added.
+
+    The key goes last, so it wins over any key of that name the gateway sent. The object's
+    bytes are not copied here: the final join copies them once.
+    """
+    if out:
+        out.append(b",")
+    view = memoryview(raw)
+    if len(view) >= 2 and view[-2] not in _WHITESPACE_OR_OPEN:
+        out += (view[:-1], suffix)
+        return
+    # `{}` or odd whitespace before the closing brace: rare enough for the exact, slow path.
+    body = bytes(view).rstrip()[:-1].rstrip()
+    out.append(body + (suffix if body != b"{" else b"{" + suffix[1:]))
+
+
+def gateway_entry(status: GatewayStatus, now: float) -> dict[str, object]:
+    error = status.error
+    return {
+        "name": status.gateway.name,
+        "up": status.up,
+        "stale": not status.is_fresh(now),
+        "lastSuccess": status.last_success,
+        "error": f"{error.reason}: {error.detail}" if error else None,
+    }
+
+
+def _select(records: Sequence[PerspectiveSession | ClientSession],
+            raws: Sequence[msgspec.Raw | bytes], query: SessionQuery, suffix: bytes,
+            out: list[bytes | memoryview]) -> None:
+    if query.username is None and query.project is None:
+        for raw in raws:
+            append_with_gateway(out, raw, suffix)
+        return
+    wants = query.wants
+    for record, raw in zip(records, raws, strict=True):
+        if wants(record.username, record.project):
+            append_with_gateway(out, raw, suffix)
+
+
+def render_sessions(statuses: Sequence[GatewayStatus], query: SessionQuery, now: float) -> bytes:
+    chosen = [s for s in statuses if query.wants_gateway(s.gateway.name)]
+    lists: dict[str, list[bytes | memoryview]] = {kind: [] for kind in query.kinds}
+    for status in chosen:
+        current = status.current(now)
+        if current is None:
+            continue  # stale data is not served; the gateways entry says why
+        snapshot = current[0]
+        suffix = b',"gateway":' + json.dumps(status.gateway.name).encode() + b"}"
+        if "perspective" in lists:
+            _select(snapshot.perspective, snapshot.perspective_json, query, suffix,
+                    lists["perspective"])
+        if "vision" in lists:
+            _select(snapshot.clients, snapshot.clients_json, query, suffix, lists["vision"])
+    parts: list[bytes | memoryview] = [b"{"]
+    for kind, items in lists.items():
+        parts += [b'"', kind.encode(), b'":[', *items, b"],"]
+    parts += [b'"gateways":', json.dumps([gateway_entry(s, now) for s in chosen]).encode(), b"}"]
+    return b"".join(parts)
+
+
+async def sessions_handler(request: web.Request) -> web.Response:
+    statuses = request.app[FLEET].statuses()
+    params = {key: request.query.getall(key) for key in set(request.query.keys())}
+    try:
+        query = parse_query(params, {s.gateway.name for s in statuses})
+    except BadQuery as exc:
+        return web.json_response({"error": str(exc)}, status=400)
+    body = render_sessions(statuses, query, request.app[CLOCK].time())
+    response = web.Response(body=body, content_type="application/json")
+    response.enable_compression()
+    return response

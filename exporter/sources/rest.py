@@ -1,0 +1,125 @@
+"""The Ignition 8.3 REST API source: three paged lists, no WebDev module needed.
+
+The response envelope is not documented, so both a bare JSON list and an object holding the
+list under `items`, `data` or `results` are accepted. Pages are requested with `limit` and
+`offset` until a short page comes back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Generic
+from urllib.parse import urljoin
+
+import msgspec
+
+from exporter.clock import Clock
+from exporter.config import GatewayConfig
+from exporter.model import ClientSession, PerspectiveSession, Snapshot
+from exporter.sources.errors import Reason, SourceError
+from exporter.sources.http import GatewayClient
+from exporter.sources.records import (
+    CLIENT_DECODER,
+    PERSPECTIVE_DECODER,
+    Decoded,
+    T,
+    decode_records,
+)
+
+PERSPECTIVE_PATH = "data/perspective/api/v1/sessions/"  # the trailing slash matters
+VISION_PATH = "data/vision/api/v1/clients"
+DESIGNER_PATH = "data/api/v1/designers"
+ENVELOPE_KEYS = ("items", "data", "results")
+# A gateway that ignores `offset` would otherwise be paged forever (until the timeout).
+MAX_PAGES = 1000
+# `lastComm` above this is an epoch timestamp in ms (after 1973), not "ms since": a session
+# silent for over three years does not exist.
+EPOCH_MS_THRESHOLD = 100_000_000_000
+AUTH_HINT = ("the API key needs a security level with gateway read permission "
+             "(and HTTPS, if the key is restricted to it)")
+
+_ENVELOPE = msgspec.json.Decoder(list[msgspec.Raw] | dict[str, msgspec.Raw])
+_LIST = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+@dataclass(frozen=True, slots=True)
+class _Endpoint(Generic[T]):
+    path: str
+    decoder: msgspec.json.Decoder[T]
+
+
+def page_items(body: bytes, gateway: str) -> list[msgspec.Raw]:
+    """The list inside one page, whichever envelope the gateway used."""
+    try:
+        envelope = _ENVELOPE.decode(body)
+        if isinstance(envelope, list):
+            return envelope
+        for key in ENVELOPE_KEYS:
+            if key in envelope:
+                return _LIST.decode(envelope[key])
+    except msgspec.ValidationError as exc:
+        raise SourceError(gateway, Reason.SCHEMA, f"unexpected page shape: {exc}") from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise SourceError(gateway, Reason.DECODE, f"invalid JSON: {exc}") from None
+    raise SourceError(gateway, Reason.SCHEMA, "page is an object without "
+                      f"{', '.join(ENVELOPE_KEYS)}: cannot find the list")
+
+
+def normalise_last_comm(session: PerspectiveSession, now_ms: float) -> PerspectiveSession:
+    """Make `lastComm` mean "ms since last communication", as the scripting function says."""
+    last = session.last_comm
+    if last is None or last < EPOCH_MS_THRESHOLD:
+        return session
+    return msgspec.structs.replace(session, last_comm=max(0.0, now_ms - last))
+
+
+class RestSource:
+    def __init__(self, gateway: GatewayConfig, client: GatewayClient, clock: Clock) -> None:
+        self.gateway = gateway
+        self._client = client
+        self._clock = clock
+        base = gateway.url if gateway.url.endswith("/") else gateway.url + "/"
+        self._url = lambda path: urljoin(base, path)
+
+    async def fetch(self) -> Snapshot:
+        try:
+            perspective = await self._fetch_all(_Endpoint(PERSPECTIVE_PATH, PERSPECTIVE_DECODER))
+            vision = await self._fetch_all(_Endpoint(VISION_PATH, CLIENT_DECODER))
+            designers = await self._fetch_all(_Endpoint(DESIGNER_PATH, CLIENT_DECODER))
+        except SourceError as exc:
+            if exc.reason is Reason.AUTH:
+                raise SourceError(exc.gateway, exc.reason, f"{exc.detail}; {AUTH_HINT}") from None
+            raise
+        now = self._clock.time()
+        return Snapshot(
+            perspective=tuple(normalise_last_comm(s, now * 1000) for s in perspective.records),
+            perspective_json=perspective.raw,
+            clients=_with_kind(vision.records, False) + _with_kind(designers.records, True),
+            clients_json=vision.raw + designers.raw,
+            collected_at=now,
+            invalid_sessions=perspective.invalid + vision.invalid + designers.invalid,
+        )
+
+    async def _fetch_all(self, endpoint: _Endpoint[T]) -> Decoded[T]:
+        items: list[msgspec.Raw] = []
+        limit = self.gateway.page_size
+        previous: list[bytes] | None = None
+        for page in range(MAX_PAGES):
+            body = await self._client.get(self._url(endpoint.path),
+                                          params={"limit": limit, "offset": page * limit})
+            batch = page_items(body, self.gateway.name)
+            signature = [bytes(item) for item in batch[:1]]
+            if batch and signature == previous:
+                raise SourceError(self.gateway.name, Reason.SCHEMA,
+                                  f"{endpoint.path} ignores offset: the same page came back twice")
+            previous = signature
+            items.extend(batch)
+            if len(batch) != limit:  # a short page, or a gateway that ignores `limit`
+                return decode_records(items, endpoint.decoder)
+        raise SourceError(self.gateway.name, Reason.SCHEMA,
+                          f"{endpoint.path} still had data after {MAX_PAGES} pages")
+
+
+def _with_kind(records: tuple[ClientSession, ...], designer: bool) -> tuple[ClientSession, ...]:
+    """The endpoint, not the record, says whether a client is a Designer."""
+    return tuple(msgspec.structs.replace(r, is_designer=designer) for r in records)

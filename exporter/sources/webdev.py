@@ -1,0 +1,74 @@
+"""The WebDev source: one GET returning the schema-1 document built by
+`ignition/session_exporter.py` inside the gateway."""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+
+from exporter.config import GatewayConfig
+from exporter.model import Number, Snapshot
+from exporter.sources.errors import Reason, SourceError
+from exporter.sources.http import GatewayClient
+from exporter.sources.records import CLIENT_DECODER, PERSPECTIVE_DECODER, decode_records
+
+SCHEMA_VERSION = 1
+# Bodies above this are decoded in a worker thread, so a big gateway does not stall scrapes.
+_THREAD_THRESHOLD = 512 * 1024
+
+
+class _GatewayInfo(msgspec.Struct):
+    name: str | None = None
+    version: str | None = None
+
+
+class _Document(msgspec.Struct, rename="camel"):
+    schema: int
+    gateway: _GatewayInfo | None = None
+    collected_at: Number | None = None
+    perspective: list[msgspec.Raw] | None = None
+    vision: list[msgspec.Raw] | None = None
+    warnings: list[str] | None = None
+
+
+_DOCUMENT_DECODER = msgspec.json.Decoder(_Document)
+
+
+def decode_webdev(body: bytes, gateway: str) -> Snapshot:
+    """Bytes of a schema-1 document to a `Snapshot`; `SourceError` (decode/schema) otherwise."""
+    try:
+        document = _DOCUMENT_DECODER.decode(body)
+    except msgspec.ValidationError as exc:
+        raise SourceError(gateway, Reason.SCHEMA, f"unexpected document shape: {exc}") from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise SourceError(gateway, Reason.DECODE, f"invalid JSON: {exc}") from None
+    if document.schema != SCHEMA_VERSION:
+        raise SourceError(gateway, Reason.SCHEMA, f"unsupported schema {document.schema} "
+                          f"(this exporter reads schema {SCHEMA_VERSION})")
+    perspective = decode_records(document.perspective or (), PERSPECTIVE_DECODER)
+    clients = decode_records(document.vision or (), CLIENT_DECODER)
+    info = document.gateway or _GatewayInfo()
+    return Snapshot(
+        perspective=perspective.records,
+        perspective_json=perspective.raw,
+        clients=clients.records,
+        clients_json=clients.raw,
+        reported_name=info.name,
+        version=info.version,
+        collected_at=document.collected_at / 1000 if document.collected_at else None,
+        warnings=tuple(document.warnings or ()),
+        invalid_sessions=perspective.invalid + clients.invalid,
+    )
+
+
+class WebDevSource:
+    def __init__(self, gateway: GatewayConfig, client: GatewayClient) -> None:
+        self.gateway = gateway
+        self._client = client
+
+    async def fetch(self) -> Snapshot:
+        body = await self._client.get(self.gateway.url)
+        if len(body) > _THREAD_THRESHOLD:
+            return await asyncio.to_thread(decode_webdev, body, self.gateway.name)
+        return decode_webdev(body, self.gateway.name)
