@@ -263,9 +263,9 @@ def simulator_app(sim: GatewaySimulator, *, token: str | None = None,
     app.router.add_get(WEBDEV_PATH, webdev)
     for kind, path in REST_PATHS.items():
         app.router.add_get(path, rest(kind))
-    app.router.add_get("/StatusPing", lambda _: _status_ping())
+    app.router.add_get("/StatusPing", _status_ping)
     return app
 
 
-async def _status_ping() -> web.Response:
+async def _status_ping(_: web.Request) -> web.Response:
     return web.json_response({"state": "RUNNING"})

@@ -1,0 +1,61 @@
+"""Shared fixtures: a fake clock, system-tool lookup, and gateway stand-ins on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require_tool(name: str) -> str:
+    """Path of a system tool. Missing: skip on a laptop, fail in CI (which must install it)."""
+    path = shutil.which(name)
+    if path:
+        return path
+    message = f"{name} is not installed (Debian: see .ci/run for the package)"
+    if IN_CI:
+        pytest.fail(f"{message}; CI must install it")
+    pytest.skip(message)
+
+
+class FakeClock:
+    """Time that moves only when told to; `sleep` moves it and yields to the event loop."""
+
+    def __init__(self, start: float = 1_795_000_000.0) -> None:
+        self.now = start
+        self.mono = 1_000.0
+        self.sleeps: list[float] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+        self.mono += seconds
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.advance(seconds)
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+async def eventually(predicate: object, timeout: float = 10.0, what: str = "condition") -> None:
+    """Wait for an asynchronous outcome (a poll landing), failing after `timeout` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():  # type: ignore[operator]
+        if loop.time() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.02)

@@ -1,0 +1,166 @@
+"""Real processes for end-to-end tests: the exporter itself and a Prometheus server.
+
+Both are started on loopback, waited for without blocking the event loop (the gateway
+stand-ins they talk to run in the test's own loop), and always stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+
+from tests.conftest import require_tool
+
+_LISTENING = re.compile(r"msg=listening address=(\S+)")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def _wait_for(check: Any, timeout: float, what: str, log: Path | None = None) -> Any:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if loop.time() > deadline:
+            tail = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
+            pytest.fail(f"timed out after {timeout}s waiting for {what}\n{tail}")
+        await asyncio.sleep(0.05)
+
+
+class ExporterProcess:
+    """`python -m exporter ARGS --listen 127.0.0.1:0`, its stderr kept in a file."""
+
+    def __init__(self, tmp_path: Path, *args: str) -> None:
+        self.log = tmp_path / "exporter.log"
+        self.args = [sys.executable, "-m", "exporter", *args, "--listen", "127.0.0.1:0"]
+        self.process: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    async def __aenter__(self) -> ExporterProcess:
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(self.args, stderr=log, stdout=log,
+                                            stdin=subprocess.DEVNULL)
+
+        async def listening() -> str | None:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                pytest.fail(f"exporter exited with {self.process.returncode}:\n"
+                            + self.log.read_text(errors="replace"))
+            match = _LISTENING.search(self.log.read_text(errors="replace"))
+            return match.group(1) if match else None
+
+        self.url = await _wait_for(listening, 20, "the exporter to listen", self.log)
+        return self
+
+    async def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+
+        async def exited() -> bool:
+            assert self.process is not None
+            return self.process.poll() is not None
+
+        await _wait_for(exited, timeout, "the exporter to exit", self.log)
+        return int(self.process.returncode)
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    async def get(self, path: str, **kwargs: Any) -> tuple[int, bytes]:
+        async with aiohttp.ClientSession() as http, http.get(self.url + path, **kwargs) as r:
+            return r.status, await r.read()
+
+    async def metrics_text(self) -> str:
+        return (await self.get("/metrics"))[1].decode()
+
+    async def wait_for_metric(self, needle: str, timeout: float = 20) -> str:
+        async def found() -> str | None:
+            text = await self.metrics_text()
+            return text if needle in text else None
+
+        return str(await _wait_for(found, timeout, f"{needle!r} in /metrics", self.log))
+
+
+class PrometheusServer:
+    """A real Prometheus (Debian's `prometheus`) scraping the given targets every second."""
+
+    def __init__(self, tmp_path: Path, scrape_configs: list[dict[str, Any]],
+                 rule_files: list[str] | None = None) -> None:
+        self.binary = require_tool("prometheus")
+        self.dir = tmp_path / "prometheus"
+        self.dir.mkdir()
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config = self.dir / "prometheus.yml"
+        document: dict[str, Any] = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "scrape_configs": scrape_configs,
+        }
+        if rule_files:
+            document["rule_files"] = rule_files
+        self.config.write_text(yaml.safe_dump(document))
+        self.log = self.dir / "prometheus.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    async def __aenter__(self) -> PrometheusServer:
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                [self.binary, f"--config.file={self.config}",
+                 f"--storage.tsdb.path={self.dir / 'data'}",
+                 f"--web.listen-address=127.0.0.1:{self.port}"],
+                stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+
+        async def ready() -> bool:
+            try:
+                async with aiohttp.ClientSession() as http, \
+                        http.get(self.url + "/-/ready") as response:
+                    return response.status == 200
+            except aiohttp.ClientError:
+                return False
+
+        await _wait_for(ready, 30, "Prometheus to be ready", self.log)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self.process is not None
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    async def query(self, promql: str) -> list[dict[str, Any]]:
+        async with aiohttp.ClientSession() as http, http.get(
+                self.url + "/api/v1/query", params={"query": promql}) as response:
+            body = json.loads(await response.read())
+        assert body["status"] == "success", body
+        return list(body["data"]["result"])
+
+    async def wait_for_query(self, promql: str, timeout: float = 30) -> list[dict[str, Any]]:
+        async def answered() -> list[dict[str, Any]] | None:
+            return await self.query(promql) or None
+
+        return list(await _wait_for(answered, timeout, f"PromQL {promql!r} to return data",
+                                    self.log))

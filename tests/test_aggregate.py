@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from exporter.aggregate import LABEL_MAX_CHARS, ScopeTotals, aggregate, label
+from tests.payloads import document, perspective, snapshot_of, vision
+
+
+def test_counts_per_project_scope_and_user() -> None:
+    snap = snapshot_of(document([
+        perspective("1", "jsmith", "Line1", "browser", active_pages=2, recent=100),
+        perspective("2", "jsmith", "Line1", "Browser", active_pages=1, recent=50,
+                    last_comm=120_000),
+        perspective("3", "Unauthenticated", "Line1", "ios", active_pages=1),
+        perspective("4", "eng", "Line2", "designer"),
+    ], [
+        vision("operator1", "Line1"), vision("operator1", "Line1", client_id="2"),
+        vision("eng", "Line2", designer=True),
+    ]))
+    result = aggregate(snap, idle_after_seconds=60)
+    assert result.perspective_sessions == {
+        ("Line1", "browser", "jsmith"): 2,
+        ("Line1", "ios", "Unauthenticated"): 1,
+        ("Line2", "designer", "eng"): 1,
+    }
+    assert result.scopes[("Line1", "browser")] == ScopeTotals(
+        sessions=2, active_pages=3, idle_sessions=1, recent_sent_bytes=150)
+    assert result.scopes[("Line1", "ios")].idle_sessions == 0
+    assert result.client_sessions == {
+        ("Line1", "operator1", "vision"): 2,
+        ("Line2", "eng", "designer"): 1,
+    }
+    assert result.total_perspective_sessions == 4
+    assert result.total_client_sessions == 3
+
+
+def test_missing_and_null_fields_are_tolerated_per_field() -> None:
+    old = {"id": "x", "username": "u", "project": "P", "sessionScope": "browser"}
+    nulls = perspective("y", "u", "P", "browser", active_pages=None, recent=None,
+                        last_comm=None, total=None)
+    snap = snapshot_of(document([old, nulls, {"id": "z"}]))
+    assert snap.invalid_sessions == 0
+    result = aggregate(snap, 60)
+    assert result.perspective_sessions == {("P", "browser", "u"): 2, ("", "", ""): 1}
+    assert result.scopes[("P", "browser")] == ScopeTotals(2, 0, 0, 0)
+
+
+def test_over_long_label_values_are_cut_and_merged() -> None:
+    long_a, long_b = "a" * 5000 + "1", "a" * 5000 + "2"
+    snap = snapshot_of(document([perspective("1", long_a), perspective("2", long_b)]))
+    result = aggregate(snap, 60)
+    assert result.perspective_sessions == {("Line1", "browser", "a" * LABEL_MAX_CHARS): 2}
+
+
+def test_label() -> None:
+    assert label(None) == ""
+    assert label(42) == "42"
+    assert label("x" * 300) == "x" * LABEL_MAX_CHARS

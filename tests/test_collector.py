@@ -1,0 +1,120 @@
+"""The exposition built from pollers' statuses: names, types, labels, escaping, lifetimes."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.collector import SessionCollector
+from exporter.config import GatewayConfig
+from exporter.poller import GatewayPoller
+from exporter.sources import Reason
+from tests.conftest import FakeClock
+from tests.payloads import document, perspective, snapshot_of, vision
+from tests.test_poller import ScriptedSource, down
+
+GATEWAY = GatewayConfig(name="plant-a", url="http://gw", poll_interval=15, timeout=5,
+                        stale_after=60)
+
+
+def samples(pollers: list[GatewayPoller], clock: FakeClock) -> dict[tuple, float]:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SessionCollector(lambda: [p.status for p in pollers], clock))
+    text = generate_latest(registry).decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text) for s in family.samples
+    }
+
+
+def key(name: str, **labels: str) -> tuple:
+    return name, tuple(sorted(labels.items()))
+
+
+async def test_metric_contract(clock: FakeClock) -> None:
+    snap = snapshot_of(document(
+        [perspective("A", "jsmith", "P", "Browser", total=5000, active_pages=2, recent=10),
+         perspective("B", "jsmith", "P", "browser", total=1000, last_comm=90_000, recent=5)],
+        [vision("op", "P"), vision("eng", "P", designer=True)]))
+    p = GatewayPoller(GATEWAY, ScriptedSource(clock, snap), idle_after=60, clock=clock)
+    await p.poll_once()
+    got = samples([p], clock)
+    ps = {"gateway": "plant-a", "project": "P", "scope": "browser"}
+    assert got[key("ignition_perspective_sessions", username="jsmith", **ps)] == 2
+    assert got[key("ignition_perspective_active_pages", **ps)] == 3
+    assert got[key("ignition_perspective_idle_sessions", **ps)] == 1
+    assert got[key("ignition_perspective_recent_sent_bytes", **ps)] == 15
+    assert got[key("ignition_perspective_sent_bytes_total", **ps)] == 6000
+    assert got[key("ignition_client_sessions", gateway="plant-a", project="P", username="op",
+                   kind="vision")] == 1
+    assert got[key("ignition_client_sessions", gateway="plant-a", project="P", username="eng",
+                   kind="designer")] == 1
+    assert got[key("ignition_up", gateway="plant-a")] == 1
+    assert got[key("ignition_exporter_poll_duration_seconds", gateway="plant-a")] == 0.25
+    assert got[key("ignition_exporter_last_success_timestamp_seconds", gateway="plant-a")] \
+        == clock.time()
+    for reason in Reason:
+        assert got[key("ignition_exporter_poll_errors_total", gateway="plant-a",
+                       reason=str(reason))] == 0
+    assert got[key("ignition_gateway_info", gateway="plant-a", system_name="Ignition-plant-a",
+                   version="8.1.33")] == 1
+    assert any(name == "ignition_exporter_build_info" for name, _ in got)
+
+
+async def test_logged_out_user_disappears_and_counter_keeps_value(clock: FakeClock) -> None:
+    first = snapshot_of(document([perspective("A", "alice", total=100),
+                                  perspective("B", "bob", total=50)]))
+    second = snapshot_of(document([perspective("A", "alice", total=120)]))
+    p = GatewayPoller(GATEWAY, ScriptedSource(clock, first, second), idle_after=60, clock=clock)
+    await p.poll_once()
+    await p.poll_once()
+    got = samples([p], clock)
+    sessions = {k for k in got if k[0] == "ignition_perspective_sessions"}
+    assert sessions == {key("ignition_perspective_sessions", gateway="plant-a", project="Line1",
+                            scope="browser", username="alice")}
+    assert got[key("ignition_perspective_sent_bytes_total", gateway="plant-a",
+                   project="Line1", scope="browser")] == 170
+
+
+async def test_failed_gateway_keeps_series_until_stale_then_drops_them(clock: FakeClock) -> None:
+    snap = snapshot_of(document([perspective("A", total=100)], [vision()]))
+    p = GatewayPoller(GATEWAY, ScriptedSource(clock, snap, down(Reason.TIMEOUT)),
+                      idle_after=60, clock=clock)
+    await p.poll_once()
+    await p.poll_once()
+    got = samples([p], clock)
+    assert got[key("ignition_up", gateway="plant-a")] == 0
+    assert got[key("ignition_exporter_poll_errors_total", gateway="plant-a",
+                   reason="timeout")] == 1
+    assert any(k[0] == "ignition_perspective_sessions" for k in got)
+    clock.advance(GATEWAY.stale_after + 1)
+    got = samples([p], clock)
+    assert not any(k[0] in ("ignition_perspective_sessions", "ignition_client_sessions",
+                            "ignition_perspective_active_pages") for k in got)
+    assert got[key("ignition_perspective_sent_bytes_total", gateway="plant-a",
+                   project="Line1", scope="browser")] == 100
+    assert got[key("ignition_exporter_poll_errors_total", gateway="plant-a",
+                   reason="timeout")] == 1
+
+
+async def test_awkward_label_values_round_trip(clock: FakeClock) -> None:
+    names = ['O\'Brien "the boss"', "back\\slash", "multi\nline", "Jürgen Müller 山田",
+             "with space", "tab\there"]
+    snap = snapshot_of(document([perspective(str(i), name, project='Line "1"\\')
+                                 for i, name in enumerate(names)]))
+    p = GatewayPoller(GATEWAY, ScriptedSource(clock, snap), idle_after=60, clock=clock)
+    await p.poll_once()
+    got = samples([p], clock)
+    users = {dict(labels)["username"] for name, labels in got
+             if name == "ignition_perspective_sessions"}
+    projects = {dict(labels)["project"] for name, labels in got
+                if name == "ignition_perspective_sessions"}
+    assert users == set(names)
+    assert projects == {'Line "1"\\'}
+
+
+async def test_gateway_never_polled_is_down(clock: FakeClock) -> None:
+    p = GatewayPoller(GATEWAY, ScriptedSource(clock, down()), idle_after=60, clock=clock)
+    got = samples([p], clock)
+    assert got[key("ignition_up", gateway="plant-a")] == 0
+    assert not any(k[0] == "ignition_exporter_last_success_timestamp_seconds" for k in got)

@@ -1,0 +1,153 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from exporter.config import (
+    ConfigError,
+    build_config,
+    load_config,
+    parse_duration,
+    parse_size,
+)
+
+GOOD = """
+poll_interval: 15s
+idle_after: 60s
+stale_after: 60s
+gateways:
+  - name: plant-a
+    url: https://gw-a:8043/system/webdev/monitoring/sessions
+    source: webdev
+    timeout: 5s
+    token_env: PLANT_A_TOKEN
+  - name: plant-b
+    url: http://gw-b:8088
+    source: rest
+    poll_interval: 30
+"""
+
+
+def problems(document: object, environ: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        build_config(document, environ or {})
+    return [str(p) for p in caught.value.problems]
+
+
+def test_good_config_resolves_defaults_and_overrides() -> None:
+    config = build_config(yaml.safe_load(GOOD), {"PLANT_A_TOKEN": " s3cret\n"})
+    a, b = config.gateways
+    assert (a.name, a.poll_interval, a.timeout, a.stale_after) == ("plant-a", 15, 5, 60)
+    assert a.token == "s3cret"
+    assert a.token_header == "Authorization"
+    assert (b.poll_interval, b.timeout, b.stale_after) == (30, 10, 60)
+    assert b.token_header == "X-Ignition-API-Token"
+    assert config.idle_after == 60
+
+
+def test_stale_after_defaults_to_four_poll_intervals() -> None:
+    config = build_config({"poll_interval": "5s", "gateways": [{"name": "a", "url": "http://a"}]})
+    assert config.gateways[0].stale_after == 20
+    assert config.gateways[0].timeout == 5
+
+
+def test_token_never_in_repr() -> None:
+    config = build_config(yaml.safe_load(GOOD), {"PLANT_A_TOKEN": "s3cret"})
+    assert "s3cret" not in repr(config)
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("500ms", 0.5), ("15s", 15), ("2m", 120), ("1m30s", 90), ("1h", 3600), (15, 15),
+    ("15", 15), (0.25, 0.25),
+])
+def test_durations(text: object, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "15x", "s", "-5s", 0, True, "1.5.5s", [], "15s 2m"])
+def test_bad_durations(text: object) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def test_sizes() -> None:
+    assert parse_size("32MiB") == 32 * 2**20
+    assert parse_size(1000) == 1000
+    with pytest.raises(ValueError):
+        parse_size("lots")
+
+
+def test_every_problem_is_reported_with_its_location() -> None:
+    found = problems({
+        "poll_interval": "fast",
+        "colour": "blue",
+        "gateways": [
+            {"name": "a", "url": "http://a", "timout": "5s"},
+            {"url": "ftp://b", "source": "opc"},
+        ],
+    })
+    assert "poll_interval: invalid duration 'fast' (use e.g. 500ms, 15s, 2m or plain seconds)" \
+        in found
+    assert any(p.startswith("colour: unknown key") for p in found)
+    assert any(p.startswith("gateways[0].timout: unknown key") for p in found)
+    assert "gateways[1].name: required key is missing" in found
+    assert "gateways[1].source: expected one of webdev, rest, got 'opc'" in found
+
+
+def test_cross_checks_name_the_key() -> None:
+    found = problems({
+        "poll_interval": "10s",
+        "gateways": [
+            {"name": "a", "url": "ftp://a", "timeout": "20s"},
+            {"name": "a", "url": "http://b", "stale_after": "5s"},
+            {"name": "c", "url": "http://c", "token_env": "MISSING_VAR"},
+            {"name": "d", "url": "http://d", "token_file": "/nonexistent/token"},
+            {"name": "e", "url": "http://e", "ca_file": "/nonexistent/ca.pem"},
+        ],
+    })
+    assert "gateways[0].url: expected an http:// or https:// URL, got 'ftp://a'" in found
+    assert any(p.startswith("gateways[0].timeout: 20s exceeds the poll interval") for p in found)
+    assert any(p.startswith("gateways[1].stale_after: 5s is shorter") for p in found)
+    assert "gateways[1].name: duplicate gateway name 'a' (also gateways[0])" in found
+    assert any(p.startswith("gateways[2].token_env: environment variable MISSING_VAR")
+               for p in found)
+    assert any(p.startswith("gateways[3].token_file: cannot read token file") for p in found)
+    assert "gateways[4].ca_file: no such file: /nonexistent/ca.pem" in found
+
+
+@pytest.mark.parametrize(("document", "expected"), [
+    (None, ": expected a mapping, got nothing"),
+    ({"gateways": []}, "gateways: expected a non-empty list of gateways"),
+    ({"gateways": ["plant-a"]}, "gateways[0]: expected a mapping, got str"),
+    ({"gateways": [{"name": "a", "url": "http://a", "tls_verify": "no"}]},
+     "gateways[0].tls_verify: expected true or false, got str"),
+    ({"gateways": [{"name": "a", "url": "http://a", "session_limit": -1}]},
+     "gateways[0].session_limit: expected a positive whole number, got -1"),
+])
+def test_shape_errors(document: object, expected: str) -> None:
+    assert expected in problems(document)
+
+
+def test_token_file_is_read_and_tls_verify_false_warns(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("from-file\n")
+    config = build_config({"gateways": [{"name": "a", "url": "https://a", "token_file":
+                                         str(token), "tls_verify": False}]})
+    assert config.gateways[0].token == "from-file"
+    assert config.warnings == ("gateways[0].tls_verify is false: the gateway's certificate "
+                               "is not checked",)
+
+
+def test_yaml_syntax_error_names_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yml"
+    path.write_text("gateways:\n  - name: a\n   url: x\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value.problems[0]).startswith(f"{path}:3:")
+
+
+def test_missing_file() -> None:
+    with pytest.raises(ConfigError, match="cannot read configuration"):
+        load_config("/nonexistent/config.yml")

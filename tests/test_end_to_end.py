@@ -1,0 +1,141 @@
+"""The real exporter process, real HTTP on loopback, promtool and a real Prometheus server."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+import yaml
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.faults import Fault, FaultyGateway, faulty_app
+from exporter.simulator import WEBDEV_PATH, GatewaySimulator, simulator_app
+from tests.conftest import FakeClock, require_tool
+from tests.processes import ExporterProcess, PrometheusServer
+
+ServerFactory = Callable[[web.Application], Awaitable[TestServer]]
+
+
+def write_config(tmp_path: Path, gateways: list[dict[str, object]]) -> str:
+    path = tmp_path / "config.yml"
+    path.write_text(yaml.safe_dump({"poll_interval": "1s", "gateways": gateways}))
+    return str(path)
+
+
+def values(text: str, metric: str) -> dict[str, float]:
+    """`gateway` (plus `reason` where present) → value, for one metric."""
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == metric:
+                label = s.labels.get("gateway", "")
+                out[label + (":" + s.labels["reason"] if "reason" in s.labels else "")] = s.value
+    return out
+
+
+def total(text: str, metric: str) -> float:
+    return sum(s.value for family in text_string_to_metric_families(text)
+               for s in family.samples if s.name == metric)
+
+
+@pytest.fixture
+async def frozen_gateway(aiohttp_server: ServerFactory) -> tuple[GatewaySimulator, str]:
+    """A simulated gateway whose population does not change: counts are exact."""
+    simulator = GatewaySimulator(seed=5, clock=FakeClock(), target_sessions=37)
+    server = await aiohttp_server(simulator_app(simulator))
+    return simulator, str(server.make_url(WEBDEV_PATH))
+
+
+async def test_process_serves_metrics_that_promtool_accepts(
+        tmp_path: Path, frozen_gateway: tuple[GatewaySimulator, str]) -> None:
+    promtool = require_tool("promtool")
+    _, url = frozen_gateway
+    config = write_config(tmp_path, [{"name": "plant-a", "url": url}])
+    async with ExporterProcess(tmp_path, "--config", config) as exporter:
+        text = await exporter.wait_for_metric('ignition_up{gateway="plant-a"} 1.0')
+        assert total(text, "ignition_perspective_sessions") == 37
+        check = subprocess.run([promtool, "check", "metrics"], input=text.encode(),
+                               capture_output=True, timeout=30)
+        assert check.returncode == 0, check.stdout + check.stderr
+        assert await exporter.stop() == 0
+
+
+async def test_prometheus_scrapes_and_queries(
+        tmp_path: Path, frozen_gateway: tuple[GatewaySimulator, str]) -> None:
+    simulator, url = frozen_gateway
+    expected_jsmith = sum(1 for u in simulator.iter_usernames() if u == "jsmith")
+    config = write_config(tmp_path, [{"name": "plant-a", "url": url}])
+    async with ExporterProcess(tmp_path, "--config", config) as exporter:
+        await exporter.wait_for_metric('ignition_up{gateway="plant-a"} 1.0')
+        target = exporter.url.removeprefix("http://")
+        async with PrometheusServer(tmp_path, [{
+            "job_name": "ignition", "static_configs": [{"targets": [target]}],
+        }]) as prometheus:
+            result = await prometheus.wait_for_query(
+                'sum(ignition_perspective_sessions{gateway="plant-a"})')
+            assert float(result[0]["value"][1]) == 37
+            result = await prometheus.query(
+                'sum(ignition_perspective_sessions{username="jsmith"})')
+            assert float(result[0]["value"][1]) == expected_jsmith
+            result = await prometheus.query('up{job="ignition"}')
+            assert float(result[0]["value"][1]) == 1
+
+
+async def test_broken_gateways_are_reported_and_the_exporter_keeps_serving(
+        tmp_path: Path, aiohttp_server: ServerFactory,
+        frozen_gateway: tuple[GatewaySimulator, str]) -> None:
+    urls = {}
+    for fault in (Fault.HTTP_500, Fault.GARBAGE, Fault.SLOW):
+        gateway = FaultyGateway(GatewaySimulator(seed=1), mode=fault, delay=30)
+        urls[fault] = str((await aiohttp_server(faulty_app(gateway))).make_url(WEBDEV_PATH))
+    config = write_config(tmp_path, [
+        {"name": "good", "url": frozen_gateway[1]},
+        {"name": "error500", "url": urls[Fault.HTTP_500]},
+        {"name": "garbage", "url": urls[Fault.GARBAGE]},
+        {"name": "slow", "url": urls[Fault.SLOW], "timeout": "500ms"},
+    ])
+    async with ExporterProcess(tmp_path, "--config", config) as exporter:
+        text = await exporter.wait_for_metric(
+            'ignition_exporter_poll_errors_total{gateway="slow",reason="timeout"} 1.0')
+        assert values(text, "ignition_up") == {"good": 1, "error500": 0, "garbage": 0,
+                                               "slow": 0}
+        errors = values(text, "ignition_exporter_poll_errors_total")
+        assert errors["error500:http"] >= 1
+        assert errors["garbage:decode"] >= 1
+        assert errors["slow:timeout"] >= 1
+        assert errors["good:http"] == 0
+        status, _ = await exporter.get("/healthz")
+        assert status == 200
+        assert await exporter.stop() == 0
+    log = exporter.log.read_text()
+    # One line per state change, not one per poll.
+    assert log.count('msg="gateway down" gateway=error500') == 1
+    assert "reason=http" in log and "reason=decode" in log and "reason=timeout" in log
+
+
+async def test_demo_mode_and_sigint(tmp_path: Path) -> None:
+    async with ExporterProcess(tmp_path, "--demo") as exporter:
+        text = await exporter.wait_for_metric('ignition_up{gateway="demo"} 1.0')
+        assert total(text, "ignition_perspective_sessions") > 0
+        assert total(text, "ignition_client_sessions") > 0
+        assert await exporter.stop(signal.SIGINT) == 0
+
+
+async def test_check_config_and_bad_config_exit_codes(tmp_path: Path) -> None:
+    import sys
+    good = write_config(tmp_path, [{"name": "a", "url": "http://a"}])
+    run = subprocess.run([sys.executable, "-m", "exporter", "--config", good, "--check-config"],
+                         capture_output=True, text=True, timeout=30)
+    assert run.returncode == 0
+    assert "OK, 1 gateway(s): a" in run.stdout
+    bad = tmp_path / "bad.yml"
+    bad.write_text("gateways:\n  - name: a\n    url: http://a\n    poll_intervall: 5s\n")
+    run = subprocess.run([sys.executable, "-m", "exporter", "--config", str(bad)],
+                         capture_output=True, text=True, timeout=30)
+    assert run.returncode == 2
+    assert "gateways[0].poll_intervall: unknown key" in run.stderr

@@ -1,0 +1,78 @@
+"""The exporter's HTTP surface, over real HTTP, polling a simulated gateway on loopback."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Awaitable, Callable
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.appkeys import FLEET
+from exporter.config import Config, GatewayConfig
+from exporter.http import create_app
+from exporter.simulator import WEBDEV_PATH, GatewaySimulator, simulator_app
+from tests.conftest import eventually
+
+ServerFactory = Callable[[web.Application], Awaitable[TestServer]]
+ClientFactory = Callable[[web.Application], Awaitable[TestClient]]
+
+
+@pytest.fixture
+async def exporter(aiohttp_server: ServerFactory, aiohttp_client: ClientFactory) -> TestClient:
+    gateway = await aiohttp_server(simulator_app(GatewaySimulator(seed=11)))
+    config = Config(gateways=(
+        GatewayConfig(name="plant-a", url=str(gateway.make_url(WEBDEV_PATH)),
+                      poll_interval=1, timeout=1),
+        GatewayConfig(name="plant-b", url="http://127.0.0.1:1/nothing-here",
+                      poll_interval=1, timeout=1),
+    ))
+    client = await aiohttp_client(create_app(config))
+    fleet = client.app[FLEET]
+    await eventually(lambda: all(s.polls for s in fleet.statuses()), what="first polls")
+    return client
+
+
+async def test_metrics_text(exporter: TestClient) -> None:
+    response = await exporter.get("/metrics")
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    families = {f.name: f for f in text_string_to_metric_families(await response.text())}
+    up = {s.labels["gateway"]: s.value for s in families["ignition_up"].samples}
+    assert up == {"plant-a": 1, "plant-b": 0}
+    total = sum(s.value for s in families["ignition_perspective_sessions"].samples)
+    assert total == 40
+    assert "as of the last poll" in families["ignition_perspective_sessions"].documentation
+
+
+async def test_metrics_openmetrics_and_gzip(exporter: TestClient) -> None:
+    response = await exporter.get("/metrics", headers={
+        "Accept": "application/openmetrics-text; version=1.0.0", "Accept-Encoding": "gzip"},
+        auto_decompress=False)
+    assert response.headers["Content-Type"].startswith("application/openmetrics-text")
+    assert response.headers["Content-Encoding"] == "gzip"
+    text = gzip.decompress(await response.read()).decode()
+    assert text.endswith("# EOF\n")
+    assert "ignition_perspective_sent_bytes_total{" in text
+
+
+async def test_landing_page_lists_gateways(exporter: TestClient) -> None:
+    response = await exporter.get("/")
+    html = await response.text()
+    assert response.status == 200
+    assert '<a href="/metrics">' in html
+    assert "plant-a" in html and "plant-b" in html
+    assert "connect: cannot connect to 127.0.0.1:1" in html
+
+
+async def test_healthz(exporter: TestClient) -> None:
+    response = await exporter.get("/healthz")
+    assert response.status == 200
+    assert await response.json() == {"status": "ok"}
+
+
+async def test_unknown_path_and_method(exporter: TestClient) -> None:
+    assert (await exporter.get("/nope")).status == 404
+    assert (await exporter.post("/metrics")).status == 405

@@ -1,0 +1,142 @@
+"""The poller with a fake clock and a scripted source: schedule, staleness, logging."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+
+import pytest
+
+from exporter.config import GatewayConfig
+from exporter.model import Snapshot
+from exporter.poller import GatewayPoller
+from exporter.sources import Reason, SourceError
+from tests.conftest import FakeClock
+from tests.payloads import document, perspective, snapshot_of
+
+GATEWAY = GatewayConfig(name="plant-a", url="http://gw", poll_interval=15, timeout=5,
+                        stale_after=60)
+
+
+class ScriptedSource:
+    """Answers each fetch with the next scripted snapshot or error; time passes per fetch."""
+
+    def __init__(self, clock: FakeClock, *answers: Snapshot | SourceError,
+                 takes: float = 0.25) -> None:
+        self.clock = clock
+        self.answers = deque(answers)
+        self.takes = takes
+        self.fetches = 0
+
+    async def fetch(self) -> Snapshot:
+        self.fetches += 1
+        self.clock.advance(self.takes)
+        answer = self.answers.popleft() if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, SourceError):
+            raise answer
+        return answer
+
+
+def down(reason: Reason = Reason.CONNECT) -> SourceError:
+    return SourceError("plant-a", reason, "refused")
+
+
+GOOD = snapshot_of(document([perspective("A", total=5000), perspective("B", total=1000)]))
+
+
+async def run_briefly(poller: GatewayPoller, turns: int) -> None:
+    """Let `run()` go round the event loop `turns` times (the fake clock never waits)."""
+    task = asyncio.create_task(poller.run())
+    for _ in range(turns):
+        await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+def poller(clock: FakeClock, source: ScriptedSource) -> GatewayPoller:
+    return GatewayPoller(GATEWAY, source, idle_after=60, clock=clock)
+
+
+async def test_success_then_failure_keeps_data_until_stale(clock: FakeClock) -> None:
+    p = poller(clock, ScriptedSource(clock, GOOD, down()))
+    status = await p.poll_once()
+    assert status.up and status.last_duration == pytest.approx(0.25)
+    assert status.current(clock.time()) is not None
+    succeeded_at = status.last_success
+    status = await p.poll_once()
+    assert not status.up
+    assert status.poll_errors[Reason.CONNECT] == 1
+    assert status.last_success == succeeded_at
+    clock.advance(59)
+    assert status.current(clock.time()) is not None
+    clock.advance(2)
+    assert status.current(clock.time()) is None
+    assert status.sent_bytes == {("Line1", "browser"): 6000}
+
+
+async def test_errors_count_per_reason_and_start_at_zero(clock: FakeClock) -> None:
+    p = poller(clock, ScriptedSource(clock, down(Reason.TIMEOUT), down(Reason.HTTP),
+                                     down(Reason.HTTP)))
+    assert p.status.poll_errors == dict.fromkeys(Reason, 0)
+    for _ in range(3):
+        await p.poll_once()
+    assert p.status.poll_errors[Reason.TIMEOUT] == 1
+    assert p.status.poll_errors[Reason.HTTP] == 2
+    assert p.status.error is not None and p.status.error.reason is Reason.HTTP
+
+
+async def test_one_log_line_per_state_change(clock: FakeClock,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    p = poller(clock, ScriptedSource(clock, GOOD, GOOD, down(), down(), down(Reason.AUTH),
+                                     GOOD, GOOD))
+    caplog.set_level(logging.INFO, logger="exporter.poller")
+    for _ in range(7):
+        await p.poll_once()
+    lines = [(r.getMessage(), getattr(r, "reason", None)) for r in caplog.records]
+    assert lines == [("gateway up", None), ("gateway down", "connect"),
+                     ("gateway down", "auth"), ("gateway up", None)]
+
+
+async def test_a_hanging_source_is_cut_by_the_poll_timeout() -> None:
+    class Hanging:
+        async def fetch(self) -> Snapshot:
+            await asyncio.sleep(3600)
+            raise AssertionError("unreachable")
+
+    from exporter.clock import SystemClock
+    gateway = GatewayConfig(name="plant-a", url="http://gw", timeout=0.05)
+    status = await GatewayPoller(gateway, Hanging(), idle_after=60,
+                                 clock=SystemClock()).poll_once()
+    assert status.error is not None and status.error.reason is Reason.TIMEOUT
+
+
+async def test_an_unexpected_exception_costs_one_poll(clock: FakeClock,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    class Buggy:
+        async def fetch(self) -> Snapshot:
+            raise KeyError("bug")
+
+    status = await GatewayPoller(GATEWAY, Buggy(), idle_after=60, clock=clock).poll_once()
+    assert status.error is not None and status.error.reason is Reason.DECODE
+    assert "unexpected error while polling" in caplog.text
+
+
+async def test_schedule_is_fixed_rate_with_initial_jitter(clock: FakeClock) -> None:
+    import random
+    source = ScriptedSource(clock, GOOD, takes=2.0)
+    p = GatewayPoller(GATEWAY, source, idle_after=60, clock=clock, rng=random.Random(7))
+    await run_briefly(p, 20)
+    jitter, *gaps = clock.sleeps
+    assert 0 <= jitter <= GATEWAY.poll_interval * 0.1
+    # Each poll takes 2 s of the 15 s interval: the sleeps make up the rest exactly.
+    assert gaps[:3] == [pytest.approx(13.0)] * 3
+
+
+async def test_overrunning_poll_skips_missed_ticks(clock: FakeClock) -> None:
+    source = ScriptedSource(clock, GOOD, takes=40.0)  # longer than two intervals
+    await run_briefly(poller(clock, source), 6)
+    gaps = clock.sleeps[1:]
+    assert gaps[0] == pytest.approx(5.0)  # next tick on the 15 s grid, at 45 s
+    assert all(0 < g <= 15 for g in gaps)

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from exporter.model import PerspectiveSession
+from exporter.sent_bytes import SentBytesCounter
+
+
+def s(id: str, total: float | None, project: str = "P", scope: str = "browser"
+      ) -> PerspectiveSession:
+    return PerspectiveSession(id=id, project=project, session_scope=scope,
+                              total_bytes_sent=total)
+
+
+def test_example_from_the_contract() -> None:
+    counter = SentBytesCounter()
+    assert counter.observe([s("A", 5000), s("B", 1000)]) == {("P", "browser"): 6000}
+    assert counter.observe([s("A", 7000), s("C", 50)]) == {("P", "browser"): 8050}
+
+
+def test_reset_adds_the_new_value_and_ended_sessions_are_forgotten() -> None:
+    counter = SentBytesCounter()
+    counter.observe([s("A", 5000)])
+    assert counter.observe([s("A", 300)]) == {("P", "browser"): 5300}
+    assert counter.observe([]) == {("P", "browser"): 5300}
+    # A came back after being forgotten: it counts as new, in full.
+    assert counter.observe([s("A", 400)]) == {("P", "browser"): 5700}
+
+
+def test_never_decreases_and_keeps_idle_keys() -> None:
+    counter = SentBytesCounter()
+    totals = counter.observe([s("A", 100, scope="Browser"), s("B", 10, project="Q")])
+    assert totals == {("P", "browser"): 100, ("Q", "browser"): 10}
+    totals = counter.observe([s("A", 100, scope="Browser")])
+    assert totals == {("P", "browser"): 100, ("Q", "browser"): 10}
+
+
+def test_sessions_without_id_or_total_are_skipped() -> None:
+    counter = SentBytesCounter()
+    assert counter.observe([s("A", None), PerspectiveSession(total_bytes_sent=99),
+                            s("B", -5)]) == {}
+
+
+def test_returned_totals_do_not_change_afterwards() -> None:
+    counter = SentBytesCounter()
+    first = counter.observe([s("A", 10)])
+    counter.observe([s("A", 30)])
+    assert first == {("P", "browser"): 10}

@@ -1,0 +1,109 @@
+"""The WebDev source against real HTTP on loopback: a gateway stand-in that misbehaves."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from exporter.config import GatewayConfig
+from exporter.faults import Fault, FaultyGateway, faulty_app
+from exporter.simulator import WEBDEV_PATH, GatewaySimulator, simulator_app
+from exporter.sources import Reason, SourceError, make_source
+from tests.conftest import FakeClock
+
+ServerFactory = Callable[[web.Application], Awaitable[TestServer]]
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+def gateway_at(url: str, **options: object) -> GatewayConfig:
+    settings: dict[str, object] = {"timeout": 2.0, "connect_timeout": 1.0}
+    settings.update(options)
+    return GatewayConfig(name="plant-a", url=url, **settings)  # type: ignore[arg-type]
+
+
+async def fetch(gateway: GatewayConfig, http: aiohttp.ClientSession) -> SourceError:
+    with pytest.raises(SourceError) as caught:
+        await make_source(gateway, http, FakeClock()).fetch()
+    assert caught.value.gateway == "plant-a"
+    return caught.value
+
+
+@pytest.fixture
+async def faulty(aiohttp_server: ServerFactory) -> tuple[FaultyGateway, str]:
+    gateway = FaultyGateway(GatewaySimulator(seed=3), delay=5.0, large_bytes=8 * 2**20)
+    server = await aiohttp_server(faulty_app(gateway))
+    return gateway, str(server.make_url(WEBDEV_PATH))
+
+
+async def test_good_answer(faulty: tuple[FaultyGateway, str],
+                           http: aiohttp.ClientSession) -> None:
+    _, url = faulty
+    snapshot = await make_source(gateway_at(url), http, FakeClock()).fetch()
+    assert len(snapshot.perspective) == 40
+    assert snapshot.version == "8.1.33"
+
+
+@pytest.mark.parametrize(("fault", "reason", "detail"), [
+    (Fault.HTTP_500, Reason.HTTP, "HTTP 500"),
+    (Fault.HTTP_503, Reason.HTTP, "HTTP 503"),
+    (Fault.PROXY_502, Reason.HTTP, "HTTP 502"),
+    (Fault.HTML_200, Reason.HTTP, "HTML page"),
+    (Fault.UNAUTHORIZED, Reason.AUTH, "HTTP 401"),
+    (Fault.FORBIDDEN, Reason.AUTH, "HTTP 403"),
+    (Fault.GARBAGE, Reason.DECODE, "invalid JSON"),
+    (Fault.TRUNCATED, Reason.DECODE, "invalid JSON"),
+    (Fault.WRONG_SHAPE, Reason.SCHEMA, "unexpected document shape"),
+    (Fault.WRONG_SCHEMA, Reason.SCHEMA, "unsupported schema 99"),
+    (Fault.SLOW, Reason.TIMEOUT, "no complete answer within 0.3s"),
+    (Fault.TRICKLE, Reason.TIMEOUT, "no complete answer within 0.3s"),
+    (Fault.TOO_LARGE, Reason.TOO_LARGE, "larger than 1048576 bytes"),
+    (Fault.RESET, Reason.CONNECT, "Disconnected"),
+])
+async def test_faults_map_to_reasons(faulty: tuple[FaultyGateway, str],
+                                     http: aiohttp.ClientSession, fault: Fault,
+                                     reason: Reason, detail: str) -> None:
+    gateway, url = faulty
+    gateway.mode = fault
+    error = await fetch(gateway_at(url, timeout=0.3, max_response_bytes=2**20), http)
+    assert error.reason is reason
+    assert detail in error.detail
+
+
+async def test_connection_refused(http: aiohttp.ClientSession) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    error = await fetch(gateway_at(f"http://127.0.0.1:{port}{WEBDEV_PATH}"), http)
+    assert error.reason is Reason.CONNECT
+    assert f"127.0.0.1:{port}" in error.detail
+
+
+async def test_declared_length_over_the_cap_is_refused_unread(
+        aiohttp_server: ServerFactory, http: aiohttp.ClientSession) -> None:
+    async def big(_: web.Request) -> web.Response:
+        return web.Response(body=b" " * 5000, content_type="application/json")
+    app = web.Application()
+    app.router.add_get("/big", big)
+    server = await aiohttp_server(app)
+    error = await fetch(gateway_at(str(server.make_url("/big")), max_response_bytes=4096), http)
+    assert error.reason is Reason.TOO_LARGE
+
+
+async def test_bearer_token_is_sent(aiohttp_server: ServerFactory,
+                                    http: aiohttp.ClientSession) -> None:
+    server = await aiohttp_server(simulator_app(GatewaySimulator(), token="t0ken"))
+    url = str(server.make_url(WEBDEV_PATH))
+    assert (await fetch(gateway_at(url), http)).reason is Reason.AUTH
+    assert (await fetch(gateway_at(url, token="wrong"), http)).reason is Reason.AUTH
+    snapshot = await make_source(gateway_at(url, token="t0ken"), http, FakeClock()).fetch()
+    assert snapshot.perspective
