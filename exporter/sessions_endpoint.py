@@ -36,7 +36,7 @@ def append_with_gateway(out: list[bytes | memoryview], raw: msgspec.Raw | bytes,
         return
     # `{}` or odd whitespace before the closing brace: rare enough for the exact, slow path.
     body = bytes(view).rstrip()[:-1].rstrip()
-    out.append(body + (suffix if body != b"{" else b"{" + suffix[1:]))
+    out.append(body + (suffix[1:] if body == b"{" else suffix))  # no comma in an empty object
 
 
 def gateway_entry(status: GatewayStatus, now: float) -> dict[str, object]:

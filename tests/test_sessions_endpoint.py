@@ -1,0 +1,195 @@
+"""`/sessions` over HTTP against a running app polling two gateway stand-ins on loopback."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from exporter.appkeys import FLEET
+from exporter.clock import SystemClock
+from exporter.config import Config, GatewayConfig
+from exporter.http import create_app
+from tests.conftest import eventually
+from tests.payloads import document, encode, perspective, vision
+
+ServerFactory = Callable[[web.Application], Awaitable[TestServer]]
+ClientFactory = Callable[[web.Application], Awaitable[TestClient]]
+
+PLANT_A = document([
+    perspective("a1", "billy", "Line1", "Browser"),
+    perspective("a2", "bi", "Line1", "ios"),
+    perspective("a3", "abi", "Line2", "browser"),
+    perspective("a4", "bill.smith", "Line2", "android"),
+    perspective("a5", "billXsmith", "Line2", "designer"),
+    perspective("a6", "bill", "Line1", "browser", customKey={"nested": [1, 2]}),
+], [vision("billy", "Line1"), vision("operator1", "Line2", designer=True)])
+PLANT_B = document([perspective("b1", "billy", "Shipping")], [])
+
+
+@dataclass
+class StaticGateway:
+    """Serves a fixed document until told to fail."""
+
+    body: bytes
+    status: int = 200
+    hits: list[float] = field(default_factory=list)
+
+    async def handle(self, _: web.Request) -> web.Response:
+        self.hits.append(time.monotonic())
+        return web.Response(body=self.body, status=self.status, content_type="application/json")
+
+
+class ShiftedClock(SystemClock):
+    """Real time, except that wall-clock reads can be moved forward to make data stale."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def time(self) -> float:
+        return super().time() + self.offset
+
+
+@dataclass
+class Setup:
+    client: TestClient
+    gateways: dict[str, StaticGateway]
+    clock: ShiftedClock
+
+    async def get(self, query: str = "", status: int = 200) -> dict[str, Any]:
+        response = await self.client.get("/sessions" + query)
+        assert response.status == status, await response.text()
+        assert response.content_type == "application/json"
+        return dict(json.loads(await response.read()))
+
+
+@pytest.fixture
+async def setup(aiohttp_server: ServerFactory, aiohttp_client: ClientFactory) -> Setup:
+    gateways = {"plant-a": StaticGateway(encode(PLANT_A)), "plant-b": StaticGateway(
+        encode(PLANT_B))}
+    configs = []
+    for name, gateway in gateways.items():
+        app = web.Application()
+        app.router.add_get("/sessions", gateway.handle)
+        server = await aiohttp_server(app)
+        configs.append(GatewayConfig(name=name, url=str(server.make_url("/sessions")),
+                                     poll_interval=0.5, timeout=0.5, stale_after=30))
+    clock = ShiftedClock()
+    client = await aiohttp_client(create_app(Config(gateways=tuple(configs)), clock=clock))
+    fleet = client.app[FLEET]
+    await eventually(lambda: all(s.up for s in fleet.statuses()), what="both gateways up")
+    return Setup(client, gateways, clock)
+
+
+def usernames(body: dict[str, Any], kind: str = "perspective") -> list[str]:
+    return sorted(s["username"] for s in body[kind])
+
+
+async def test_everything_with_raw_objects_and_gateway_key(setup: Setup) -> None:
+    body = await setup.get()
+    assert set(body) == {"perspective", "vision", "gateways"}
+    assert len(body["perspective"]) == 7 and len(body["vision"]) == 2
+    first = next(s for s in body["perspective"] if s["id"] == "a1")
+    assert first == {**perspective("a1", "billy", "Line1", "Browser"), "gateway": "plant-a"}
+    assert first["sessionScope"] == "Browser"
+    custom = next(s for s in body["perspective"] if s["id"] == "a6")
+    assert custom["customKey"] == {"nested": [1, 2]}
+    assert {g["name"]: (g["up"], g["error"]) for g in body["gateways"]} == {
+        "plant-a": (True, None), "plant-b": (True, None)}
+    assert all(isinstance(g["lastSuccess"], float) for g in body["gateways"])
+
+
+@pytest.mark.parametrize(("pattern", "expected"), [
+    ("bi.*", ["bi", "bill", "bill.smith", "billXsmith", "billy", "billy"]),
+    (r"bill\.smith", ["bill.smith"]),
+    ("bill", ["bill"]),
+    ("bill.smith", ["bill.smith", "billXsmith"]),
+    ("BILLY", []),
+    ("(?i)BILLY", ["billy", "billy"]),
+    ("", []),
+])
+async def test_username_matches_the_whole_value(setup: Setup, pattern: str,
+                                                expected: list[str]) -> None:
+    from urllib.parse import quote
+    body = await setup.get(f"?username={quote(pattern)}")
+    assert usernames(body) == expected
+
+
+async def test_filters_combine_with_and(setup: Setup) -> None:
+    body = await setup.get("?username=bi.*&project=Line1&gateway=plant-a")
+    assert usernames(body) == ["bi", "bill", "billy"]
+    assert usernames(body, "vision") == ["billy"]
+    assert [g["name"] for g in body["gateways"]] == ["plant-a"]
+
+
+async def test_gateway_may_repeat(setup: Setup) -> None:
+    body = await setup.get("?gateway=plant-a&gateway=plant-b&username=billy")
+    assert sorted(s["gateway"] for s in body["perspective"]) == ["plant-a", "plant-b"]
+    body = await setup.get("?gateway=plant-b")
+    assert {s["gateway"] for s in body["perspective"]} == {"plant-b"}
+    assert body["vision"] == []
+
+
+async def test_kind_returns_only_that_list(setup: Setup) -> None:
+    body = await setup.get("?kind=vision")
+    assert set(body) == {"vision", "gateways"}
+    assert usernames(body, "vision") == ["billy", "operator1"]
+    body = await setup.get("?kind=perspective&project=Shipping")
+    assert set(body) == {"perspective", "gateways"}
+    assert [s["id"] for s in body["perspective"]] == ["b1"]
+
+
+async def test_stale_gateway_is_left_out_but_explained(setup: Setup) -> None:
+    setup.gateways["plant-b"].status = 503
+    fleet = setup.client.app[FLEET]
+    await eventually(lambda: not fleet.statuses()[1].up, what="plant-b down")
+    body = await setup.get()
+    assert "b1" in {s["id"] for s in body["perspective"]}  # down, but not stale yet
+    setup.clock.offset = 31
+    await eventually(lambda: fleet.statuses()[0].is_fresh(setup.clock.time()),
+                     what="plant-a polled again after the jump")
+    body = await setup.get()
+    assert {s["gateway"] for s in body["perspective"]} == {"plant-a"}
+    entry = next(g for g in body["gateways"] if g["name"] == "plant-b")
+    assert entry["up"] is False and entry["stale"] is True
+    assert entry["error"] == "http: HTTP 503 Service Unavailable"
+
+
+@pytest.mark.parametrize(("query", "message"), [
+    ("?username=(a", "username: invalid regular expression: missing ): (a"),
+    ("?project=a{2,1}", "project: invalid regular expression"),
+    (r"?username=(a)\1", "username: invalid regular expression"),
+    ("?user=billy", "user: unknown parameter (allowed: username, project, gateway, kind)"),
+    ("?kind=designer", "kind: unknown kind 'designer' (allowed: perspective, vision)"),
+    ("?username=" + "a" * 1001, "username: pattern longer than 1000 characters"),
+    ("?username=a&username=b", "username: given more than once"),
+    ("?gateway=plant-z", "gateway: unknown gateway 'plant-z'"),
+])
+async def test_bad_input_is_a_400_naming_the_parameter(setup: Setup, query: str,
+                                                       message: str) -> None:
+    body = await setup.get(query, status=400)
+    assert body["error"].startswith(message)
+
+
+async def test_longest_allowed_pattern_is_accepted(setup: Setup) -> None:
+    body = await setup.get("?username=" + "b" * 1000)
+    assert body["perspective"] == []
+
+
+async def test_catastrophic_backtracking_pattern_is_harmless(setup: Setup) -> None:
+    # With a backtracking engine `(a+)+$` against "aaaa…b" takes exponential time.
+    body = await setup.get("?username=(a%2B)%2B%24&project=" + "(.*)*" * 20)
+    assert body["perspective"] == []
+
+
+async def test_landing_page_links_session_queries(setup: Setup) -> None:
+    html = await (await setup.client.get("/")).text()
+    assert '<a href="/sessions?gateway=plant-a">plant-a</a>' in html
+    assert "/sessions?username=bi.*" in html
+    assert "<td>up</td>" in html
