@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 
 from aiohttp import web
 
-from exporter import __version__
+from exporter import __version__, webdev_script
 from exporter.config import Config, ConfigError, GatewayConfig, load_config
 from exporter.http import create_app
 from exporter.logs import setup_logging
@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ignition-exporter",
         description="Prometheus exporter for Ignition gateway sessions.")
+    parser.add_argument("command", nargs="?", default="run", choices=["run", "webdev-script"],
+                        help="run (default) serves metrics; webdev-script prints the "
+                             "gateway-side script and how to install it")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--config", metavar="FILE", help="YAML configuration file")
     source.add_argument("--demo", action="store_true",
@@ -97,6 +100,9 @@ async def serve(config: Config | None, host: str, port: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "webdev-script":
+        sys.stdout.write(webdev_script.render())
+        return 0
     setup_logging(args.log_level)
     if not args.demo and not args.config:
         print("ignition-exporter: give --config FILE, or --demo to try it on a simulated "

@@ -5,8 +5,16 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable
 
+import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+# The shapes of pytest-aiohttp's `aiohttp_server` and `aiohttp_client` fixtures.
+ServerFactory = Callable[[web.Application], Awaitable[TestServer]]
+ClientFactory = Callable[[web.Application], Awaitable[TestClient]]
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -59,3 +67,10 @@ async def eventually(predicate: object, timeout: float = 10.0, what: str = "cond
         if loop.time() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """A client session for calling sources directly, as the exporter's app would."""
+    async with aiohttp.ClientSession() as session:
+        yield session

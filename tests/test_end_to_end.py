@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import signal
 import subprocess
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 import yaml
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.faults import Fault, FaultyGateway, faulty_app
 from exporter.simulator import WEBDEV_PATH, GatewaySimulator, simulator_app
-from tests.conftest import FakeClock, require_tool
+from tests.conftest import FakeClock, ServerFactory, require_tool
 from tests.processes import ExporterProcess, PrometheusServer
-
-ServerFactory = Callable[[web.Application], Awaitable[TestServer]]
 
 
 def write_config(tmp_path: Path, gateways: list[dict[str, object]]) -> str:

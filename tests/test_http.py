@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import gzip
-from collections.abc import Awaitable, Callable
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.appkeys import FLEET
 from exporter.config import Config, GatewayConfig
 from exporter.http import create_app
 from exporter.simulator import WEBDEV_PATH, GatewaySimulator, simulator_app
-from tests.conftest import eventually
-
-ServerFactory = Callable[[web.Application], Awaitable[TestServer]]
-ClientFactory = Callable[[web.Application], Awaitable[TestClient]]
+from tests.conftest import ClientFactory, ServerFactory, eventually
 
 
 @pytest.fixture

@@ -4,23 +4,19 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from exporter.appkeys import FLEET
 from exporter.clock import SystemClock
 from exporter.config import Config, GatewayConfig
 from exporter.http import create_app
-from tests.conftest import eventually
+from tests.conftest import ClientFactory, ServerFactory, eventually
 from tests.payloads import document, encode, perspective, vision
-
-ServerFactory = Callable[[web.Application], Awaitable[TestServer]]
-ClientFactory = Callable[[web.Application], Awaitable[TestClient]]
 
 PLANT_A = document([
     perspective("a1", "billy", "Line1", "Browser"),

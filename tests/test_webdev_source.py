@@ -3,26 +3,16 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from exporter.config import GatewayConfig
 from exporter.faults import Fault, FaultyGateway, faulty_app
 from exporter.simulator import WEBDEV_PATH, GatewaySimulator, simulator_app
 from exporter.sources import Reason, SourceError, make_source
-from tests.conftest import FakeClock
-
-ServerFactory = Callable[[web.Application], Awaitable[TestServer]]
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
+from tests.conftest import FakeClock, ServerFactory
 
 
 def gateway_at(url: str, **options: object) -> GatewayConfig:

@@ -1,0 +1,156 @@
+# Ignition session exporter: the gateway side (WebDev resource, Jython 2.7).
+#
+# Paste this whole file into a project library script named `session_exporter`, then give a
+# WebDev Python resource this doGet body:
+#
+#     return session_exporter.handle(request, session)
+#
+# `ignition-exporter webdev-script` prints both, with the install steps.
+#
+# Set TOKEN to a long random string and give the same string to the exporter (token_file or
+# token_env). While TOKEN is empty anyone who can reach the URL can read usernames and client
+# addresses, and every answer carries a warning saying so.
+
+TOKEN = ''
+
+# ---------------------------------------------------------------------------------------------
+# Nothing below needs changing. Python 2.7 syntax only: this runs in the gateway's Jython.
+
+import time
+
+from java.lang import Boolean as _JavaBoolean
+from java.lang import Double as _JavaDouble
+from java.lang import Float as _JavaFloat
+from java.lang import Number as _JavaNumber
+from java.util import Date as _JavaDate
+from java.util import Map as _JavaMap
+
+SCHEMA = 1
+SYSTEM_NAME_TAG = '[System]Gateway/SystemName'
+PERSPECTIVE_KEYS = (
+    'id', 'username', 'project', 'userAgent', 'uptime', 'clientAddress', 'lastComm',
+    'sessionScope', 'activePages', 'recentBytesSent', 'totalBytesSent', 'pageIds', 'authorized',
+)
+VISION_COLUMNS = ('username', 'project', 'address', 'isDesigner', 'clientId', 'creationTime')
+NO_TOKEN_WARNING = ('TOKEN is empty in the session_exporter script: anyone who can reach this '
+                    'URL can read usernames and client addresses')
+
+
+def _plain(value):
+    """A value made of Python types only, so the document serialises the same everywhere."""
+    if value is None or isinstance(value, (bool, int, long, float, basestring)):
+        return value
+    if isinstance(value, _JavaBoolean):
+        return bool(value.booleanValue())
+    if isinstance(value, (_JavaDouble, _JavaFloat)):
+        return value.doubleValue()
+    if isinstance(value, _JavaNumber):
+        return value.longValue()
+    if isinstance(value, _JavaDate):
+        return value.getTime()
+    if isinstance(value, (dict, _JavaMap)):
+        return dict((unicode(k), _plain(value[k])) for k in value.keys())
+    try:
+        return [_plain(item) for item in value]
+    except TypeError:
+        return unicode(value)
+
+
+def _keys(obj):
+    """The keys a map-like object holds, or None when it cannot list them."""
+    try:
+        return set(unicode(key) for key in obj.keys())
+    except Exception:
+        return None
+
+
+def _read(obj, keys, names):
+    """The named fields `obj` has, as plain values; fields the gateway left out stay out."""
+    out = {}
+    for name in names:
+        if keys is not None and name not in keys:
+            continue
+        try:
+            out[name] = _plain(obj[name])
+        except KeyError:
+            continue
+    return out
+
+
+def _perspective_session(obj):
+    # getSessionInfo returns PyJsonObjectAdapter objects: map-like, not dicts.
+    return _read(obj, _keys(obj), PERSPECTIVE_KEYS)
+
+
+def _vision_row(row, columns):
+    # A PyDataSet row, read by column name; `in` on a row would test values, not columns.
+    return _read(row, columns, VISION_COLUMNS)
+
+
+def _perspective(warnings):
+    try:
+        get_session_info = system.perspective.getSessionInfo
+    except AttributeError:
+        warnings.append('Perspective module not installed: no Perspective sessions')
+        return []
+    try:
+        return [_perspective_session(obj) for obj in get_session_info()]
+    except Exception as exc:
+        warnings.append('Perspective sessions could not be read: %s' % (exc,))
+        return []
+
+
+def _vision(warnings):
+    try:
+        dataset = system.util.getSessionInfo()
+        columns = set(unicode(name) for name in dataset.getColumnNames())
+        return [_vision_row(row, columns) for row in dataset]
+    except Exception as exc:
+        warnings.append('Vision clients and Designers could not be read: %s' % (exc,))
+        return []
+
+
+def _gateway_info(warnings):
+    info = {'name': None, 'version': None}
+    try:
+        info['name'] = _plain(system.tag.readBlocking([SYSTEM_NAME_TAG])[0].value)
+    except Exception as exc:
+        warnings.append('gateway name could not be read: %s' % (exc,))
+    try:
+        info['version'] = unicode(system.util.getVersion())
+    except Exception as exc:
+        warnings.append('gateway version could not be read: %s' % (exc,))
+    return info
+
+
+def _same(given, expected):
+    """Compare in time independent of where the strings differ (Jython 2.7 lacks
+    hmac.compare_digest)."""
+    given = given or ''
+    difference = len(given) ^ len(expected)
+    for a, b in zip(given, expected if len(given) == len(expected) else given):
+        difference |= ord(a) ^ ord(b)
+    return difference == 0
+
+
+def _authorized(request):
+    header = request['servletRequest'].getHeader('Authorization')
+    return _same(header, 'Bearer ' + TOKEN)
+
+
+def handle(request, session):
+    """The doGet body: the schema-1 document, or 401 when the token does not match."""
+    if TOKEN and not _authorized(request):
+        request['servletResponse'].setStatus(401)
+        return {'json': {'error': 'unauthorized: send Authorization: Bearer <TOKEN>'}}
+    warnings = []
+    if not TOKEN:
+        warnings.append(NO_TOKEN_WARNING)
+    return {'json': {
+        'schema': SCHEMA,
+        'gateway': _gateway_info(warnings),
+        'collectedAt': int(time.time() * 1000),
+        'perspective': _perspective(warnings),
+        'vision': _vision(warnings),
+        'warnings': warnings,
+    }}

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from exporter.cli import main, parse_listen
+from exporter.webdev_script import DO_GET, script_path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_webdev_script_prints_script_and_steps(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["webdev-script"]) == 0
+    out = capsys.readouterr().out
+    assert DO_GET in out
+    assert (ROOT / "ignition" / "session_exporter.py").read_text() in out
+    assert "Require HTTPS" in out and "/system/webdev/monitoring/sessions" in out
+    assert script_path() == ROOT / "ignition" / "session_exporter.py"
+
+
+def test_check_config_ok_and_bad(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = tmp_path / "good.yml"
+    good.write_text("gateways:\n  - {name: a, url: 'http://a'}\n")
+    assert main(["--config", str(good), "--check-config"]) == 0
+    assert "OK, 1 gateway(s): a" in capsys.readouterr().out
+    bad = tmp_path / "bad.yml"
+    bad.write_text("gateways:\n  - {name: a, url: 'http://a', timeout: soon}\n")
+    assert main(["--config", str(bad), "--check-config"]) == 2
+    assert "gateways[0].timeout: invalid duration 'soon'" in capsys.readouterr().err
+
+
+def test_nothing_to_do_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "give --config FILE, or --demo" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("127.0.0.1:9871", ("127.0.0.1", 9871)), (":9871", ("0.0.0.0", 9871)),
+    ("[::1]:80", ("::1", 80)),
+])
+def test_parse_listen(text: str, expected: tuple[str, int]) -> None:
+    assert parse_listen(text) == expected
+
+
+@pytest.mark.parametrize("text", ["9871", "host:", "host:99999", "host:http"])
+def test_parse_listen_rejects(text: str) -> None:
+    import argparse
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_listen(text)

@@ -1,0 +1,132 @@
+"""The gateway-side WebDev script, run for real in Jython 2.7 against a stand-in `system`.
+
+Its JSON output is fed to the exporter's own WebDev decoder, so the two sides cannot drift
+apart: what the script writes is exactly what the exporter reads.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from exporter.aggregate import aggregate
+from exporter.sources.webdev import decode_webdev
+from tests.conftest import require_tool
+from tests.payloads import perspective, vision
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "ignition" / "session_exporter.py"
+HARNESS = Path(__file__).resolve().parent / "jython"
+
+SESSIONS = [
+    perspective("p1", "jsmith", "Line1", "browser", active_pages=2, total=5000),
+    perspective("p2", "Unauthenticated", "Line1", "ios", last_comm=90_000, authorized=False),
+    perspective("p3", "maría.lópez", "QA Lab", "designer", recent=0),
+]
+OLD_SESSIONS = [  # 8.0: no `authorized`, capitalised scope; one object lacks pageIds
+    {k: v for k, v in perspective("o1", "op", "Line1", "Browser").items() if k != "authorized"},
+    {k: v for k, v in perspective("o2", "op", "Line1", "Browser").items()
+     if k not in ("authorized", "pageIds")},
+]
+ROWS = [vision("operator1", "Line1"), vision("eng", "Line1", designer=True, client_id="AB12")]
+
+SCENARIOS: dict[str, dict[str, Any]] = {
+    "full": {"perspective": SESSIONS, "vision": ROWS, "systemName": "Ignition-plant-a"},
+    "old_version": {"perspective": OLD_SESSIONS, "vision": [], "version": "8.0.7"},
+    "no_perspective": {"perspective": "missing", "vision": ROWS},
+    "perspective_fails": {"perspective": "error", "vision": ROWS},
+    "vision_fails": {"perspective": SESSIONS, "vision": "error"},
+    "token_ok": {"perspective": SESSIONS, "vision": ROWS, "token": "s3cret-Token",
+                 "headers": {"Authorization": "Bearer s3cret-Token"}},
+    "token_missing": {"perspective": SESSIONS, "vision": ROWS, "token": "s3cret-Token"},
+    "token_wrong": {"perspective": SESSIONS, "vision": ROWS, "token": "s3cret-Token",
+                    "headers": {"Authorization": "Bearer s3cret-Tokem"}},
+    "token_prefix": {"perspective": SESSIONS, "vision": ROWS, "token": "s3cret-Token",
+                     "headers": {"Authorization": "Bearer s3cret"}},
+}
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    jython = require_tool("jython")
+    spec = tmp_path_factory.mktemp("jython") / "scenarios.json"
+    spec.write_text(json.dumps(SCENARIOS))
+    run = subprocess.run([jython, str(HARNESS / "run_scenarios.py"), str(SCRIPT), str(spec)],
+                         capture_output=True, cwd=HARNESS, timeout=120)
+    assert run.returncode == 0, run.stderr.decode(errors="replace")
+    return dict(json.loads(run.stdout))
+
+
+def decoded(result: dict[str, Any]) -> Any:
+    assert result["status"] == 200
+    return decode_webdev(json.dumps(result["json"]).encode(), "plant-a")
+
+
+def test_full_document_reads_back_exactly(results: dict[str, dict[str, Any]]) -> None:
+    result = results["full"]
+    assert result["keys"] == ["json"]
+    doc = result["json"]
+    assert doc["schema"] == 1
+    assert doc["gateway"] == {"name": "Ignition-plant-a", "version": "8.1.33 (b2023091211)"}
+    assert doc["perspective"] == SESSIONS
+    assert doc["vision"] == ROWS
+    assert isinstance(doc["collectedAt"], int) and doc["collectedAt"] > 1_700_000_000_000
+    assert doc["warnings"] == ["TOKEN is empty in the session_exporter script: anyone who can "
+                               "reach this URL can read usernames and client addresses"]
+
+
+def test_exporter_metrics_from_script_output(results: dict[str, dict[str, Any]]) -> None:
+    snapshot = decoded(results["full"])
+    assert snapshot.invalid_sessions == 0
+    numbers = aggregate(snapshot, idle_after_seconds=60)
+    assert numbers.perspective_sessions == {
+        ("Line1", "browser", "jsmith"): 1, ("Line1", "ios", "Unauthenticated"): 1,
+        ("QA Lab", "designer", "maría.lópez"): 1}
+    assert numbers.scopes[("Line1", "ios")].idle_sessions == 1
+    assert numbers.scopes[("Line1", "browser")].active_pages == 2
+    assert numbers.client_sessions == {("Line1", "operator1", "vision"): 1,
+                                       ("Line1", "eng", "designer"): 1}
+    assert snapshot.reported_name == "Ignition-plant-a"
+
+
+def test_absent_keys_stay_absent(results: dict[str, dict[str, Any]]) -> None:
+    doc = results["old_version"]["json"]
+    assert doc["perspective"] == OLD_SESSIONS
+    assert "pageIds" not in doc["perspective"][1]
+    numbers = aggregate(decoded(results["old_version"]), 60)
+    assert numbers.perspective_sessions == {("Line1", "browser", "op"): 2}
+
+
+@pytest.mark.parametrize(("scenario", "warning", "perspective_count", "vision_count"), [
+    ("no_perspective", "Perspective module not installed: no Perspective sessions", 0, 2),
+    ("perspective_fails", "Perspective sessions could not be read: Perspective module is "
+                          "faulted", 0, 2),
+    ("vision_fails", "Vision clients and Designers could not be read: Vision module is "
+                     "faulted", 3, 0),
+])
+def test_one_module_failing_does_not_lose_the_other(
+        results: dict[str, dict[str, Any]], scenario: str, warning: str,
+        perspective_count: int, vision_count: int) -> None:
+    doc = results[scenario]["json"]
+    assert warning in doc["warnings"]
+    snapshot = decoded(results[scenario])
+    assert (len(snapshot.perspective), len(snapshot.clients)) == (perspective_count,
+                                                                  vision_count)
+
+
+def test_matching_token_serves_without_warning(results: dict[str, dict[str, Any]]) -> None:
+    doc = results["token_ok"]["json"]
+    assert len(doc["perspective"]) == 3
+    assert doc["warnings"] == []
+
+
+@pytest.mark.parametrize("scenario", ["token_missing", "token_wrong", "token_prefix"])
+def test_missing_or_wrong_token_is_401_without_data(results: dict[str, dict[str, Any]],
+                                                    scenario: str) -> None:
+    assert results[scenario]["status"] == 401
+    assert results[scenario]["json"] == {
+        "error": "unauthorized: send Authorization: Bearer <TOKEN>"}
