@@ -73,6 +73,10 @@ def health_families(statuses: Sequence[GatewayStatus]) -> list[Metric]:
     invalid = CounterMetricFamily("ignition_exporter_invalid_sessions",
                                   "Sessions skipped because the gateway sent them malformed",
                                   labels=["gateway"])
+    limit = GaugeMetricFamily("ignition_perspective_session_limit",
+                              "Perspective sessions the gateway's licence allows "
+                              "(session_limit in the exporter's configuration)",
+                              labels=["gateway"])
     info = GaugeMetricFamily("ignition_gateway_info",
                              "Name and version the gateway reports about itself" + _AS_OF,
                              labels=["gateway", "system_name", "version"])
@@ -89,7 +93,9 @@ def health_families(statuses: Sequence[GatewayStatus]) -> list[Metric]:
         for reason, count in status.poll_errors.items():
             errors.add_metric([gateway, str(reason)], count)
         invalid.add_metric([gateway], status.invalid_sessions)
-    return [up, duration, last_success, errors, invalid, info]
+        if status.gateway.session_limit is not None:
+            limit.add_metric([gateway], status.gateway.session_limit)
+    return [up, duration, last_success, errors, invalid, limit, info]
 
 
 def build_info() -> Metric:

@@ -113,6 +113,18 @@ async def test_awkward_label_values_round_trip(clock: FakeClock) -> None:
     assert projects == {'Line "1"\\'}
 
 
+async def test_session_limit_only_where_configured(clock: FakeClock) -> None:
+    from dataclasses import replace
+    limited = GatewayPoller(replace(GATEWAY, name="limited", session_limit=250),
+                            ScriptedSource(clock, down()), idle_after=60, clock=clock)
+    unlimited = GatewayPoller(GATEWAY, ScriptedSource(clock, down()), idle_after=60,
+                              clock=clock)
+    got = samples([limited, unlimited], clock)
+    limits = {dict(labels)["gateway"]: value for (name, labels), value in got.items()
+              if name == "ignition_perspective_session_limit"}
+    assert limits == {"limited": 250}
+
+
 async def test_gateway_never_polled_is_down(clock: FakeClock) -> None:
     p = GatewayPoller(GATEWAY, ScriptedSource(clock, down()), idle_after=60, clock=clock)
     got = samples([p], clock)
