@@ -74,10 +74,14 @@ async def running_site(app: web.Application, host: str, port: int) -> AsyncItera
 
 
 def _stop_event() -> asyncio.Event:
+    """Set on SIGTERM or SIGINT (Ctrl+C, and a Windows service manager's stop request)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except NotImplementedError:  # Windows event loops have no add_signal_handler
+            signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stop.set))
     return stop
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -20,11 +22,12 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def require_tool(name: str) -> str:
-    """Path of a system tool. Missing: skip on a laptop, fail in CI (which must install it)."""
-    path = shutil.which(name)
+    """Path of a tool, on PATH or installed beside this Python (the venv's `bin/`, where
+    pip-installed tools such as hadolint land). Missing: skip on a laptop, fail in CI."""
+    path = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
     if path:
         return path
-    message = f"{name} is not installed (Debian: see .ci/run for the package)"
+    message = f"{name} is not installed (see .ci/run for the package that provides it)"
     if IN_CI:
         pytest.fail(f"{message}; CI must install it")
     pytest.skip(message)
