@@ -92,9 +92,15 @@ def _add_int(a: int, b: int) -> int:
     return a + b
 
 
-def count_perspective(sessions: Iterable[PerspectiveSession]) -> dict[PerspectiveKey, int]:
+def _keep(username: str) -> str:
+    return username
+
+
+def count_perspective(sessions: Iterable[PerspectiveSession],
+                      username: Callable[[str], str] = _keep) -> dict[PerspectiveKey, int]:
     grouped = Counter((s.project, s.session_scope, s.username) for s in sessions)
-    return _relabel(grouped, lambda k: (label(k[0]), scope_label(k[1]), label(k[2])), _add_int)
+    return _relabel(grouped, lambda k: (label(k[0]), scope_label(k[1]), username(label(k[2]))),
+                    _add_int)
 
 
 def total_by_scope(sessions: Iterable[PerspectiveSession],
@@ -113,14 +119,17 @@ def total_by_scope(sessions: Iterable[PerspectiveSession],
     return _relabel(totals, scope_key, ScopeTotals.__add__)
 
 
-def count_clients(clients: Iterable[ClientSession]) -> dict[ClientKey, int]:
+def count_clients(clients: Iterable[ClientSession],
+                  username: Callable[[str], str] = _keep) -> dict[ClientKey, int]:
     grouped = Counter((c.project, c.username, c.kind) for c in clients)
-    return _relabel(grouped, lambda k: (label(k[0]), label(k[1]), k[2]), _add_int)
+    return _relabel(grouped, lambda k: (label(k[0]), username(label(k[1])), k[2]), _add_int)
 
 
-def aggregate(snapshot: Snapshot, idle_after_seconds: float) -> Aggregates:
+def aggregate(snapshot: Snapshot, idle_after_seconds: float,
+              username: Callable[[str], str] = _keep) -> Aggregates:
+    """`username` maps each username label value (the privacy policy: keep, hash, drop)."""
     return Aggregates(
-        perspective_sessions=count_perspective(snapshot.perspective),
+        perspective_sessions=count_perspective(snapshot.perspective, username),
         scopes=total_by_scope(snapshot.perspective, idle_after_seconds * 1000),
-        client_sessions=count_clients(snapshot.clients),
+        client_sessions=count_clients(snapshot.clients, username),
     )

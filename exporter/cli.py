@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import ssl
 import sys
 from collections.abc import AsyncIterator, Sequence
 
@@ -17,6 +18,7 @@ from exporter.config import Config, ConfigError, GatewayConfig, load_config
 from exporter.http import create_app
 from exporter.logs import setup_logging
 from exporter.simulator import WEBDEV_PATH, GatewaySimulator, simulator_app
+from exporter.webconfig import WebConfig, load_web_config
 
 DEFAULT_PORT = 9871
 DEFAULT_LISTEN = f"0.0.0.0:{DEFAULT_PORT}"
@@ -47,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="poll a simulated gateway running inside this process")
     parser.add_argument("--listen", type=parse_listen, default=parse_listen(DEFAULT_LISTEN),
                         metavar="HOST:PORT", help=f"where to serve (default {DEFAULT_LISTEN})")
+    parser.add_argument("--web.config.file", dest="web_config", metavar="FILE",
+                        help="exporter-toolkit web configuration: TLS, basic auth, headers")
     parser.add_argument("--log-level", default="info",
                         choices=["debug", "info", "warning", "error"])
     parser.add_argument("--check-config", action="store_true",
@@ -61,14 +65,16 @@ def demo_config(url: str) -> Config:
 
 
 @contextlib.asynccontextmanager
-async def running_site(app: web.Application, host: str, port: int) -> AsyncIterator[str]:
+async def running_site(app: web.Application, host: str, port: int,
+                       ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[str]:
     """Serve `app`; yields the address actually bound (port 0 picks a free one)."""
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
         bound_host, bound_port = runner.addresses[0][:2]
-        yield f"http://{bound_host}:{bound_port}"
+        scheme = "https" if ssl_context else "http"
+        yield f"{scheme}://{bound_host}:{bound_port}"
     finally:
         await runner.cleanup()
 
@@ -85,7 +91,7 @@ def _stop_event() -> asyncio.Event:
     return stop
 
 
-async def serve(config: Config | None, host: str, port: int) -> None:
+async def serve(config: Config | None, web_config: WebConfig, host: str, port: int) -> None:
     stop = _stop_event()
     async with contextlib.AsyncExitStack() as stack:
         if config is None:
@@ -94,7 +100,9 @@ async def serve(config: Config | None, host: str, port: int) -> None:
                 running_site(simulator_app(simulator), "127.0.0.1", 0))
             config = demo_config(gateway_url + WEBDEV_PATH)
             log.info("demo gateway started", extra={"url": config.gateways[0].url})
-        address = await stack.enter_async_context(running_site(create_app(config), host, port))
+        app = create_app(config, web_config=web_config)
+        address = await stack.enter_async_context(
+            running_site(app, host, port, web_config.ssl_context))
         log.info("listening", extra={"address": address, "gateways": len(config.gateways),
                                      "version": __version__})
         await stop.wait()
@@ -112,19 +120,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("ignition-exporter: give --config FILE, or --demo to try it on a simulated "
               "gateway", file=sys.stderr)
         return 2
-    config = None
-    if args.config:
-        try:
-            config = load_config(args.config)
-        except ConfigError as exc:
-            print(f"ignition-exporter: {args.config}: {exc}", file=sys.stderr)
-            return 2
-        for warning in config.warnings:
-            log.warning("configuration", extra={"warning": warning})
+    try:
+        config = load_config(args.config) if args.config else None
+    except ConfigError as exc:
+        print(f"ignition-exporter: {args.config}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        web_config = load_web_config(args.web_config) if args.web_config else WebConfig()
+    except ConfigError as exc:
+        print(f"ignition-exporter: {args.web_config}: {exc}", file=sys.stderr)
+        return 2
+    for warning in config.warnings if config else ():
+        log.warning("configuration", extra={"warning": warning})
     if args.check_config:
         if config is not None:
             names = ", ".join(g.name for g in config.gateways)
             print(f"{args.config}: OK, {len(config.gateways)} gateway(s): {names}")
+        if args.web_config:
+            print(f"{args.web_config}: OK, {web_config.scheme}, "
+                  f"{len(web_config.basic_auth_users)} basic auth user(s)")
         return 0
-    asyncio.run(serve(config, *args.listen))
+    asyncio.run(serve(config, web_config, *args.listen))
     return 0

@@ -24,9 +24,19 @@ def _gauge(name: str, documentation: str, labels: list[str]) -> GaugeMetricFamil
     return GaugeMetricFamily(name, documentation + _AS_OF, labels=labels)
 
 
-def session_families(statuses: Sequence[GatewayStatus], now: float) -> list[Metric]:
+def _labelled(with_username: bool, labels: list[str], values: list[str]) -> list[str]:
+    """Without the username label (username_label: drop) its value is dropped as well."""
+    if with_username:
+        return values
+    return [v for name, v in zip(labels, values, strict=True) if name != "username"]
+
+
+def session_families(statuses: Sequence[GatewayStatus], now: float,
+                     with_username: bool = True) -> list[Metric]:
+    session_labels = ["gateway", "project", "scope", "username"]
+    client_labels = ["gateway", "project", "username", "kind"]
     sessions = _gauge("ignition_perspective_sessions", "Live Perspective sessions",
-                      ["gateway", "project", "scope", "username"])
+                      _labelled(with_username, session_labels, session_labels))
     pages = _gauge("ignition_perspective_active_pages",
                    "Sum of activePages over Perspective sessions", _PROJECT_SCOPE)
     idle = _gauge("ignition_perspective_idle_sessions",
@@ -38,7 +48,7 @@ def session_families(statuses: Sequence[GatewayStatus], now: float) -> list[Metr
         "Bytes sent to the gateway by Perspective sessions, growth summed per session" + _AS_OF,
         labels=_PROJECT_SCOPE)
     clients = _gauge("ignition_client_sessions", "Vision clients and Designers",
-                     ["gateway", "project", "username", "kind"])
+                     _labelled(with_username, client_labels, client_labels))
     for status in statuses:
         gateway = status.gateway.name
         for (project, scope), total in status.sent_bytes.items():
@@ -48,14 +58,16 @@ def session_families(statuses: Sequence[GatewayStatus], now: float) -> list[Metr
             continue  # stale: its session series disappear, counters stay
         aggregates = current[1]
         for (project, scope, username), count in aggregates.perspective_sessions.items():
-            sessions.add_metric([gateway, project, scope, username], count)
+            sessions.add_metric(_labelled(with_username, session_labels,
+                                          [gateway, project, scope, username]), count)
         for (project, scope), totals in aggregates.scopes.items():
             labels = [gateway, project, scope]
             pages.add_metric(labels, totals.active_pages)
             idle.add_metric(labels, totals.idle_sessions)
             recent.add_metric(labels, totals.recent_sent_bytes)
         for (project, username, kind), count in aggregates.client_sessions.items():
-            clients.add_metric([gateway, project, username, kind], count)
+            clients.add_metric(_labelled(with_username, client_labels,
+                                         [gateway, project, username, kind]), count)
     return [sessions, pages, idle, recent, sent, clients]
 
 
@@ -106,13 +118,15 @@ def build_info() -> Metric:
 
 
 class SessionCollector(Collector):
-    def __init__(self, statuses: Callable[[], Sequence[GatewayStatus]], clock: Clock) -> None:
+    def __init__(self, statuses: Callable[[], Sequence[GatewayStatus]], clock: Clock,
+                 with_username: bool = True) -> None:
         self._statuses = statuses
         self._clock = clock
+        self._with_username = with_username
 
     def collect(self) -> Iterator[Metric]:
         statuses = self._statuses()
-        yield from session_families(statuses, self._clock.time())
+        yield from session_families(statuses, self._clock.time(), self._with_username)
         yield from health_families(statuses)
         yield build_info()
 

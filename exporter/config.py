@@ -8,16 +8,36 @@ location, so one run of `--check-config` lists everything that is wrong, not jus
 
 from __future__ import annotations
 
-import math
 import os
-import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
-import yaml
+from exporter.privacy import USERNAME_LABEL_MODES, Privacy
+from exporter.schema import (
+    ConfigError,
+    Parser,
+    Problem,
+    Reader,
+    bcrypt_hash_field,
+    boolean_field,
+    converting,
+    duration_field,
+    format_duration,
+    load_yaml,
+    mapping_of,
+    one_of,
+    parse_duration,
+    parse_size,
+    positive_int,
+    string_field,
+)
+
+__all__ = ["Config", "ConfigError", "GatewayConfig", "Problem", "build_config", "load_config",
+           "parse_duration", "parse_size"]
 
 SOURCES = ("webdev", "rest")
 DEFAULT_POLL_INTERVAL = 15.0
@@ -29,26 +49,6 @@ DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 DEFAULT_REST_PAGE_SIZE = 500
 DEFAULT_REST_TOKEN_HEADER = "X-Ignition-API-Token"
 WEBDEV_TOKEN_HEADER = "Authorization"
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    location: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.location}: {self.message}"
-
-
-class ConfigError(Exception):
-    """Every problem found in a configuration, each with the key it concerns."""
-
-    def __init__(self, problems: list[Problem]) -> None:
-        super().__init__(problems)
-        self.problems = tuple(problems)
-
-    def __str__(self) -> str:
-        return "invalid configuration:\n" + "\n".join(f"  {p}" for p in self.problems)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,163 +74,35 @@ class GatewayConfig:
 class Config:
     gateways: tuple[GatewayConfig, ...]
     idle_after: float = DEFAULT_IDLE_AFTER
+    sessions_endpoint: bool = True
+    # bcrypt hashes of the users allowed on /sessions (empty: the web config's users apply).
+    sessions_users: Mapping[str, bytes] = field(default_factory=dict, repr=False)
+    privacy: Privacy = field(default_factory=Privacy)
     warnings: tuple[str, ...] = ()
-
-
-# --- durations and sizes ---------------------------------------------------------------------
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
-_DURATION_UNITS = {
-    "ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400,
-}
-_SIZE = re.compile(r"(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?")
-_SIZE_UNITS = {
-    None: 1, "B": 1, "KB": 10**3, "KiB": 2**10, "MB": 10**6, "MiB": 2**20, "GB": 10**9,
-    "GiB": 2**30,
-}
-
-
-def parse_duration(value: object) -> float:
-    """Seconds from `15`, `"15"`, `"500ms"`, `"1m30s"`; ValueError otherwise."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration, got a boolean")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str):
-        text = value.strip()
-        try:
-            seconds = float(text)
-        except ValueError:
-            parts = _DURATION_PART.findall(text)
-            if not parts or "".join(n + u for n, u in parts) != text:
-                raise ValueError(
-                    f"invalid duration {value!r} (use e.g. 500ms, 15s, 2m or plain seconds)"
-                ) from None
-            seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
-    else:
-        raise ValueError(f"expected a duration, got {type(value).__name__}")
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"duration must be positive, got {value!r}")
-    return seconds
-
-
-def parse_size(value: object) -> int:
-    """Bytes from `1048576` or `"32MiB"`; ValueError otherwise."""
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    if isinstance(value, str):
-        match = _SIZE.fullmatch(value.strip())
-        if match and int(match.group(1)) > 0:
-            return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
-    raise ValueError(f"invalid size {value!r} (use a positive number of bytes or e.g. 32MiB)")
-
-
-def format_duration(seconds: float) -> str:
-    return f"{seconds:g}s"
 
 
 # --- the schema step -------------------------------------------------------------------------
 
-Parser = Callable[["_Reader", object, str], Any]
-
-
-class _Reader:
-    """Walks the YAML tree, converting values and recording each problem at its location."""
-
-    def __init__(self) -> None:
-        self.problems: list[Problem] = []
-
-    def fail(self, location: str, message: str) -> None:
-        self.problems.append(Problem(location, message))
-
-    def mapping(self, value: object, location: str, fields: Mapping[str, Parser],
-                required: tuple[str, ...] = ()) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            self.fail(location, f"expected a mapping, got {_type_name(value)}")
-            return {}
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            where = f"{location}.{key}" if location else str(key)
-            parser = fields.get(key) if isinstance(key, str) else None
-            if parser is None:
-                self.fail(where, f"unknown key (allowed: {', '.join(fields)})")
-                continue
-            converted = parser(self, item, where)
-            if converted is not _INVALID:
-                out[key] = converted
-        for key in required:
-            if key not in value:
-                self.fail(f"{location}.{key}" if location else key, "required key is missing")
-        return out
-
-
-_INVALID = object()
-
-
-def _type_name(value: object) -> str:
-    return "nothing" if value is None else type(value).__name__
-
-
-def _converting(convert: Callable[[object], Any]) -> Parser:
-    def parse(reader: _Reader, value: object, location: str) -> Any:
-        try:
-            return convert(value)
-        except ValueError as exc:
-            reader.fail(location, str(exc))
-            return _INVALID
-
-    return parse
-
-
-def _typed(kind: type, description: str) -> Parser:
-    def parse(reader: _Reader, value: object, location: str) -> Any:
-        if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
-            return value
-        reader.fail(location, f"expected {description}, got {_type_name(value)}")
-        return _INVALID
-
-    return parse
-
-
-def _positive_int(value: object) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    raise ValueError(f"expected a positive whole number, got {value!r}")
-
-
-def _one_of(choices: tuple[str, ...]) -> Parser:
-    def convert(value: object) -> str:
-        if value in choices:
-            return str(value)
-        raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
-
-    return _converting(convert)
-
-
-_duration = _converting(parse_duration)
-_string = _typed(str, "a string")
-_boolean = _typed(bool, "true or false")
-
 _GATEWAY_FIELDS: dict[str, Parser] = {
-    "name": _string,
-    "url": _string,
-    "source": _one_of(SOURCES),
-    "poll_interval": _duration,
-    "timeout": _duration,
-    "connect_timeout": _duration,
-    "stale_after": _duration,
-    "token_file": _string,
-    "token_env": _string,
-    "token_header": _string,
-    "ca_file": _string,
-    "tls_verify": _boolean,
-    "max_response_size": _converting(parse_size),
-    "page_size": _converting(_positive_int),
-    "session_limit": _converting(_positive_int),
+    "name": string_field,
+    "url": string_field,
+    "source": one_of(SOURCES),
+    "poll_interval": duration_field,
+    "timeout": duration_field,
+    "connect_timeout": duration_field,
+    "stale_after": duration_field,
+    "token_file": string_field,
+    "token_env": string_field,
+    "token_header": string_field,
+    "ca_file": string_field,
+    "tls_verify": boolean_field,
+    "max_response_size": converting(parse_size),
+    "page_size": converting(positive_int),
+    "session_limit": converting(positive_int),
 }
 
 
-def _gateway_list(reader: _Reader, value: object, location: str) -> list[dict[str, Any]]:
+def _gateway_list(reader: Reader, value: object, location: str) -> list[dict[str, Any]]:
     if not isinstance(value, list) or not value:
         reader.fail(location, "expected a non-empty list of gateways")
         return []
@@ -241,42 +113,63 @@ def _gateway_list(reader: _Reader, value: object, location: str) -> list[dict[st
 
 
 _TOP_FIELDS: dict[str, Parser] = {
-    "poll_interval": _duration,
-    "idle_after": _duration,
-    "stale_after": _duration,
-    "timeout": _duration,
+    "poll_interval": duration_field,
+    "idle_after": duration_field,
+    "stale_after": duration_field,
+    "timeout": duration_field,
     "gateways": _gateway_list,
+    "sessions_endpoint": boolean_field,
+    "sessions_basic_auth_users": mapping_of(bcrypt_hash_field),
+    "mask_addresses": boolean_field,
+    "username_label": one_of(USERNAME_LABEL_MODES),
+    "username_hash_key_file": string_field,
+    "username_hash_key_env": string_field,
 }
 
 
 # --- the resolve step ------------------------------------------------------------------------
 
 
-def _resolve_token(raw: Mapping[str, Any], where: str, environ: Mapping[str, str],
-                   reader: _Reader) -> str | None:
-    if "token_file" in raw and "token_env" in raw:
-        reader.fail(where, "set token_file or token_env, not both")
+def _resolve_secret(raw: Mapping[str, Any], where: str, file_key: str, env_key: str,
+                    environ: Mapping[str, str], reader: Reader) -> str | None:
+    """A secret given either as a file (`file_key`) or an environment variable (`env_key`)."""
+    def at(key: str) -> str:
+        return f"{where}.{key}" if where else key
+
+    if file_key in raw and env_key in raw:
+        reader.fail(where or file_key, f"set {file_key} or {env_key}, not both")
         return None
-    if "token_file" in raw:
+    if file_key in raw:
         try:
-            token = Path(raw["token_file"]).read_text(encoding="utf-8").strip()
+            secret = Path(raw[file_key]).read_text(encoding="utf-8").strip()
         except OSError as exc:
-            reader.fail(f"{where}.token_file", f"cannot read token file: {exc.strerror}")
+            reader.fail(at(file_key), f"cannot read the file: {exc.strerror}")
             return None
-        if not token:
-            reader.fail(f"{where}.token_file", "token file is empty")
-        return token or None
-    if "token_env" in raw:
-        token = environ.get(raw["token_env"], "").strip()
-        if not token:
-            reader.fail(f"{where}.token_env",
-                        f"environment variable {raw['token_env']} is not set or empty")
-        return token or None
+        if not secret:
+            reader.fail(at(file_key), "the file is empty")
+        return secret or None
+    if env_key in raw:
+        secret = environ.get(raw[env_key], "").strip()
+        if not secret:
+            reader.fail(at(env_key), f"environment variable {raw[env_key]} is not set or empty")
+        return secret or None
     return None
 
 
+def _resolve_privacy(top: Mapping[str, Any], environ: Mapping[str, str],
+                     reader: Reader) -> Privacy:
+    mode = top.get("username_label", "keep")
+    key = _resolve_secret(top, "", "username_hash_key_file", "username_hash_key_env",
+                          environ, reader)
+    if mode == "hash" and key is None and not reader.problems:
+        reader.fail("username_hash_key_file", "username_label: hash needs a key "
+                    "(username_hash_key_file or username_hash_key_env)")
+    return Privacy(username_label=mode, hash_key=key.encode() if key else None,
+                   mask_addresses=top.get("mask_addresses", False))
+
+
 def _resolve_gateway(raw: Mapping[str, Any], where: str, top: Mapping[str, Any],
-                     environ: Mapping[str, str], reader: _Reader,
+                     environ: Mapping[str, str], reader: Reader,
                      warnings: list[str]) -> GatewayConfig:
     name, url = raw.get("name", ""), raw.get("url", "")
     if "name" in raw and not name.strip():
@@ -308,7 +201,7 @@ def _resolve_gateway(raw: Mapping[str, Any], where: str, top: Mapping[str, Any],
         timeout=timeout,
         connect_timeout=min(raw.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT), timeout),
         stale_after=stale_after,
-        token=_resolve_token(raw, where, environ, reader),
+        token=_resolve_secret(raw, where, "token_file", "token_env", environ, reader),
         token_header=raw.get("token_header", default_header),
         ca_file=raw.get("ca_file"),
         tls_verify=raw.get("tls_verify", True),
@@ -321,7 +214,7 @@ def _resolve_gateway(raw: Mapping[str, Any], where: str, top: Mapping[str, Any],
 def build_config(document: object, environ: Mapping[str, str] | None = None) -> Config:
     """Validate a parsed YAML document and turn it into a frozen `Config`."""
     environ = os.environ if environ is None else environ
-    reader = _Reader()
+    reader = Reader()
     top = reader.mapping(document, "", _TOP_FIELDS, required=("gateways",))
     if reader.problems:
         raise ConfigError(reader.problems)
@@ -339,20 +232,14 @@ def build_config(document: object, environ: Mapping[str, str] | None = None) -> 
         seen.setdefault(gateway.name, i)
     if reader.problems:
         raise ConfigError(reader.problems)
+    privacy = _resolve_privacy(top, environ, reader)
+    if reader.problems:
+        raise ConfigError(reader.problems)
     return Config(gateways=gateways, idle_after=top.get("idle_after", DEFAULT_IDLE_AFTER),
-                  warnings=tuple(warnings))
+                  sessions_endpoint=top.get("sessions_endpoint", True),
+                  sessions_users=MappingProxyType(top.get("sessions_basic_auth_users", {})),
+                  privacy=privacy, warnings=tuple(warnings))
 
 
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([Problem(str(path), f"cannot read configuration: {exc}")]) from None
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([Problem(where, f"invalid YAML: {problem}")]) from None
-    return build_config(document, environ)
+    return build_config(load_yaml(path), environ)

@@ -27,7 +27,8 @@ class Fleet:
     def start(self, session: aiohttp.ClientSession) -> None:
         self.pollers = tuple(
             GatewayPoller(gateway, make_source(gateway, session, self._clock),
-                          idle_after=self.config.idle_after, clock=self._clock, rng=self._rng)
+                          idle_after=self.config.idle_after, clock=self._clock, rng=self._rng,
+                          privacy=self.config.privacy)
             for gateway in self.config.gateways
         )
         self._tasks = [asyncio.create_task(poller.run(), name=f"poll {poller.gateway.name}")

@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 import aiohttp
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from exporter import __version__
 from exporter.appkeys import CLOCK, CONFIG, FLEET, HTTP_CLIENT
+from exporter.auth import BasicAuth, auth_middleware
 from exporter.clock import Clock, SystemClock
 from exporter.collector import SessionCollector
 from exporter.config import Config
 from exporter.fleet import Fleet
 from exporter.landing import render_landing
 from exporter.sessions_endpoint import sessions_handler
+from exporter.webconfig import WebConfig
 
 USER_AGENT = f"ignition-exporter/{__version__}"
 
@@ -39,7 +42,8 @@ async def polling_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def landing(request: web.Request) -> web.Response:
     app = request.app
-    html = render_landing(app[FLEET].statuses(), app[CLOCK].time(), __version__)
+    html = render_landing(app[FLEET].statuses(), app[CLOCK].time(), __version__,
+                          app[CONFIG].sessions_endpoint)
     return web.Response(text=html, content_type="text/html")
 
 
@@ -48,19 +52,41 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def create_app(config: Config, *, clock: Clock | None = None,
-               rng: random.Random | None = None) -> web.Application:
+def _middlewares(config: Config, web_config: WebConfig) -> list[Middleware]:
+    users = web_config.basic_auth_users
+    sessions_users = config.sessions_users
+    if not users and not sessions_users:
+        return []
+    return [auth_middleware(BasicAuth(users) if users else None,
+                            BasicAuth(sessions_users) if sessions_users else None)]
+
+
+def _extra_headers(headers: Mapping[str, str]) -> Callable[[web.Request, web.StreamResponse],
+                                                            Awaitable[None]]:
+    async def add(_: web.Request, response: web.StreamResponse) -> None:
+        response.headers.update(headers)
+
+    return add
+
+
+def create_app(config: Config, *, web_config: WebConfig | None = None,
+               clock: Clock | None = None, rng: random.Random | None = None) -> web.Application:
+    web_config = web_config or WebConfig()
     clock = clock or SystemClock()
-    app = web.Application()
+    app = web.Application(middlewares=_middlewares(config, web_config))
     app[CONFIG] = config
     app[CLOCK] = clock
     app[FLEET] = Fleet(config, clock, rng)
+    if web_config.headers:
+        app.on_response_prepare.append(_extra_headers(web_config.headers))
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SessionCollector(app[FLEET].statuses, clock))
+    registry.register(SessionCollector(app[FLEET].statuses, clock,
+                                       config.privacy.has_username_label))
     app.cleanup_ctx.append(http_client_ctx)
     app.cleanup_ctx.append(polling_ctx)
     app.router.add_get("/", landing)
     app.router.add_get("/metrics", make_aiohttp_handler(registry))
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/sessions", sessions_handler)
+    if config.sessions_endpoint:
+        app.router.add_get("/sessions", sessions_handler)
     return app

@@ -16,14 +16,22 @@ def _when(timestamp: float | None) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _row(status: GatewayStatus, now: float) -> str:
+SESSION_LINKS = """<li><a href="/sessions">/sessions</a>: every held session as JSON;
+ filtered: <a href="/sessions?username=bi.*">/sessions?username=bi.*</a>,
+ <a href="/sessions?kind=vision">/sessions?kind=vision</a>,
+ <a href="/sessions?project=Packaging.*&amp;kind=perspective">
+ /sessions?project=Packaging.*&amp;kind=perspective</a></li>"""
+
+
+def _row(status: GatewayStatus, now: float, sessions_endpoint: bool) -> str:
     fresh = status.current(now)
     aggregates = fresh[1] if fresh else None
     state = "up" if status.up else ("not polled yet" if status.polls == 0 else "down")
     error = f"{status.error.reason}: {status.error.detail}" if status.error else ""
     name = status.gateway.name
+    link = f'<a href="/sessions?gateway={quote(name)}">{escape(name)}</a>'
     cells = [
-        f'<a href="/sessions?gateway={quote(name)}">{escape(name)}</a>',
+        link if sessions_endpoint else escape(name),
         escape(state),
         escape(_when(status.last_success)),
         str(aggregates.total_perspective_sessions) if aggregates else "-",
@@ -33,8 +41,10 @@ def _row(status: GatewayStatus, now: float) -> str:
     return "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
 
 
-def render_landing(statuses: Sequence[GatewayStatus], now: float, version: str) -> str:
-    rows = "\n".join(_row(s, now) for s in statuses)
+def render_landing(statuses: Sequence[GatewayStatus], now: float, version: str,
+                   sessions_endpoint: bool = True) -> str:
+    rows = "\n".join(_row(s, now, sessions_endpoint) for s in statuses)
+    session_links = SESSION_LINKS if sessions_endpoint else ""
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>Ignition exporter</title>
 <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:.2em .8em;text-align:left}}</style>
@@ -43,11 +53,7 @@ def render_landing(statuses: Sequence[GatewayStatus], now: float, version: str) 
 <p>Prometheus exporter for Ignition gateway sessions, version {escape(version)}.</p>
 <ul>
 <li><a href="/metrics">/metrics</a>: session metrics for Prometheus</li>
-<li><a href="/sessions">/sessions</a>: every held session as JSON;
- filtered: <a href="/sessions?username=bi.*">/sessions?username=bi.*</a>,
- <a href="/sessions?kind=vision">/sessions?kind=vision</a>,
- <a href="/sessions?project=Packaging.*&amp;kind=perspective">
- /sessions?project=Packaging.*&amp;kind=perspective</a></li>
+{session_links}
 <li><a href="/healthz">/healthz</a>: the exporter's own health</li>
 </ul>
 <h2>Gateways</h2>

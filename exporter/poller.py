@@ -19,6 +19,7 @@ from exporter.aggregate import EMPTY, Aggregates, ScopeKey, aggregate
 from exporter.clock import Clock
 from exporter.config import GatewayConfig
 from exporter.model import Snapshot
+from exporter.privacy import Privacy
 from exporter.sent_bytes import SentBytesCounter
 from exporter.sources import Reason, Source, SourceError
 
@@ -55,10 +56,12 @@ class GatewayStatus:
 
 class GatewayPoller:
     def __init__(self, gateway: GatewayConfig, source: Source, *, idle_after: float,
-                 clock: Clock, rng: random.Random | None = None) -> None:
+                 clock: Clock, rng: random.Random | None = None,
+                 privacy: Privacy | None = None) -> None:
         self.gateway = gateway
         self._source = source
         self._idle_after = idle_after
+        self._username = (privacy or Privacy()).username
         self._clock = clock
         self._rng = rng or random.Random()
         self._sent_bytes = SentBytesCounter()
@@ -108,7 +111,7 @@ class GatewayPoller:
             last_duration=duration,
             error=None,
             snapshot=snapshot,
-            aggregates=aggregate(snapshot, self._idle_after),
+            aggregates=aggregate(snapshot, self._idle_after, self._username),
             sent_bytes=self._sent_bytes.observe(snapshot.perspective),
             invalid_sessions=previous.invalid_sessions + snapshot.invalid_sessions,
         )

@@ -8,15 +8,16 @@ session the filter rejects costs nothing but the filter check.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import msgspec
 from aiohttp import web
 
-from exporter.appkeys import CLOCK, FLEET
+from exporter.appkeys import CLOCK, CONFIG, FLEET
 from exporter.filters import BadQuery, SessionQuery, parse_query
 from exporter.model import ClientSession, PerspectiveSession
 from exporter.poller import GatewayStatus
+from exporter.privacy import mask_address
 
 _WHITESPACE_OR_OPEN = frozenset(b"{ \t\r\n")
 
@@ -50,20 +51,42 @@ def gateway_entry(status: GatewayStatus, now: float) -> dict[str, object]:
     }
 
 
+Rewrite = Callable[[msgspec.Raw | bytes], msgspec.Raw | bytes]
+
+
+def _unchanged(raw: msgspec.Raw | bytes) -> msgspec.Raw | bytes:
+    return raw
+
+
+def masking(key: str) -> Rewrite:
+    """Re-encode a returned session with its address masked (only returned ones pay this)."""
+
+    def rewrite(raw: msgspec.Raw | bytes) -> bytes:
+        item = msgspec.json.decode(raw)
+        if isinstance(item, dict) and key in item:
+            item[key] = mask_address(item[key])
+        return msgspec.json.encode(item)
+
+    return rewrite
+
+
 def _select(records: Sequence[PerspectiveSession | ClientSession],
             raws: Sequence[msgspec.Raw | bytes], query: SessionQuery, suffix: bytes,
-            out: list[bytes | memoryview]) -> None:
+            rewrite: Rewrite, out: list[bytes | memoryview]) -> None:
     if query.username is None and query.project is None:
         for raw in raws:
-            append_with_gateway(out, raw, suffix)
+            append_with_gateway(out, rewrite(raw), suffix)
         return
     wants = query.wants
     for record, raw in zip(records, raws, strict=True):
         if wants(record.username, record.project):
-            append_with_gateway(out, raw, suffix)
+            append_with_gateway(out, rewrite(raw), suffix)
 
 
-def render_sessions(statuses: Sequence[GatewayStatus], query: SessionQuery, now: float) -> bytes:
+def render_sessions(statuses: Sequence[GatewayStatus], query: SessionQuery, now: float,
+                    mask_addresses: bool = False) -> bytes:
+    perspective_rewrite = masking("clientAddress") if mask_addresses else _unchanged
+    vision_rewrite = masking("address") if mask_addresses else _unchanged
     chosen = [s for s in statuses if query.wants_gateway(s.gateway.name)]
     lists: dict[str, list[bytes | memoryview]] = {kind: [] for kind in query.kinds}
     for status in chosen:
@@ -74,9 +97,10 @@ def render_sessions(statuses: Sequence[GatewayStatus], query: SessionQuery, now:
         suffix = b',"gateway":' + json.dumps(status.gateway.name).encode() + b"}"
         if "perspective" in lists:
             _select(snapshot.perspective, snapshot.perspective_json, query, suffix,
-                    lists["perspective"])
+                    perspective_rewrite, lists["perspective"])
         if "vision" in lists:
-            _select(snapshot.clients, snapshot.clients_json, query, suffix, lists["vision"])
+            _select(snapshot.clients, snapshot.clients_json, query, suffix, vision_rewrite,
+                    lists["vision"])
     parts: list[bytes | memoryview] = [b"{"]
     for kind, items in lists.items():
         parts += [b'"', kind.encode(), b'":[', *items, b"],"]
@@ -91,7 +115,8 @@ async def sessions_handler(request: web.Request) -> web.Response:
         query = parse_query(params, {s.gateway.name for s in statuses})
     except BadQuery as exc:
         return web.json_response({"error": str(exc)}, status=400)
-    body = render_sessions(statuses, query, request.app[CLOCK].time())
+    body = render_sessions(statuses, query, request.app[CLOCK].time(),
+                           request.app[CONFIG].privacy.mask_addresses)
     response = web.Response(body=body, content_type="application/json")
     response.enable_compression()
     return response

@@ -113,7 +113,7 @@ def test_cross_checks_name_the_key() -> None:
     assert "gateways[1].name: duplicate gateway name 'a' (also gateways[0])" in found
     assert any(p.startswith("gateways[2].token_env: environment variable MISSING_VAR")
                for p in found)
-    assert any(p.startswith("gateways[3].token_file: cannot read token file") for p in found)
+    assert any(p.startswith("gateways[3].token_file: cannot read the file") for p in found)
     assert "gateways[4].ca_file: no such file: /nonexistent/ca.pem" in found
 
 
