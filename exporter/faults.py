@@ -37,6 +37,7 @@ class Fault(StrEnum):
     TRICKLE = "trickle"  # headers at once, then the body a few bytes at a time
     TOO_LARGE = "too_large"
     RESET = "reset"  # the connection is dropped without an answer
+    FLAP = "flap"  # good and HTTP 500, turn about
 
 
 @dataclass
@@ -57,6 +58,8 @@ class FaultyGateway:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
         mode = self.mode
+        if mode is Fault.FLAP:
+            mode = Fault.OK if self.requests % 2 else Fault.HTTP_500
         simple = _SIMPLE_ANSWERS.get(mode)
         if simple is not None:
             status, content_type, body = simple

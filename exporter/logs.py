@@ -7,6 +7,8 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+from aiohttp.http_exceptions import HttpProcessingError
+
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is a field.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
@@ -31,9 +33,20 @@ class LogfmtFormatter(logging.Formatter):
         return " ".join(fields)
 
 
+class MalformedRequestFilter(logging.Filter):
+    """aiohttp logs a client's malformed request (a 20 kB request line, a broken header) as an
+    error with a traceback. It is the client's mistake, answered with a 400: not worth a line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, HttpProcessingError)
+
+
 def setup_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(LogfmtFormatter())
+    if level.lower() != "debug":
+        handler.addFilter(MalformedRequestFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -7,10 +7,13 @@ stand-ins they talk to run in the test's own loop), and always stopped.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -47,16 +50,22 @@ async def _wait_for(check: Any, timeout: float, what: str, log: Path | None = No
 class ExporterProcess:
     """`python -m exporter ARGS --listen 127.0.0.1:0`, its stderr kept in a file."""
 
-    def __init__(self, tmp_path: Path, *args: str) -> None:
-        self.log = tmp_path / "exporter.log"
+    def __init__(self, tmp_path: Path, *args: str, name: str = "exporter",
+                 client_ssl: ssl.SSLContext | None = None,
+                 headers: dict[str, str] | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        self.log = tmp_path / f"{name}.log"
         self.args = [sys.executable, "-m", "exporter", *args, "--listen", "127.0.0.1:0"]
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
+        self.client_ssl = client_ssl  # how test requests reach a TLS exporter
+        self.headers = headers or {}  # e.g. credentials, sent with every test request
+        self.env = {**os.environ, **(env or {})}
 
     async def __aenter__(self) -> ExporterProcess:
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(self.args, stderr=log, stdout=log,
-                                            stdin=subprocess.DEVNULL)
+                                            stdin=subprocess.DEVNULL, env=self.env)
 
         async def listening() -> str | None:
             assert self.process is not None
@@ -88,6 +97,8 @@ class ExporterProcess:
             self.process.wait()
 
     async def get(self, path: str, **kwargs: Any) -> tuple[int, bytes]:
+        kwargs.setdefault("ssl", self.client_ssl or True)
+        kwargs.setdefault("headers", self.headers)
         async with aiohttp.ClientSession() as http, http.get(self.url + path, **kwargs) as r:
             return r.status, await r.read()
 
@@ -164,3 +175,8 @@ class PrometheusServer:
 
         return list(await _wait_for(answered, timeout, f"PromQL {promql!r} to return data",
                                     self.log))
+
+
+def basic_auth(user: str, password: str) -> dict[str, str]:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}

@@ -151,3 +151,28 @@ def test_yaml_syntax_error_names_line(tmp_path: Path) -> None:
 def test_missing_file() -> None:
     with pytest.raises(ConfigError, match="cannot read configuration"):
         load_config("/nonexistent/config.yml")
+
+
+def test_privacy_settings(tmp_path: Path) -> None:
+    key = tmp_path / "hash.key"
+    key.write_text("k3y\n")
+    config = build_config({"gateways": [{"name": "a", "url": "http://a"}],
+                           "username_label": "hash", "username_hash_key_file": str(key),
+                           "mask_addresses": True, "sessions_endpoint": False,
+                           "sessions_basic_auth_users": {"auditor": "$2y$10$" + "a" * 53}})
+    assert config.privacy.hash_key == b"k3y" and config.privacy.mask_addresses
+    assert not config.sessions_endpoint
+    assert config.sessions_users == {"auditor": ("$2y$10$" + "a" * 53).encode()}
+    assert "k3y" not in repr(config)
+
+
+def test_privacy_mistakes() -> None:
+    found = problems({"gateways": [{"name": "a", "url": "http://a"}],
+                      "username_label": "hash", "sessions_basic_auth_users": {"x": "secret"}})
+    assert any(p.startswith("sessions_basic_auth_users.x: expected a bcrypt hash")
+               for p in found)
+    found = problems({"gateways": [{"name": "a", "url": "http://a"}], "username_label": "hash"})
+    assert found == ["username_hash_key_file: username_label: hash needs a key "
+                     "(username_hash_key_file or username_hash_key_env)"]
+    assert "username_label: expected one of keep, hash, drop, got 'anonymise'" in problems(
+        {"gateways": [{"name": "a", "url": "http://a"}], "username_label": "anonymise"})

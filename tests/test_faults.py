@@ -1,0 +1,210 @@
+"""Gateways that fail the way real ones do: each failure is a metric and one log line, the
+exporter keeps serving, other gateways are unaffected, and recovery is automatic."""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.appkeys import FLEET
+from exporter.config import Config, GatewayConfig
+from exporter.faults import Fault, FaultyGateway, faulty_app
+from exporter.http import create_app
+from exporter.model import Snapshot
+from exporter.simulator import WEBDEV_PATH, GatewaySimulator, simulator_app
+from exporter.sources import Reason, SourceError, make_source
+from tests.certs import make_pki
+from tests.conftest import IN_CI, ClientFactory, FakeClock, ServerFactory, eventually, require_tool
+from tests.payloads import document, encode, perspective
+from tests.processes import ExporterProcess
+from tests.test_end_to_end import values, write_config
+
+
+def samples(text: str, metric: str) -> dict[tuple[tuple[str, str], ...], float]:
+    return {tuple(sorted(s.labels.items())): s.value
+            for f in text_string_to_metric_families(text) for s in f.samples if s.name == metric}
+
+
+async def test_dns_failure_is_connect(tmp_path: Path) -> None:
+    """Run in a network namespace of our own with only loopback: the name cannot resolve,
+    and no query leaves the machine."""
+    unshare = require_tool("unshare")
+    require_tool("ip")
+    probe = subprocess.run([unshare, "--net", "true"], capture_output=True, timeout=30)
+    if probe.returncode != 0:
+        message = f"cannot create a network namespace: {probe.stderr.decode().strip()}"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    script = tmp_path / "resolve.py"
+    script.write_text(textwrap.dedent('''
+        import asyncio, aiohttp
+        from exporter.config import GatewayConfig
+        from exporter.clock import SystemClock
+        from exporter.sources import SourceError, make_source
+
+        async def main():
+            gateway = GatewayConfig(name="plant-a", timeout=5,
+                                    url="http://plant-a.invalid:8088/system/webdev/x/sessions")
+            async with aiohttp.ClientSession() as http:
+                try:
+                    await make_source(gateway, http, SystemClock()).fetch()
+                except SourceError as exc:
+                    print(exc.reason, exc.detail)
+
+        asyncio.run(main())
+    '''))
+    run = subprocess.run([unshare, "--net", "sh", "-c",
+                          f"ip link set lo up && {sys.executable} {script}"],
+                         capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("connect cannot connect to plant-a.invalid:8088"), run.stdout
+
+
+async def test_untrusted_certificate_is_connect(aiohttp_server: ServerFactory,
+                                                http: aiohttp.ClientSession,
+                                                tmp_path: Path) -> None:
+    pki = make_pki(tmp_path / "pki")
+    server_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ssl.load_cert_chain(str(pki.server_cert), str(pki.server_key))
+    server = await aiohttp_server(simulator_app(GatewaySimulator(clock=FakeClock())),
+                                  ssl=server_ssl)
+    url = str(server.make_url(WEBDEV_PATH))
+    assert url.startswith("https://")
+
+    async def fetch(**options: Any) -> Snapshot:
+        gateway = GatewayConfig(name="plant-a", url=url, timeout=5, **options)
+        return await make_source(gateway, http, FakeClock()).fetch()
+
+    with pytest.raises(SourceError) as caught:
+        await fetch()
+    assert caught.value.reason is Reason.CONNECT
+    assert "TLS certificate rejected" in caught.value.detail
+    with pytest.raises(SourceError):
+        await fetch(ca_file=str(pki.other_ca))
+    assert (await fetch(ca_file=str(pki.ca))).perspective
+    assert (await fetch(tls_verify=False)).perspective
+
+
+async def test_flapping_gateway_keeps_series_and_counters_monotonic(
+        aiohttp_server: ServerFactory, aiohttp_client: ClientFactory) -> None:
+    gateway = FaultyGateway(GatewaySimulator(seed=8), mode=Fault.FLAP)
+    server = await aiohttp_server(faulty_app(gateway))
+    config = Config(gateways=(GatewayConfig(name="flappy", url=str(server.make_url(WEBDEV_PATH)),
+                                            poll_interval=0.1, timeout=0.1, stale_after=30),))
+    client = await aiohttp_client(create_app(config))
+    fleet = client.app[FLEET]
+    previous_bytes: dict[tuple[tuple[str, str], ...], float] = {}
+    previous_errors = 0.0
+    ups = set()
+    for poll in range(1, 13):
+        await eventually(lambda p=poll: fleet.statuses()[0].polls >= p, what=f"poll {poll}")
+        text = await (await client.get("/metrics")).text()
+        ups.add(values(text, "ignition_up")["flappy"])
+        assert samples(text, "ignition_perspective_sessions"), "series flickered out"
+        sent = samples(text, "ignition_perspective_sent_bytes_total")
+        for labels, value in previous_bytes.items():
+            assert sent[labels] >= value, "byte counter went down"
+        previous_bytes = sent
+        errors = values(text, "ignition_exporter_poll_errors_total")["flappy:http"]
+        assert errors >= previous_errors
+        previous_errors = errors
+    assert ups == {0.0, 1.0}
+    assert previous_errors >= 5
+
+
+async def test_started_while_every_gateway_is_down(tmp_path: Path) -> None:
+    config = write_config(tmp_path, [
+        {"name": "a", "url": "http://127.0.0.1:9/sessions", "timeout": "500ms"},
+        {"name": "b", "url": "http://127.0.0.1:1/sessions", "timeout": "500ms"}])
+    async with ExporterProcess(tmp_path, "--config", config) as exporter:
+        text = await exporter.wait_for_metric(
+            'ignition_exporter_poll_errors_total{gateway="b",reason="connect"} 1.0')
+        assert values(text, "ignition_up") == {"a": 0, "b": 0}
+        status, body = await exporter.get("/sessions")
+        assert status == 200
+        answer = json.loads(body)
+        assert answer["perspective"] == [] and answer["vision"] == []
+        assert [g["up"] for g in answer["gateways"]] == [False, False]
+        assert (await exporter.get("/"))[0] == 200
+        assert await exporter.stop() == 0
+
+
+async def test_malformed_sessions_are_skipped_and_counted(
+        aiohttp_server: ServerFactory, aiohttp_client: ClientFactory) -> None:
+    gateway = FaultyGateway(GatewaySimulator(seed=8, clock=FakeClock()), mode=Fault.BAD_SESSION)
+    server = await aiohttp_server(faulty_app(gateway))
+    config = Config(gateways=(GatewayConfig(name="odd", url=str(server.make_url(WEBDEV_PATH)),
+                                            poll_interval=1, timeout=1),))
+    client = await aiohttp_client(create_app(config))
+    fleet = client.app[FLEET]
+    await eventually(lambda: fleet.statuses()[0].up, what="first poll")
+    text = await (await client.get("/metrics")).text()
+    assert values(text, "ignition_up") == {"odd": 1}
+    assert values(text, "ignition_exporter_invalid_sessions_total") == {"odd": 2}
+    total = sum(samples(text, "ignition_perspective_sessions").values())
+    assert total == 40
+
+
+async def test_recovery_is_automatic_and_logged_once_per_change(
+        tmp_path: Path, aiohttp_server: ServerFactory) -> None:
+    gateway = FaultyGateway(GatewaySimulator(seed=2))
+    other = FaultyGateway(GatewaySimulator(seed=3))
+    urls = [str((await aiohttp_server(faulty_app(g))).make_url(WEBDEV_PATH))
+            for g in (gateway, other)]
+    config = write_config(tmp_path, [{"name": "plant-a", "url": urls[0]},
+                                     {"name": "plant-b", "url": urls[1]}])
+    async with ExporterProcess(tmp_path, "--config", config) as exporter:
+        await exporter.wait_for_metric('ignition_up{gateway="plant-a"} 1.0')
+        gateway.mode = Fault.PROXY_502
+        text = await exporter.wait_for_metric('ignition_up{gateway="plant-a"} 0.0')
+        assert values(text, "ignition_up")["plant-b"] == 1
+        requests = gateway.requests
+        await eventually(lambda: gateway.requests >= requests + 3, what="three failed polls")
+        gateway.mode = Fault.OK
+        await exporter.wait_for_metric('ignition_up{gateway="plant-a"} 1.0')
+        assert await exporter.stop() == 0
+    lines = [line for line in exporter.log.read_text().splitlines() if "gateway=plant-a" in line]
+    assert [line.split("msg=")[1].split(" gateway=")[0] for line in lines] == [
+        '"gateway up"', '"gateway down"', '"gateway up"']
+    assert "reason=http" in lines[1] and "HTTP 502" in lines[1]
+
+
+async def test_hostile_label_values_cannot_corrupt_the_exposition(
+        aiohttp_server: ServerFactory, aiohttp_client: ClientFactory, tmp_path: Path) -> None:
+    from aiohttp import web
+    body = encode(document([
+        perspective("1", "XX-bad-utf8"), perspective("2", "m" * 2_000_000),
+        perspective("3", 'quote"back\\slash\nnewline}{', project="P\n# HELP fake"),
+    ])).replace(b"XX-bad-utf8", b"J\xff\xfergen")
+
+    async def answer(_: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/s", answer)
+    server = await aiohttp_server(app)
+    config = Config(gateways=(GatewayConfig(name="hostile", url=str(server.make_url("/s")),
+                                            poll_interval=1, timeout=1),))
+    client = await aiohttp_client(create_app(config))
+    fleet = client.app[FLEET]
+    await eventually(lambda: fleet.statuses()[0].up, what="first poll")
+    text = await (await client.get("/metrics")).text()
+    names = {dict(labels)["username"] for labels in
+             samples(text, "ignition_perspective_sessions")}
+    assert names == {"J\ufffd\ufffdrgen", "m" * 256, 'quote"back\\slash\nnewline}{'}
+    assert len(text) < 20_000
+    check = subprocess.run([require_tool("promtool"), "check", "metrics"], input=text.encode(),
+                           capture_output=True, timeout=30)
+    assert check.returncode == 0, check.stdout + check.stderr

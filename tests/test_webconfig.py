@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import bcrypt
+import pytest
+
+from exporter.schema import ConfigError
+from exporter.webconfig import build_web_config, load_web_config
+from tests.certs import Pki, make_pki
+
+HASH = bcrypt.hashpw(b"scrape-pass", bcrypt.gensalt(rounds=4)).decode().replace("$2b$", "$2y$")
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def problems(document: object) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        build_web_config(document)
+    return [str(p) for p in caught.value.problems]
+
+
+def test_empty_file_means_plain_http(tmp_path: Path) -> None:
+    path = tmp_path / "web.yml"
+    path.write_text("")
+    config = load_web_config(path)
+    assert config.ssl_context is None and config.scheme == "http"
+    assert not config.basic_auth_users
+
+
+def test_full_config(pki: Pki) -> None:
+    config = build_web_config({
+        "tls_server_config": {"cert_file": str(pki.server_cert), "key_file": str(pki.server_key),
+                              "client_ca_file": str(pki.ca),
+                              "client_auth_type": "RequireAndVerifyClientCert",
+                              "min_version": "TLS13"},
+        "basic_auth_users": {"prometheus": HASH},
+        "http_server_config": {"headers": {"X-Content-Type-Options": "nosniff"}},
+    })
+    assert config.ssl_context is not None
+    assert config.ssl_context.verify_mode == ssl.CERT_REQUIRED
+    assert config.ssl_context.minimum_version == ssl.TLSVersion.TLSv1_3
+    assert config.basic_auth_users == {"prometheus": HASH.encode()}
+    assert config.headers == {"X-Content-Type-Options": "nosniff"}
+    assert HASH not in repr(config)
+
+
+def test_default_minimum_is_tls12(pki: Pki) -> None:
+    config = build_web_config({"tls_server_config": {"cert_file": str(pki.server_cert),
+                                                     "key_file": str(pki.server_key)}})
+    assert config.ssl_context is not None
+    assert config.ssl_context.minimum_version == ssl.TLSVersion.TLSv1_2
+    assert config.ssl_context.verify_mode == ssl.CERT_NONE
+
+
+def test_unknown_and_unsupported_keys_are_errors(pki: Pki) -> None:
+    found = problems({
+        "tls_server_config": {"cert_file": str(pki.server_cert), "key_file": str(pki.server_key),
+                              "cipher_suites": ["TLS_AES_128_GCM_SHA256"],
+                              "client_auth_type": "RequireAnyClientCert"},
+        "basic_auth_users": {"alice": "plaintext-password"},
+        "http_server_config": {"headers": {"Server": "x"}, "http2": True},
+        "tls_config": {},
+    })
+    assert any(p.startswith("tls_config: unknown key") for p in found)
+    assert any(p.startswith("tls_server_config.cipher_suites: not supported") for p in found)
+    assert any(p.startswith("tls_server_config.client_auth_type: expected one of NoClientCert")
+               for p in found)
+    assert any(p.startswith("basic_auth_users.alice: expected a bcrypt hash") for p in found)
+    assert any(p.startswith("http_server_config.headers.Server: header not allowed")
+               for p in found)
+    assert any(p.startswith("http_server_config.http2: not supported") for p in found)
+    assert not any("plaintext-password" in p for p in found)
+
+
+def test_files_that_do_not_load(pki: Pki, tmp_path: Path) -> None:
+    assert problems({"tls_server_config": {"cert_file": str(tmp_path / "none.pem"),
+                                           "key_file": str(pki.server_key)}})[0].startswith(
+        "tls_server_config.cert_file: cannot load certificate and key")
+    assert problems({"tls_server_config": {
+        "cert_file": str(pki.server_cert), "key_file": str(pki.server_key),
+        "client_auth_type": "RequireAndVerifyClientCert"}}) == [
+        "tls_server_config.client_ca_file: required when client_auth_type is "
+        "RequireAndVerifyClientCert"]
