@@ -16,6 +16,8 @@ from exporter import __version__
 from exporter.clock import Clock
 from exporter.poller import GatewayStatus
 
+__all__ = ["Metric", "SessionCollector", "build_info", "health_families", "session_families"]
+
 _AS_OF = " (as of the last poll)"
 _PROJECT_SCOPE = ["gateway", "project", "scope"]
 
@@ -76,6 +78,9 @@ def health_families(statuses: Sequence[GatewayStatus]) -> list[Metric]:
                            labels=["gateway"])
     duration = GaugeMetricFamily("ignition_exporter_poll_duration_seconds",
                                  "Duration of the last poll of the gateway", labels=["gateway"])
+    lag = GaugeMetricFamily("ignition_exporter_poll_lag_seconds",
+                            "How late the last poll of the gateway started against its "
+                            "schedule (a busy exporter falls behind)", labels=["gateway"])
     last_success = GaugeMetricFamily("ignition_exporter_last_success_timestamp_seconds",
                                      "Unix time of the last successful poll of the gateway",
                                      labels=["gateway"])
@@ -97,6 +102,8 @@ def health_families(statuses: Sequence[GatewayStatus]) -> list[Metric]:
         up.add_metric([gateway], 1 if status.up else 0)
         if status.last_duration is not None:
             duration.add_metric([gateway], status.last_duration)
+        if status.last_lag is not None:
+            lag.add_metric([gateway], status.last_lag)
         if status.last_success is not None:
             last_success.add_metric([gateway], status.last_success)
             snapshot = status.snapshot
@@ -107,7 +114,7 @@ def health_families(statuses: Sequence[GatewayStatus]) -> list[Metric]:
         invalid.add_metric([gateway], status.invalid_sessions)
         if status.gateway.session_limit is not None:
             limit.add_metric([gateway], status.gateway.session_limit)
-    return [up, duration, last_success, errors, invalid, limit, info]
+    return [up, duration, lag, last_success, errors, invalid, limit, info]
 
 
 def build_info() -> Metric:

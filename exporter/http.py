@@ -6,17 +6,16 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 import aiohttp
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Middleware
-from prometheus_client import CollectorRegistry
-from prometheus_client.aiohttp import make_aiohttp_handler
+from prometheus_client.exposition import choose_encoder, gzip_accepted
 
 from exporter import __version__
-from exporter.appkeys import CLOCK, CONFIG, FLEET, HTTP_CLIENT
+from exporter.appkeys import CLOCK, CONFIG, EXPOSITION, FLEET, HTTP_CLIENT
 from exporter.auth import BasicAuth, auth_middleware
 from exporter.clock import Clock, SystemClock
-from exporter.collector import SessionCollector
 from exporter.config import Config
+from exporter.exposition import Exposition
 from exporter.fleet import Fleet
 from exporter.landing import render_landing
 from exporter.sessions_endpoint import sessions_handler
@@ -45,6 +44,19 @@ async def landing(request: web.Request) -> web.Response:
     html = render_landing(app[FLEET].statuses(), app[CLOCK].time(), __version__,
                           app[CONFIG].sessions_endpoint)
     return web.Response(text=html, content_type="text/html")
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Content negotiation as prometheus_client does it; the body comes from the cache."""
+    app = request.app
+    encoder, content_type = choose_encoder(",".join(request.headers.getall(hdrs.ACCEPT, [])))
+    compress = gzip_accepted(request.headers.get(hdrs.ACCEPT_ENCODING, ""))
+    body = app[EXPOSITION].body(app[FLEET].statuses(), app[CLOCK].time(), encoder,
+                                content_type, compress)
+    headers = {hdrs.CONTENT_TYPE: content_type, hdrs.VARY: hdrs.ACCEPT_ENCODING}
+    if compress:
+        headers[hdrs.CONTENT_ENCODING] = "gzip"
+    return web.Response(body=body, headers=headers)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -79,13 +91,11 @@ def create_app(config: Config, *, web_config: WebConfig | None = None,
     app[FLEET] = Fleet(config, clock, rng)
     if web_config.headers:
         app.on_response_prepare.append(_extra_headers(web_config.headers))
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(SessionCollector(app[FLEET].statuses, clock,
-                                       config.privacy.has_username_label))
+    app[EXPOSITION] = Exposition(config.privacy.has_username_label)
     app.cleanup_ctx.append(http_client_ctx)
     app.cleanup_ctx.append(polling_ctx)
     app.router.add_get("/", landing)
-    app.router.add_get("/metrics", make_aiohttp_handler(registry))
+    app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     if config.sessions_endpoint:
         app.router.add_get("/sessions", sessions_handler)

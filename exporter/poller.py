@@ -38,6 +38,7 @@ class GatewayStatus:
     polls: int = 0
     last_success: float | None = None
     last_duration: float | None = None
+    last_lag: float | None = None  # how late the last poll started against its schedule
     error: SourceError | None = None
     snapshot: Snapshot = field(default_factory=Snapshot)
     aggregates: Aggregates = EMPTY
@@ -73,7 +74,7 @@ class GatewayPoller:
         await self._clock.sleep(self._rng.uniform(0, interval * JITTER_SHARE))
         next_at = self._clock.monotonic()
         while True:
-            await self.poll_once()
+            await self.poll_once(lag=max(0.0, self._clock.monotonic() - next_at))
             next_at += interval
             now = self._clock.monotonic()
             if next_at <= now:
@@ -82,8 +83,9 @@ class GatewayPoller:
                     next_at += interval
             await self._clock.sleep(next_at - now)
 
-    async def poll_once(self) -> GatewayStatus:
+    async def poll_once(self, lag: float | None = None) -> GatewayStatus:
         started = self._clock.monotonic()
+        self.status = replace(self.status, last_lag=lag)
         try:
             async with asyncio.timeout(self.gateway.timeout):
                 snapshot = await self._source.fetch()

@@ -269,3 +269,11 @@ def simulator_app(sim: GatewaySimulator, *, token: str | None = None,
 
 async def _status_ping(_: web.Request) -> web.Response:
     return web.json_response({"state": "RUNNING"})
+
+
+def fleet_app(simulators: dict[str, GatewaySimulator], **options: Any) -> web.Application:
+    """Many simulated gateways behind one port, gateway NAME under `/NAME/…`."""
+    app = web.Application()
+    for name, simulator in simulators.items():
+        app.add_subapp(f"/{name}", simulator_app(simulator, **options))
+    return app

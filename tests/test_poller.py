@@ -130,6 +130,7 @@ async def test_schedule_is_fixed_rate_with_initial_jitter(clock: FakeClock) -> N
     await run_briefly(p, 20)
     jitter, *gaps = clock.sleeps
     assert 0 <= jitter <= GATEWAY.poll_interval * 0.1
+    assert p.status.last_lag == 0.0
     # Each poll takes 2 s of the 15 s interval: the sleeps make up the rest exactly.
     assert gaps[:3] == [pytest.approx(13.0)] * 3
 
@@ -140,3 +141,16 @@ async def test_overrunning_poll_skips_missed_ticks(clock: FakeClock) -> None:
     gaps = clock.sleeps[1:]
     assert gaps[0] == pytest.approx(5.0)  # next tick on the 15 s grid, at 45 s
     assert all(0 < g <= 15 for g in gaps)
+
+
+async def test_lag_is_how_late_a_poll_started() -> None:
+    class OversleepingClock(FakeClock):
+        """A busy event loop: every sleep ends 0.5 s after it should."""
+
+        async def sleep(self, seconds: float) -> None:
+            await super().sleep(seconds + 0.5)
+
+    clock = OversleepingClock()
+    p = poller(clock, ScriptedSource(clock, GOOD, takes=1.0))
+    await run_briefly(p, 8)
+    assert p.status.last_lag == pytest.approx(0.5)

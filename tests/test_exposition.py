@@ -1,0 +1,86 @@
+"""The cached /metrics body is byte for byte what prometheus_client renders from the collector,
+and it changes exactly when the data does."""
+
+from __future__ import annotations
+
+import gzip
+from dataclasses import replace
+
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+from exporter.collector import SessionCollector
+from exporter.config import GatewayConfig
+from exporter.exposition import Exposition
+from exporter.poller import GatewayPoller
+from exporter.sources import Reason
+from tests.conftest import FakeClock
+from tests.payloads import document, perspective, snapshot_of, vision
+from tests.test_poller import ScriptedSource, down
+
+GATEWAY = GatewayConfig(name="plant-a", url="http://gw", poll_interval=15, timeout=5,
+                        stale_after=60)
+ACCEPTS = ["", "application/openmetrics-text; version=1.0.0",
+           "text/plain;version=1.0.0;escaping=allow-utf-8"]
+
+
+def reference(pollers: list[GatewayPoller], clock: FakeClock, accept: str,
+              with_username: bool = True) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SessionCollector(lambda: [p.status for p in pollers], clock,
+                                       with_username))
+    encoder, _ = choose_encoder(accept)
+    return encoder(registry)
+
+
+async def pollers_with_data(clock: FakeClock) -> list[GatewayPoller]:
+    snap = snapshot_of(document(
+        [perspective("A", 'O"Brien\\', "Line 1", "Browser", total=5000, last_comm=90_000),
+         perspective("B", "jürgen\nx", "Line 1", "ios", total=10)],
+        [vision("op", "Line 1"), vision("eng", "Q", designer=True)]))
+    a = GatewayPoller(GATEWAY, ScriptedSource(clock, snap, down(Reason.HTTP)), idle_after=60,
+                      clock=clock)
+    b = GatewayPoller(replace(GATEWAY, name="plant-b", session_limit=50),
+                      ScriptedSource(clock, down(Reason.TIMEOUT)), idle_after=60, clock=clock)
+    await a.poll_once()
+    await b.poll_once()
+    return [a, b]
+
+
+@pytest.mark.parametrize("accept", ACCEPTS)
+@pytest.mark.parametrize("with_username", [True, False])
+async def test_same_bytes_as_prometheus_client(clock: FakeClock, accept: str,
+                                               with_username: bool) -> None:
+    pollers = await pollers_with_data(clock)
+    exposition = Exposition(with_username)
+    encoder, content_type = choose_encoder(accept)
+
+    def body(compress: bool = False) -> bytes:
+        return exposition.body([p.status for p in pollers], clock.time(), encoder, content_type,
+                               compress)
+
+    assert body() == reference(pollers, clock, accept, with_username)
+    assert gzip.decompress(body(compress=True)) == body()
+    await pollers[0].poll_once()  # now down, data still fresh
+    assert body() == reference(pollers, clock, accept, with_username)
+    clock.advance(GATEWAY.stale_after + 1)  # stale: session series go
+    assert body() == reference(pollers, clock, accept, with_username)
+    assert b"ignition_perspective_sessions{" not in body()
+
+
+async def test_body_is_reused_until_something_changes(clock: FakeClock) -> None:
+    pollers = await pollers_with_data(clock)
+    exposition = Exposition()
+    encoder, content_type = choose_encoder("")
+    first = exposition.body([p.status for p in pollers], clock.time(), encoder, content_type,
+                            False)
+    again = exposition.body([p.status for p in pollers], clock.time(), encoder, content_type,
+                            False)
+    assert again is first
+    await pollers[1].poll_once()
+    changed = exposition.body([p.status for p in pollers], clock.time(), encoder, content_type,
+                              False)
+    assert changed is not first
+    assert b'ignition_exporter_poll_errors_total{gateway="plant-b",reason="timeout"} 2.0' \
+        in changed
