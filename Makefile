@@ -20,5 +20,8 @@ lint: $(VENV)/.installed
 test: lint
 	$(PY) -m pytest
 
+bench: $(VENV)/.installed
+	$(PY) -m bench.run
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from exporter.model import ClientSession, PerspectiveSession, Snapshot
 
+OTHER = "__other__"
 # Label values longer than this are cut: a megabyte-long "username" from a broken gateway must
 # not become a megabyte in every scrape and in Prometheus' index.
 LABEL_MAX_CHARS = 256
@@ -41,6 +42,8 @@ class Aggregates:
     perspective_sessions: Mapping[PerspectiveKey, int]
     scopes: Mapping[ScopeKey, ScopeTotals]
     client_sessions: Mapping[ClientKey, int]
+    # Series folded into username="__other__" by this poll, per metric name.
+    folded: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def total_perspective_sessions(self) -> int:
@@ -72,6 +75,7 @@ def scope_key(raw: tuple[str | None, str | None]) -> ScopeKey:
     return label(raw[0]), scope_label(raw[1])
 
 
+T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
 L = TypeVar("L", bound=Hashable)
 V = TypeVar("V")
@@ -96,11 +100,22 @@ def _keep(username: str) -> str:
     return username
 
 
+def _label_map(values: Iterable[T], to_label: Callable[[T], str]) -> dict[T, str]:
+    """Label values for each distinct raw value: thousands of keys share a few hundred users."""
+    return {value: to_label(value) for value in set(values)}
+
+
 def count_perspective(sessions: Iterable[PerspectiveSession],
                       username: Callable[[str], str] = _keep) -> dict[PerspectiveKey, int]:
     grouped = Counter((s.project, s.session_scope, s.username) for s in sessions)
-    return _relabel(grouped, lambda k: (label(k[0]), scope_label(k[1]), username(label(k[2]))),
-                    _add_int)
+    projects = _label_map((k[0] for k in grouped), label)
+    scopes = _label_map((k[1] for k in grouped), scope_label)
+    users = _label_map((k[2] for k in grouped), lambda u: username(label(u)))
+    out: dict[PerspectiveKey, int] = {}
+    for (project, scope, user), count in grouped.items():
+        key = (projects[project], scopes[scope], users[user])
+        out[key] = out.get(key, 0) + count
+    return out
 
 
 def total_by_scope(sessions: Iterable[PerspectiveSession],
@@ -125,11 +140,39 @@ def count_clients(clients: Iterable[ClientSession],
     return _relabel(grouped, lambda k: (label(k[0]), username(label(k[1])), k[2]), _add_int)
 
 
+def fold(counts: Mapping[tuple[str, str, str], int], limit: int, user_at: int
+         ) -> tuple[dict[tuple[str, str, str], int], int]:
+    """Keep at most `limit` series; fold the rest into username `__other__`.
+
+    The series kept are the largest, ties broken by their labels, so the choice is the same
+    on every poll for the same data. The rest are summed per their other labels (one
+    `__other__` series per project and scope, or project and kind). Returns the counts and
+    how many series were folded.
+    """
+    if len(counts) <= limit:
+        return dict(counts), 0
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    kept = dict(ranked[:limit])
+    for key, value in ranked[limit:]:
+        other = (*key[:user_at], OTHER, *key[user_at + 1:])
+        kept[other] = kept.get(other, 0) + value  # type: ignore[index]
+    return kept, len(ranked) - limit
+
+
 def aggregate(snapshot: Snapshot, idle_after_seconds: float,
-              username: Callable[[str], str] = _keep) -> Aggregates:
-    """`username` maps each username label value (the privacy policy: keep, hash, drop)."""
+              username: Callable[[str], str] = _keep,
+              max_series: int | None = None) -> Aggregates:
+    """`username` maps each username label value (the privacy policy: keep, hash, drop);
+    `max_series` caps the series of each metric with a username label."""
+    sessions = count_perspective(snapshot.perspective, username)
+    clients = count_clients(snapshot.clients, username)
+    folded: dict[str, int] = {}
+    if max_series is not None:
+        sessions, folded["ignition_perspective_sessions"] = fold(sessions, max_series, 2)
+        clients, folded["ignition_client_sessions"] = fold(clients, max_series, 1)
     return Aggregates(
-        perspective_sessions=count_perspective(snapshot.perspective, username),
+        perspective_sessions=sessions,
         scopes=total_by_scope(snapshot.perspective, idle_after_seconds * 1000),
-        client_sessions=count_clients(snapshot.clients, username),
+        client_sessions=clients,
+        folded=folded,
     )

@@ -91,6 +91,14 @@ def _stop_event() -> asyncio.Event:
     return stop
 
 
+def _ignore_further_sigterm() -> None:
+    """Shutdown has begun: a repeated SIGTERM must not kill it half-way (for instance after
+    the event loop has closed and its handlers are gone). Ctrl+C still interrupts."""
+    with contextlib.suppress(NotImplementedError, ValueError):
+        asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 async def serve(config: Config | None, web_config: WebConfig, host: str, port: int) -> None:
     stop = _stop_event()
     async with contextlib.AsyncExitStack() as stack:
@@ -106,6 +114,7 @@ async def serve(config: Config | None, web_config: WebConfig, host: str, port: i
         log.info("listening", extra={"address": address, "gateways": len(config.gateways),
                                      "version": __version__})
         await stop.wait()
+        _ignore_further_sigterm()
         log.info("stopping")
     log.info("stopped")
 

@@ -16,7 +16,8 @@ from exporter import __version__
 from exporter.clock import Clock
 from exporter.poller import GatewayStatus
 
-__all__ = ["Metric", "SessionCollector", "build_info", "health_families", "session_families"]
+__all__ = ["Metric", "SessionCollector", "build_info", "exporter_families", "health_families",
+           "session_families"]
 
 _AS_OF = " (as of the last poll)"
 _PROJECT_SCOPE = ["gateway", "project", "scope"]
@@ -55,10 +56,9 @@ def session_families(statuses: Sequence[GatewayStatus], now: float,
         gateway = status.gateway.name
         for (project, scope), total in status.sent_bytes.items():
             sent.add_metric([gateway, project, scope], total)
-        current = status.current(now)
-        if current is None:
+        if not status.is_fresh(now):
             continue  # stale: its session series disappear, counters stay
-        aggregates = current[1]
+        aggregates = status.aggregates
         for (project, scope, username), count in aggregates.perspective_sessions.items():
             sessions.add_metric(_labelled(with_username, session_labels,
                                           [gateway, project, scope, username]), count)
@@ -106,15 +106,28 @@ def health_families(statuses: Sequence[GatewayStatus]) -> list[Metric]:
             lag.add_metric([gateway], status.last_lag)
         if status.last_success is not None:
             last_success.add_metric([gateway], status.last_success)
-            snapshot = status.snapshot
-            if snapshot.version or snapshot.reported_name:
-                info.add_metric([gateway, snapshot.reported_name or "", snapshot.version or ""], 1)
+            if status.version or status.reported_name:
+                info.add_metric([gateway, status.reported_name or "", status.version or ""], 1)
         for reason, count in status.poll_errors.items():
             errors.add_metric([gateway, str(reason)], count)
         invalid.add_metric([gateway], status.invalid_sessions)
         if status.gateway.session_limit is not None:
             limit.add_metric([gateway], status.gateway.session_limit)
     return [up, duration, lag, last_success, errors, invalid, limit, info]
+
+
+FOLDABLE = ("ignition_perspective_sessions", "ignition_client_sessions")
+
+
+def exporter_families(statuses: Sequence[GatewayStatus]) -> list[Metric]:
+    """Families about the exporter as a whole, summed over gateways."""
+    folded = CounterMetricFamily(
+        "ignition_exporter_folded_series",
+        "Series folded into username=\"__other__\" because max_series_per_metric was reached",
+        labels=["metric"])
+    for metric in FOLDABLE:
+        folded.add_metric([metric], sum(s.folded_series.get(metric, 0) for s in statuses))
+    return [folded]
 
 
 def build_info() -> Metric:
@@ -135,6 +148,7 @@ class SessionCollector(Collector):
         statuses = self._statuses()
         yield from session_families(statuses, self._clock.time(), self._with_username)
         yield from health_families(statuses)
+        yield from exporter_families(statuses)
         yield build_info()
 
     def describe(self) -> Iterator[Metric]:

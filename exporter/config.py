@@ -47,6 +47,7 @@ DEFAULT_CONNECT_TIMEOUT = 5.0
 STALE_AFTER_POLLS = 4
 DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 DEFAULT_REST_PAGE_SIZE = 500
+DEFAULT_MAX_SERIES = 10_000
 DEFAULT_REST_TOKEN_HEADER = "X-Ignition-API-Token"
 WEBDEV_TOKEN_HEADER = "Authorization"
 
@@ -78,6 +79,8 @@ class Config:
     # bcrypt hashes of the users allowed on /sessions (empty: the web config's users apply).
     sessions_users: Mapping[str, bytes] = field(default_factory=dict, repr=False)
     privacy: Privacy = field(default_factory=Privacy)
+    # Series cap for each metric with a username label, shared equally by the gateways.
+    max_series_per_metric: int = DEFAULT_MAX_SERIES
     warnings: tuple[str, ...] = ()
 
 
@@ -124,6 +127,7 @@ _TOP_FIELDS: dict[str, Parser] = {
     "username_label": one_of(USERNAME_LABEL_MODES),
     "username_hash_key_file": string_field,
     "username_hash_key_env": string_field,
+    "max_series_per_metric": converting(positive_int),
 }
 
 
@@ -238,7 +242,9 @@ def build_config(document: object, environ: Mapping[str, str] | None = None) -> 
     return Config(gateways=gateways, idle_after=top.get("idle_after", DEFAULT_IDLE_AFTER),
                   sessions_endpoint=top.get("sessions_endpoint", True),
                   sessions_users=MappingProxyType(top.get("sessions_basic_auth_users", {})),
-                  privacy=privacy, warnings=tuple(warnings))
+                  privacy=privacy,
+                  max_series_per_metric=top.get("max_series_per_metric", DEFAULT_MAX_SERIES),
+                  warnings=tuple(warnings))
 
 
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:

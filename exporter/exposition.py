@@ -19,7 +19,13 @@ from dataclasses import dataclass
 
 from prometheus_client.registry import Collector
 
-from exporter.collector import Metric, build_info, health_families, session_families
+from exporter.collector import (
+    Metric,
+    build_info,
+    exporter_families,
+    health_families,
+    session_families,
+)
 from exporter.poller import GatewayStatus
 
 Encoder = Callable[[Collector], bytes]
@@ -111,6 +117,7 @@ class Exposition:
         for index, header in enumerate(headers):
             parts.append(header)
             parts.extend(f.fresh[index] if fresh else f.stale[index] for f, fresh in chosen)
+        parts.extend(_render(exporter_families(statuses), encoder))  # two samples: cheap
         parts.append(info)
         if content_type.startswith("application/openmetrics-text"):
             parts.append(_EOF)

@@ -25,10 +25,12 @@ class Fleet:
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self, session: aiohttp.ClientSession) -> None:
+        # Each gateway gets an equal share of the series budget, so the total stays bounded.
+        share = max(1, self.config.max_series_per_metric // len(self.config.gateways))
         self.pollers = tuple(
             GatewayPoller(gateway, make_source(gateway, session, self._clock),
                           idle_after=self.config.idle_after, clock=self._clock, rng=self._rng,
-                          privacy=self.config.privacy)
+                          privacy=self.config.privacy, max_series=share)
             for gateway in self.config.gateways
         )
         self._tasks = [asyncio.create_task(poller.run(), name=f"poll {poller.gateway.name}")

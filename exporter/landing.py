@@ -24,8 +24,7 @@ SESSION_LINKS = """<li><a href="/sessions">/sessions</a>: every held session as 
 
 
 def _row(status: GatewayStatus, now: float, sessions_endpoint: bool) -> str:
-    fresh = status.current(now)
-    aggregates = fresh[1] if fresh else None
+    aggregates = status.aggregates if status.is_fresh(now) else None
     state = "up" if status.up else ("not polled yet" if status.polls == 0 else "down")
     error = f"{status.error.reason}: {status.error.detail}" if status.error else ""
     name = status.gateway.name

@@ -8,7 +8,10 @@ decoding or re-encoding the ones it does not return.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from array import array
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import msgspec
 
@@ -57,3 +60,49 @@ class Snapshot:
     collected_at: float | None = None
     warnings: tuple[str, ...] = ()
     invalid_sessions: int = 0
+
+
+Owner = tuple[str | None, str | None]  # (username, project)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionIndex:
+    """The sessions `/sessions` can return from one list of one gateway.
+
+    Kept instead of the typed records once a poll is aggregated: each session's JSON as the
+    gateway sent it, in the gateway's order, and the positions of each (username, project)
+    pair's sessions. A filter then tests each distinct pair once, not each session, and a
+    held session costs its bytes plus a few bytes of index.
+    """
+
+    raw: tuple[msgspec.Raw | bytes, ...] = ()
+    owners: Mapping[Owner, array] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, records: Sequence[PerspectiveSession | ClientSession],
+           raw: tuple[msgspec.Raw | bytes, ...]) -> SessionIndex:
+        positions: dict[Owner, list[int]] = {}
+        for position, record in enumerate(records):
+            key = (record.username, record.project)
+            found = positions.get(key)
+            if found is None:
+                positions[key] = [position]
+            else:
+                found.append(position)
+        return cls(raw, MappingProxyType({k: array("I", v) for k, v in positions.items()}))
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def select(self, wants: Callable[[str | None, str | None], bool] | None
+               ) -> Sequence[msgspec.Raw | bytes]:
+        """The sessions whose (username, project) `wants` accepts, in the gateway's order."""
+        if wants is None:
+            return self.raw
+        chosen: list[int] = []
+        for (username, project), positions in self.owners.items():
+            if wants(username, project):
+                chosen.extend(positions)
+        chosen.sort()
+        raw = self.raw
+        return [raw[i] for i in chosen]

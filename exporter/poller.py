@@ -18,7 +18,7 @@ from types import MappingProxyType
 from exporter.aggregate import EMPTY, Aggregates, ScopeKey, aggregate
 from exporter.clock import Clock
 from exporter.config import GatewayConfig
-from exporter.model import Snapshot
+from exporter.model import SessionIndex, Snapshot
 from exporter.privacy import Privacy
 from exporter.sent_bytes import SentBytesCounter
 from exporter.sources import Reason, Source, SourceError
@@ -40,29 +40,37 @@ class GatewayStatus:
     last_duration: float | None = None
     last_lag: float | None = None  # how late the last poll started against its schedule
     error: SourceError | None = None
-    snapshot: Snapshot = field(default_factory=Snapshot)
+    # From the last successful poll: the sessions /sessions serves, what the gateway said
+    # about itself, and the numbers the metrics show.
+    perspective: SessionIndex = field(default_factory=SessionIndex)
+    clients: SessionIndex = field(default_factory=SessionIndex)
+    reported_name: str | None = None
+    version: str | None = None
+    warnings: tuple[str, ...] = ()
     aggregates: Aggregates = EMPTY
     sent_bytes: Mapping[ScopeKey, float] = field(default_factory=dict)
     poll_errors: Mapping[Reason, int] = field(default_factory=lambda: _NO_ERRORS)
     invalid_sessions: int = 0
+    folded_series: Mapping[str, int] = field(default_factory=dict)  # since start, per metric
 
     def is_fresh(self, now: float) -> bool:
         """True while the last good data is younger than `stale_after`."""
         return self.last_success is not None and now - self.last_success <= self.gateway.stale_after
 
-    def current(self, now: float) -> tuple[Snapshot, Aggregates] | None:
-        """The data readers may show, or None once it has gone stale."""
-        return (self.snapshot, self.aggregates) if self.is_fresh(now) else None
+    def current(self, now: float) -> GatewayStatus | None:
+        """This status while its session data may be shown, None once it has gone stale."""
+        return self if self.is_fresh(now) else None
 
 
 class GatewayPoller:
     def __init__(self, gateway: GatewayConfig, source: Source, *, idle_after: float,
                  clock: Clock, rng: random.Random | None = None,
-                 privacy: Privacy | None = None) -> None:
+                 privacy: Privacy | None = None, max_series: int | None = None) -> None:
         self.gateway = gateway
         self._source = source
         self._idle_after = idle_after
         self._username = (privacy or Privacy()).username
+        self._max_series = max_series
         self._clock = clock
         self._rng = rng or random.Random()
         self._sent_bytes = SentBytesCounter()
@@ -105,6 +113,10 @@ class GatewayPoller:
 
     def _succeeded(self, snapshot: Snapshot, duration: float) -> None:
         previous = self.status
+        aggregates = aggregate(snapshot, self._idle_after, self._username, self._max_series)
+        folded = dict(previous.folded_series)
+        for metric, count in aggregates.folded.items():
+            folded[metric] = folded.get(metric, 0) + count
         self.status = replace(
             previous,
             up=True,
@@ -112,8 +124,13 @@ class GatewayPoller:
             last_success=self._clock.time(),
             last_duration=duration,
             error=None,
-            snapshot=snapshot,
-            aggregates=aggregate(snapshot, self._idle_after, self._username),
+            perspective=SessionIndex.of(snapshot.perspective, snapshot.perspective_json),
+            clients=SessionIndex.of(snapshot.clients, snapshot.clients_json),
+            reported_name=snapshot.reported_name,
+            version=snapshot.version,
+            warnings=snapshot.warnings,
+            aggregates=aggregates,
+            folded_series=MappingProxyType(folded),
             sent_bytes=self._sent_bytes.observe(snapshot.perspective),
             invalid_sessions=previous.invalid_sessions + snapshot.invalid_sessions,
         )
@@ -124,7 +141,7 @@ class GatewayPoller:
                 "client_sessions": len(snapshot.clients),
                 "version": snapshot.version or "unknown",
             })
-        if snapshot.warnings != previous.snapshot.warnings and snapshot.warnings:
+        if snapshot.warnings != previous.warnings and snapshot.warnings:
             log.warning("gateway reports a problem", extra={
                 "gateway": self.gateway.name, "warnings": "; ".join(snapshot.warnings)})
 

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from exporter.appkeys import CLOCK, CONFIG, FLEET
 from exporter.filters import BadQuery, SessionQuery, parse_query
-from exporter.model import ClientSession, PerspectiveSession
+from exporter.model import SessionIndex
 from exporter.poller import GatewayStatus
 from exporter.privacy import mask_address
 
@@ -70,17 +70,11 @@ def masking(key: str) -> Rewrite:
     return rewrite
 
 
-def _select(records: Sequence[PerspectiveSession | ClientSession],
-            raws: Sequence[msgspec.Raw | bytes], query: SessionQuery, suffix: bytes,
-            rewrite: Rewrite, out: list[bytes | memoryview]) -> None:
-    if query.username is None and query.project is None:
-        for raw in raws:
-            append_with_gateway(out, rewrite(raw), suffix)
-        return
-    wants = query.wants
-    for record, raw in zip(records, raws, strict=True):
-        if wants(record.username, record.project):
-            append_with_gateway(out, rewrite(raw), suffix)
+def _select(index: SessionIndex, query: SessionQuery, suffix: bytes, rewrite: Rewrite,
+            out: list[bytes | memoryview]) -> None:
+    filtered = query.username is not None or query.project is not None
+    for raw in index.select(query.wants if filtered else None):
+        append_with_gateway(out, rewrite(raw), suffix)
 
 
 def render_sessions(statuses: Sequence[GatewayStatus], query: SessionQuery, now: float,
@@ -90,17 +84,13 @@ def render_sessions(statuses: Sequence[GatewayStatus], query: SessionQuery, now:
     chosen = [s for s in statuses if query.wants_gateway(s.gateway.name)]
     lists: dict[str, list[bytes | memoryview]] = {kind: [] for kind in query.kinds}
     for status in chosen:
-        current = status.current(now)
-        if current is None:
+        if not status.is_fresh(now):
             continue  # stale data is not served; the gateways entry says why
-        snapshot = current[0]
         suffix = b',"gateway":' + json.dumps(status.gateway.name).encode() + b"}"
         if "perspective" in lists:
-            _select(snapshot.perspective, snapshot.perspective_json, query, suffix,
-                    perspective_rewrite, lists["perspective"])
+            _select(status.perspective, query, suffix, perspective_rewrite, lists["perspective"])
         if "vision" in lists:
-            _select(snapshot.clients, snapshot.clients_json, query, suffix, vision_rewrite,
-                    lists["vision"])
+            _select(status.clients, query, suffix, vision_rewrite, lists["vision"])
     parts: list[bytes | memoryview] = [b"{"]
     for kind, items in lists.items():
         parts += [b'"', kind.encode(), b'":[', *items, b"],"]

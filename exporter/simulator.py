@@ -80,9 +80,13 @@ class GatewaySimulator:
     clock: Clock = field(default_factory=SystemClock)
     perspective_module: bool = True
     vision_module: bool = True
+    # 0: the usual handful of plant users; N: N distinct users (for large series counts).
+    distinct_users: int = 0
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
+        self._users = (tuple(f"user{i:06d}" for i in range(self.distinct_users))
+                       if self.distinct_users else USERS)
         self._serial = 0
         self._perspective: dict[str, _Perspective] = {}
         self._clients: dict[str, _Client] = {}
@@ -102,7 +106,7 @@ class GatewaySimulator:
         scope = self._rng.choice(SCOPES)
         session = _Perspective(
             id=self._next_id(),
-            username=self._rng.choice(VISION_USERS if scope == "designer" else USERS),
+            username=self._rng.choice(VISION_USERS if scope == "designer" else self._users),
             project=self._rng.choice(PROJECTS),
             scope=scope,
             address=None if scope == "designer" else f"10.20.{self._rng.randint(1, 9)}."

@@ -58,6 +58,7 @@ class ExporterProcess:
         self.args = [sys.executable, "-m", "exporter", *args, "--listen", "127.0.0.1:0"]
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
+        self.signalled = False
         self.client_ssl = client_ssl  # how test requests reach a TLS exporter
         self.headers = headers or {}  # e.g. credentials, sent with every test request
         self.env = {**os.environ, **(env or {})}
@@ -78,10 +79,16 @@ class ExporterProcess:
         self.url = await _wait_for(listening, 20, "the exporter to listen", self.log)
         return self
 
-    async def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
+    def send(self, sig: int = signal.SIGTERM) -> None:
         assert self.process is not None
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
+        self.process.send_signal(sig)
+        self.signalled = True
+
+    async def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
+        """Ask the exporter to stop (once) and wait for its exit status."""
+        assert self.process is not None
+        if self.process.poll() is None and not self.signalled:
+            self.send(sig)
 
         async def exited() -> bool:
             assert self.process is not None

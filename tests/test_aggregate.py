@@ -54,3 +54,27 @@ def test_label() -> None:
     assert label(None) == ""
     assert label(42) == "42"
     assert label("x" * 300) == "x" * LABEL_MAX_CHARS
+
+
+def test_fold_keeps_the_largest_series_and_folds_the_rest() -> None:
+    from exporter.aggregate import fold
+    counts = {("P", "browser", "a"): 5, ("P", "browser", "b"): 1, ("P", "ios", "c"): 1,
+              ("Q", "browser", "d"): 3, ("P", "browser", "e"): 1}
+    kept, folded = fold(counts, limit=2, user_at=2)
+    assert folded == 3
+    assert kept == {("P", "browser", "a"): 5, ("Q", "browser", "d"): 3,
+                    ("P", "browser", "__other__"): 2, ("P", "ios", "__other__"): 1}
+    assert sum(kept.values()) == sum(counts.values())
+    assert fold(dict(reversed(list(counts.items()))), limit=2, user_at=2) == (kept, 3)
+    assert fold(counts, limit=5, user_at=2) == (counts, 0)
+
+
+def test_aggregate_applies_the_cap_to_both_username_metrics() -> None:
+    snap = snapshot_of(document(
+        [perspective(str(i), f"user{i}") for i in range(30)],
+        [vision(f"op{i}", client_id=str(i)) for i in range(12)]))
+    result = aggregate(snap, 60, max_series=10)
+    assert len(result.perspective_sessions) == 11  # ten kept, one __other__
+    assert result.perspective_sessions[("Line1", "browser", "__other__")] == 20
+    assert result.folded == {"ignition_perspective_sessions": 20, "ignition_client_sessions": 2}
+    assert sum(result.client_sessions.values()) == 12

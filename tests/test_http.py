@@ -12,7 +12,7 @@ from exporter.appkeys import FLEET
 from exporter.config import Config, GatewayConfig
 from exporter.http import create_app
 from exporter.simulator import WEBDEV_PATH, GatewaySimulator, simulator_app
-from tests.conftest import ClientFactory, ServerFactory, eventually
+from tests.conftest import ClientFactory, FakeClock, ServerFactory, eventually
 
 
 @pytest.fixture
@@ -71,3 +71,31 @@ async def test_healthz(exporter: TestClient) -> None:
 async def test_unknown_path_and_method(exporter: TestClient) -> None:
     assert (await exporter.get("/nope")).status == 404
     assert (await exporter.post("/metrics")).status == 405
+
+
+async def test_series_cap_folds_and_counts(aiohttp_server: ServerFactory,
+                                           aiohttp_client: ClientFactory) -> None:
+    simulator = GatewaySimulator(seed=3, target_sessions=300, distinct_users=5000,
+                                 clock=FakeClock())
+    distinct = len({(s["project"], s["sessionScope"], s["username"])
+                    for s in simulator.perspective_objects()})
+    gateway = await aiohttp_server(simulator_app(simulator))
+    config = Config(max_series_per_metric=100, gateways=(GatewayConfig(
+        name="big", url=str(gateway.make_url(WEBDEV_PATH)), poll_interval=1, timeout=1),))
+    client = await aiohttp_client(create_app(config))
+    fleet = client.app[FLEET]
+    await eventually(lambda: fleet.statuses()[0].polls >= 2, what="two polls")
+    status = fleet.statuses()[0]
+    assert status.folded_series["ignition_perspective_sessions"] == status.polls * (
+        distinct - 100)
+    text = await (await client.get("/metrics")).text()
+    samples = [s for f in text_string_to_metric_families(text) for s in f.samples]
+    sessions = [s for s in samples if s.name == "ignition_perspective_sessions"]
+    others = [s for s in sessions if s.labels["username"] == "__other__"]
+    assert len(sessions) - len(others) == 100 and others
+    assert sum(s.value for s in sessions) == 300
+    folded = {s.labels["metric"]: s.value for s in samples
+              if s.name == "ignition_exporter_folded_series_total"}
+    assert folded["ignition_perspective_sessions"] % (distinct - 100) == 0
+    assert folded["ignition_perspective_sessions"] >= 2 * (distinct - 100)
+    assert folded["ignition_client_sessions"] == 0

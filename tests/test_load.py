@@ -57,10 +57,20 @@ async def test_sigterm_finishes_the_answer_in_flight(tmp_path: Path,
                 exporter.url + "/sessions", headers={"Accept-Encoding": "identity"}) as response:
             assert response.status == 200
             first = await response.content.read(1024)
-            exporter.process.send_signal(signal.SIGTERM)
+            exporter.send(signal.SIGTERM)
             await asyncio.sleep(0.5)  # let the exporter begin to shut down meanwhile
             body = first + await response.read()
         assert len(json.loads(body)["perspective"]) == 20_000
-        assert await exporter.stop(timeout=5) == 0
+        assert await exporter.stop(timeout=5) == 0  # a second SIGTERM is not sent
         with pytest.raises(aiohttp.ClientConnectionError):
             await exporter.get("/healthz")
+
+
+async def test_a_repeated_sigterm_does_not_cut_shutdown_short(tmp_path: Path) -> None:
+    async with ExporterProcess(tmp_path, "--demo") as exporter:
+        await exporter.wait_for_metric('ignition_up{gateway="demo"} 1.0')
+        assert exporter.process is not None
+        for _ in range(5):
+            exporter.process.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.01)
+        assert await exporter.stop(timeout=5) == 0
