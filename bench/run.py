@@ -151,7 +151,8 @@ def measure_scrape(sizes: Sizes, work: Path) -> dict[str, float]:
     with process("-m", "bench.probes", "gateways", "--dir", str(work / "gateways"),
                  "--delay", "0", log=work / "gateways.log") as (_, gateways):
         config = work / "config.yml"
-        config.write_text(json.dumps({"poll_interval": "60s", "gateways": [
+        config.write_text(json.dumps({"poll_interval": "60s", "max_series_per_metric": 10**6,
+                                      "gateways": [
             {"name": "gateway", "url": f"{gateways}/gateway{WEBDEV_PATH}", "timeout": "50s"}]}))
         with process("-m", "exporter", "--config", str(config), "--listen", "127.0.0.1:0",
                      log=work / "exporter.log") as (_, exporter):

@@ -29,6 +29,19 @@ log = logging.getLogger(__name__)
 # gateways configured together do not all poll in the same instant.
 JITTER_SHARE = 0.1
 _NO_ERRORS: Mapping[Reason, int] = MappingProxyType(dict.fromkeys(Reason, 0))
+# Polls with more sessions than this are digested in a worker thread, so that aggregating a
+# big gateway does not hold up scrapes and other gateways' polls.
+THREAD_THRESHOLD_SESSIONS = 2_000
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """What a poll's snapshot turns into: the numbers and the sessions to hold."""
+
+    aggregates: Aggregates
+    perspective: SessionIndex
+    clients: SessionIndex
+    sent_bytes: Mapping[ScopeKey, float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +110,11 @@ class GatewayPoller:
         try:
             async with asyncio.timeout(self.gateway.timeout):
                 snapshot = await self._source.fetch()
-            self._succeeded(snapshot, self._clock.monotonic() - started)
+            if len(snapshot.perspective) + len(snapshot.clients) > THREAD_THRESHOLD_SESSIONS:
+                digest = await asyncio.to_thread(self._digest, snapshot)
+            else:
+                digest = self._digest(snapshot)
+            self._succeeded(snapshot, digest, self._clock.monotonic() - started)
             return self.status
         except TimeoutError:
             error = SourceError(self.gateway.name, Reason.TIMEOUT,
@@ -111,11 +128,20 @@ class GatewayPoller:
         self._failed(error, self._clock.monotonic() - started)
         return self.status
 
-    def _succeeded(self, snapshot: Snapshot, duration: float) -> None:
+    def _digest(self, snapshot: Snapshot) -> Digest:
+        """The CPU-heavy part of a poll. Touches nothing readers see; polls of one gateway
+        never overlap, so the byte counter is only ever used by one thread at a time."""
+        return Digest(
+            aggregates=aggregate(snapshot, self._idle_after, self._username, self._max_series),
+            perspective=SessionIndex.of(snapshot.perspective, snapshot.perspective_json),
+            clients=SessionIndex.of(snapshot.clients, snapshot.clients_json),
+            sent_bytes=self._sent_bytes.observe(snapshot.perspective),
+        )
+
+    def _succeeded(self, snapshot: Snapshot, digest: Digest, duration: float) -> None:
         previous = self.status
-        aggregates = aggregate(snapshot, self._idle_after, self._username, self._max_series)
         folded = dict(previous.folded_series)
-        for metric, count in aggregates.folded.items():
+        for metric, count in digest.aggregates.folded.items():
             folded[metric] = folded.get(metric, 0) + count
         self.status = replace(
             previous,
@@ -124,14 +150,14 @@ class GatewayPoller:
             last_success=self._clock.time(),
             last_duration=duration,
             error=None,
-            perspective=SessionIndex.of(snapshot.perspective, snapshot.perspective_json),
-            clients=SessionIndex.of(snapshot.clients, snapshot.clients_json),
+            perspective=digest.perspective,
+            clients=digest.clients,
             reported_name=snapshot.reported_name,
             version=snapshot.version,
             warnings=snapshot.warnings,
-            aggregates=aggregates,
+            aggregates=digest.aggregates,
             folded_series=MappingProxyType(folded),
-            sent_bytes=self._sent_bytes.observe(snapshot.perspective),
+            sent_bytes=digest.sent_bytes,
             invalid_sessions=previous.invalid_sessions + snapshot.invalid_sessions,
         )
         if not previous.up:
