@@ -18,6 +18,8 @@ import asyncio
 import gc
 import json
 import sys
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from aiohttp import web
@@ -41,8 +43,8 @@ class BodySource:
         self.body = body
         self.name = name
 
-    async def fetch(self) -> Snapshot:
-        return decode_webdev(self.body, self.name)
+    async def fetch(self) -> Callable[[], Snapshot]:
+        return partial(decode_webdev, self.body, self.name)
 
 
 async def ingest(body: bytes, name: str) -> GatewayStatus:

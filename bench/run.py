@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -227,25 +228,31 @@ async def _round(urls: list[str], repeat: int) -> tuple[float, float]:
 
     trace.on_request_start.append(on_start)
     trace.on_request_end.append(on_answer)  # the gateway's answer has begun to arrive
-    results = []
     connector = aiohttp.TCPConnector(limit=len(urls) * 2)
-    async with aiohttp.ClientSession(trace_configs=[trace], connector=connector) as http:
-        pollers = [GatewayPoller(GatewayConfig(name=f"gw{i}", url=url, timeout=120,
-                                               poll_interval=120),
-                                 make_source(GatewayConfig(name=f"gw{i}", url=url, timeout=120,
-                                                           poll_interval=120),
-                                             http, SystemClock()),
-                                 idle_after=60, clock=SystemClock())
-                   for i, url in enumerate(urls)]
-        for _ in range(repeat + 1):  # the first round also opens the connections
-            answered.clear()
-            began = time.perf_counter()
-            statuses = await asyncio.gather(*(p.poll_once() for p in pollers))
-            wall = time.perf_counter() - began
-            assert all(s.up for s in statuses), [s.error for s in statuses if not s.up]
-            slowest = max(answered[u] - started[u] for u in urls)
-            results.append((wall, slowest))
+    gateways = [GatewayConfig(name=f"gw{i}", url=url, timeout=120, poll_interval=120)
+                for i, url in enumerate(urls)]
+    # As in the exporter (Fleet.start): one worker thread does every gateway's CPU work.
+    with ThreadPoolExecutor(max_workers=1) as cpu:
+        async with aiohttp.ClientSession(trace_configs=[trace], connector=connector) as http:
+            pollers = [GatewayPoller(g, make_source(g, http, SystemClock()), idle_after=60,
+                                     clock=SystemClock(), cpu=cpu) for g in gateways]
+            results = await _timed_rounds(pollers, urls, started, answered, repeat)
     return min(results[1:], key=lambda r: r[0] / r[1])
+
+
+async def _timed_rounds(pollers: list[GatewayPoller], urls: list[str],
+                        started: dict[str, float], answered: dict[str, float],
+                        repeat: int) -> list[tuple[float, float]]:
+    results = []
+    for _ in range(repeat + 1):  # the first round also opens the connections
+        answered.clear()
+        began = time.perf_counter()
+        statuses = await asyncio.gather(*(p.poll_once() for p in pollers))
+        wall = time.perf_counter() - began
+        assert all(s.up for s in statuses), [s.error for s in statuses if not s.up]
+        slowest = max(answered[u] - started[u] for u in urls)
+        results.append((wall, slowest))
+    return results
 
 
 FANOUT_DELAY = 0.05
@@ -307,6 +314,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, seconds")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results.json")
+    parser.add_argument("--only", choices=["ingest", "scrape", "memory", "fanout", "filter"],
+                        action="append", help="measure only these (repeatable)")
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
     results: dict[str, Any] = {"mode": "quick" if args.quick else "full",
@@ -318,6 +327,8 @@ def main() -> int:
                               ("memory", lambda: measure_memory(sizes, work)),
                               ("fanout", lambda: measure_fanout(sizes, work)),
                               ("filter", lambda: measure_filter(sizes, work))]:
+            if args.only and name not in args.only:
+                continue
             print(f"measuring {name}...", file=sys.stderr, flush=True)
             results.update(measure())
     args.output.write_text(json.dumps(results, indent=2) + "\n")

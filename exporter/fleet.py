@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from concurrent.futures import ThreadPoolExecutor
 
 import aiohttp
 
@@ -23,14 +24,19 @@ class Fleet:
         self._rng = rng or random.Random()
         self.pollers: tuple[GatewayPoller, ...] = ()
         self._tasks: list[asyncio.Task[None]] = []
+        self._cpu: ThreadPoolExecutor | None = None
 
     def start(self, session: aiohttp.ClientSession) -> None:
         # Each gateway gets an equal share of the series budget, so the total stays bounded.
         share = max(1, self.config.max_series_per_metric // len(self.config.gateways))
+        # One thread for big gateways' decoding and aggregation: the work is CPU-bound
+        # Python, so more threads would only contend for the GIL; one keeps the event loop
+        # free for scrapes while a big gateway is digested.
+        self._cpu = ThreadPoolExecutor(max_workers=1, thread_name_prefix="digest")
         self.pollers = tuple(
             GatewayPoller(gateway, make_source(gateway, session, self._clock),
                           idle_after=self.config.idle_after, clock=self._clock, rng=self._rng,
-                          privacy=self.config.privacy, max_series=share)
+                          privacy=self.config.privacy, max_series=share, cpu=self._cpu)
             for gateway in self.config.gateways
         )
         self._tasks = [asyncio.create_task(poller.run(), name=f"poll {poller.gateway.name}")
@@ -43,6 +49,9 @@ class Fleet:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        if self._cpu is not None:  # wait for a digest under way without blocking the loop
+            await asyncio.to_thread(self._cpu.shutdown, wait=True, cancel_futures=True)
+            self._cpu = None
 
     def statuses(self) -> list[GatewayStatus]:
         """Before `start()` every gateway is simply not up yet."""

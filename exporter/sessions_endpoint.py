@@ -1,8 +1,9 @@
 """`GET /sessions`: the raw session lists from the last good polls, filtered.
 
-The response is assembled from the bytes each gateway sent (`Snapshot.*_json`): a returned
-session costs one splice (its closing brace replaced by the added `"gateway"` key), and a
-session the filter rejects costs nothing but the filter check.
+The response is assembled from the bytes each gateway sent (`GatewayStatus.perspective` and
+`.clients`, each a `SessionIndex`): a returned session costs one splice (its closing brace
+replaced by the added `"gateway"` key); the filter tests each distinct (username, project)
+pair once and never touches the sessions it rejects.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ import shutil
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -77,3 +78,9 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
     """A client session for calling sources directly, as the exporter's app would."""
     async with aiohttp.ClientSession() as session:
         yield session
+
+
+async def poll_source(source: Any) -> Any:
+    """One poll through a source, as the poller does it: fetch, then decode."""
+    decode = await source.fetch()
+    return decode()

@@ -24,7 +24,15 @@ from exporter.model import Snapshot
 from exporter.simulator import WEBDEV_PATH, GatewaySimulator, simulator_app
 from exporter.sources import Reason, SourceError, make_source
 from tests.certs import make_pki
-from tests.conftest import IN_CI, ClientFactory, FakeClock, ServerFactory, eventually, require_tool
+from tests.conftest import (
+    IN_CI,
+    ClientFactory,
+    FakeClock,
+    ServerFactory,
+    eventually,
+    poll_source,
+    require_tool,
+)
 from tests.payloads import document, encode, perspective
 from tests.processes import ExporterProcess
 from tests.test_end_to_end import values, write_config
@@ -58,7 +66,8 @@ async def test_dns_failure_is_connect(tmp_path: Path) -> None:
                                     url="http://plant-a.invalid:8088/system/webdev/x/sessions")
             async with aiohttp.ClientSession() as http:
                 try:
-                    await make_source(gateway, http, SystemClock()).fetch()
+                    decode = await make_source(gateway, http, SystemClock()).fetch()
+                    decode()
                 except SourceError as exc:
                     print(exc.reason, exc.detail)
 
@@ -85,7 +94,7 @@ async def test_untrusted_certificate_is_connect(aiohttp_server: ServerFactory,
 
     async def fetch(**options: Any) -> Snapshot:
         gateway = GatewayConfig(name="plant-a", url=url, timeout=5, **options)
-        return await make_source(gateway, http, FakeClock()).fetch()
+        return await poll_source(make_source(gateway, http, FakeClock()))
 
     with pytest.raises(SourceError) as caught:
         await fetch()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 
 import pytest
 
@@ -29,13 +30,13 @@ class ScriptedSource:
         self.takes = takes
         self.fetches = 0
 
-    async def fetch(self) -> Snapshot:
+    async def fetch(self) -> Callable[[], Snapshot]:
         self.fetches += 1
         self.clock.advance(self.takes)
         answer = self.answers.popleft() if len(self.answers) > 1 else self.answers[0]
         if isinstance(answer, SourceError):
             raise answer
-        return answer
+        return lambda: answer
 
 
 def down(reason: Reason = Reason.CONNECT) -> SourceError:
@@ -101,7 +102,7 @@ async def test_one_log_line_per_state_change(clock: FakeClock,
 
 async def test_a_hanging_source_is_cut_by_the_poll_timeout() -> None:
     class Hanging:
-        async def fetch(self) -> Snapshot:
+        async def fetch(self) -> Callable[[], Snapshot]:
             await asyncio.sleep(3600)
             raise AssertionError("unreachable")
 
@@ -115,8 +116,10 @@ async def test_a_hanging_source_is_cut_by_the_poll_timeout() -> None:
 async def test_an_unexpected_exception_costs_one_poll(clock: FakeClock,
                                                       caplog: pytest.LogCaptureFixture) -> None:
     class Buggy:
-        async def fetch(self) -> Snapshot:
-            raise KeyError("bug")
+        async def fetch(self) -> Callable[[], Snapshot]:
+            def decode() -> Snapshot:
+                raise KeyError("bug")
+            return decode
 
     status = await GatewayPoller(GATEWAY, Buggy(), idle_after=60, clock=clock).poll_once()
     assert status.error is not None and status.error.reason is Reason.DECODE

@@ -16,7 +16,7 @@ from exporter.model import PerspectiveSession
 from exporter.simulator import REST_PATHS, WEBDEV_PATH, GatewaySimulator, simulator_app
 from exporter.sources import Reason, SourceError, make_source
 from exporter.sources.rest import AUTH_HINT, normalise_last_comm
-from tests.conftest import FakeClock, ServerFactory
+from tests.conftest import FakeClock, ServerFactory, poll_source
 
 
 def rest_gateway(url: str, **options: Any) -> GatewayConfig:
@@ -47,7 +47,7 @@ async def test_every_envelope_and_paging(aiohttp_server: ServerFactory,
     counter = CountingRequests()
     app.middlewares.append(counter.middleware)
     server = await aiohttp_server(app)
-    snapshot = await make_source(rest_gateway(str(server.make_url("/"))), http, clock).fetch()
+    snapshot = await poll_source(make_source(rest_gateway(str(server.make_url("/"))), http, clock))
     assert len(snapshot.perspective) == 30
     assert len(snapshot.clients) == 9
     offsets = [q["offset"] for path, q in counter.seen if path == REST_PATHS["perspective"]]
@@ -67,10 +67,10 @@ async def test_same_numbers_as_the_webdev_source(aiohttp_server: ServerFactory,
         clock.advance(30)
         simulator.advance()
     server = await aiohttp_server(simulator_app(simulator))
-    rest = await make_source(rest_gateway(str(server.make_url("/"))), http, clock).fetch()
-    webdev = await make_source(GatewayConfig(name="plant-83",
+    rest = await poll_source(make_source(rest_gateway(str(server.make_url("/"))), http, clock))
+    webdev = await poll_source(make_source(GatewayConfig(name="plant-83",
                                              url=str(server.make_url(WEBDEV_PATH))),
-                               http, clock).fetch()
+                               http, clock))
     from_rest, from_webdev = aggregate(rest, 60), aggregate(webdev, 60)
     assert from_rest == from_webdev
     assert sum(t.idle_sessions for t in from_rest.scopes.values()) > 0
@@ -87,8 +87,8 @@ async def test_auth_failures_name_the_permission(aiohttp_server: ServerFactory,
     app.router.add_get(REST_PATHS["perspective"], refuse)
     server = await aiohttp_server(app)
     with pytest.raises(SourceError) as caught:
-        await make_source(rest_gateway(str(server.make_url("/")), token="k"), http,
-                          FakeClock()).fetch()
+        await poll_source(make_source(rest_gateway(str(server.make_url("/")), token="k"), http,
+                          FakeClock()))
     assert caught.value.reason is Reason.AUTH
     assert AUTH_HINT in caught.value.detail
 
@@ -102,10 +102,10 @@ async def test_api_key_header_is_configurable(aiohttp_server: ServerFactory,
     server = await aiohttp_server(simulator_app(simulator, token="key-123", rest_header=header))
     url = str(server.make_url("/"))
     with pytest.raises(SourceError) as caught:
-        await make_source(rest_gateway(url), http, FakeClock()).fetch()
+        await poll_source(make_source(rest_gateway(url), http, FakeClock()))
     assert caught.value.reason is Reason.AUTH
-    snapshot = await make_source(rest_gateway(url, token="key-123", token_header=header),
-                                 http, FakeClock()).fetch()
+    keyed = rest_gateway(url, token="key-123", token_header=header)
+    snapshot = await poll_source(make_source(keyed, http, FakeClock()))
     assert snapshot.perspective
 
 
@@ -129,8 +129,8 @@ def _sessions(count: int, start: int = 0) -> list[dict[str, Any]]:
 async def test_a_gateway_that_ignores_limit_is_read_once(aiohttp_server: ServerFactory,
                                                          http: aiohttp.ClientSession) -> None:
     server = await aiohttp_server(_api(lambda limit, offset: _sessions(20)))
-    snapshot = await make_source(rest_gateway(str(server.make_url("/"))), http,
-                                 FakeClock()).fetch()
+    snapshot = await poll_source(make_source(rest_gateway(str(server.make_url("/"))), http,
+                                 FakeClock()))
     assert len(snapshot.perspective) == 20
 
 
@@ -138,7 +138,7 @@ async def test_a_gateway_that_ignores_offset_is_a_schema_error(
         aiohttp_server: ServerFactory, http: aiohttp.ClientSession) -> None:
     server = await aiohttp_server(_api(lambda limit, offset: _sessions(limit)))
     with pytest.raises(SourceError) as caught:
-        await make_source(rest_gateway(str(server.make_url("/"))), http, FakeClock()).fetch()
+        await poll_source(make_source(rest_gateway(str(server.make_url("/"))), http, FakeClock()))
     assert caught.value.reason is Reason.SCHEMA
     assert "ignores offset" in caught.value.detail
 
@@ -150,7 +150,7 @@ async def test_unusable_pages(aiohttp_server: ServerFactory, http: aiohttp.Clien
                               page: Any, reason: Reason) -> None:
     server = await aiohttp_server(_api(lambda limit, offset: page))
     with pytest.raises(SourceError) as caught:
-        await make_source(rest_gateway(str(server.make_url("/"))), http, FakeClock()).fetch()
+        await poll_source(make_source(rest_gateway(str(server.make_url("/"))), http, FakeClock()))
     assert caught.value.reason is reason
 
 

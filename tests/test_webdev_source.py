@@ -12,7 +12,7 @@ from exporter.config import GatewayConfig
 from exporter.faults import Fault, FaultyGateway, faulty_app
 from exporter.simulator import WEBDEV_PATH, GatewaySimulator, simulator_app
 from exporter.sources import Reason, SourceError, make_source
-from tests.conftest import FakeClock, ServerFactory
+from tests.conftest import FakeClock, ServerFactory, poll_source
 
 
 def gateway_at(url: str, **options: object) -> GatewayConfig:
@@ -23,7 +23,7 @@ def gateway_at(url: str, **options: object) -> GatewayConfig:
 
 async def fetch(gateway: GatewayConfig, http: aiohttp.ClientSession) -> SourceError:
     with pytest.raises(SourceError) as caught:
-        await make_source(gateway, http, FakeClock()).fetch()
+        await poll_source(make_source(gateway, http, FakeClock()))
     assert caught.value.gateway == "plant-a"
     return caught.value
 
@@ -38,7 +38,7 @@ async def faulty(aiohttp_server: ServerFactory) -> tuple[FaultyGateway, str]:
 async def test_good_answer(faulty: tuple[FaultyGateway, str],
                            http: aiohttp.ClientSession) -> None:
     _, url = faulty
-    snapshot = await make_source(gateway_at(url), http, FakeClock()).fetch()
+    snapshot = await poll_source(make_source(gateway_at(url), http, FakeClock()))
     assert len(snapshot.perspective) == 40
     assert snapshot.version == "8.1.33"
 
@@ -95,5 +95,5 @@ async def test_bearer_token_is_sent(aiohttp_server: ServerFactory,
     url = str(server.make_url(WEBDEV_PATH))
     assert (await fetch(gateway_at(url), http)).reason is Reason.AUTH
     assert (await fetch(gateway_at(url, token="wrong"), http)).reason is Reason.AUTH
-    snapshot = await make_source(gateway_at(url, token="t0ken"), http, FakeClock()).fetch()
+    snapshot = await poll_source(make_source(gateway_at(url, token="t0ken"), http, FakeClock()))
     assert snapshot.perspective

@@ -1,12 +1,16 @@
 """Where snapshots come from. One module per kind of gateway endpoint.
 
-A source turns one gateway's HTTP answer into a `Snapshot` or raises `SourceError`. Nothing
-else in the exporter knows which endpoint a gateway speaks, so a new source touches only this
-package and the config's list of source names.
+A source works in two steps, kept apart because they want different places to run:
+`fetch()` does the network part on the event loop and returns a `Decode`, a function that
+does the CPU part (JSON to `Snapshot`) wherever the poller chooses, typically a worker
+thread. Either step raises `SourceError` with a reason. Nothing else in the exporter knows
+which endpoint a gateway speaks, so a new source touches only this package and the config's
+list of source names.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import aiohttp
@@ -17,12 +21,14 @@ from exporter.model import Snapshot
 from exporter.sources.errors import Reason, SourceError
 from exporter.sources.http import GatewayClient
 
-__all__ = ["Reason", "Source", "SourceError", "make_source"]
+__all__ = ["Decode", "Reason", "Source", "SourceError", "make_source"]
+
+Decode = Callable[[], Snapshot]
 
 
 class Source(Protocol):
-    async def fetch(self) -> Snapshot:
-        """Poll the gateway once. Raises `SourceError` with a reason on any failure."""
+    async def fetch(self) -> Decode:
+        """Ask the gateway once; return the function that decodes its answer."""
         ...
 
 

@@ -7,8 +7,8 @@ list under `items`, `data` or `results` are accepted. Pages are requested with `
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Generic
+from collections.abc import Callable
+from functools import partial
 from urllib.parse import urljoin
 
 import msgspec
@@ -18,13 +18,7 @@ from exporter.config import GatewayConfig
 from exporter.model import ClientSession, PerspectiveSession, Snapshot
 from exporter.sources.errors import Reason, SourceError
 from exporter.sources.http import GatewayClient
-from exporter.sources.records import (
-    CLIENT_DECODER,
-    PERSPECTIVE_DECODER,
-    Decoded,
-    T,
-    decode_records,
-)
+from exporter.sources.records import CLIENT_DECODER, PERSPECTIVE_DECODER, decode_records
 
 PERSPECTIVE_PATH = "data/perspective/api/v1/sessions/"  # the trailing slash matters
 VISION_PATH = "data/vision/api/v1/clients"
@@ -40,12 +34,6 @@ AUTH_HINT = ("the API key needs a security level with gateway read permission "
 
 _ENVELOPE = msgspec.json.Decoder(list[msgspec.Raw] | dict[str, msgspec.Raw])
 _LIST = msgspec.json.Decoder(list[msgspec.Raw])
-
-
-@dataclass(frozen=True, slots=True)
-class _Endpoint(Generic[T]):
-    path: str
-    decoder: msgspec.json.Decoder[T]
 
 
 def page_items(body: bytes, gateway: str) -> list[msgspec.Raw]:
@@ -81,43 +69,52 @@ class RestSource:
         base = gateway.url if gateway.url.endswith("/") else gateway.url + "/"
         self._url = lambda path: urljoin(base, path)
 
-    async def fetch(self) -> Snapshot:
+    async def fetch(self) -> Callable[[], Snapshot]:
         try:
-            perspective = await self._fetch_all(_Endpoint(PERSPECTIVE_PATH, PERSPECTIVE_DECODER))
-            vision = await self._fetch_all(_Endpoint(VISION_PATH, CLIENT_DECODER))
-            designers = await self._fetch_all(_Endpoint(DESIGNER_PATH, CLIENT_DECODER))
+            perspective = await self._fetch_all(PERSPECTIVE_PATH)
+            vision = await self._fetch_all(VISION_PATH)
+            designers = await self._fetch_all(DESIGNER_PATH)
         except SourceError as exc:
             if exc.reason is Reason.AUTH:
                 raise SourceError(exc.gateway, exc.reason, f"{exc.detail}; {AUTH_HINT}") from None
             raise
-        now = self._clock.time()
+        return partial(self._decode, perspective, vision, designers, self._clock.time())
+
+    @staticmethod
+    def _decode(perspective_items: list[msgspec.Raw], vision_items: list[msgspec.Raw],
+                designer_items: list[msgspec.Raw], fetched_at: float) -> Snapshot:
+        perspective = decode_records(perspective_items, PERSPECTIVE_DECODER)
+        vision = decode_records(vision_items, CLIENT_DECODER)
+        designers = decode_records(designer_items, CLIENT_DECODER)
         return Snapshot(
-            perspective=tuple(normalise_last_comm(s, now * 1000) for s in perspective.records),
+            perspective=tuple(normalise_last_comm(s, fetched_at * 1000)
+                              for s in perspective.records),
             perspective_json=perspective.raw,
             clients=_with_kind(vision.records, False) + _with_kind(designers.records, True),
             clients_json=vision.raw + designers.raw,
-            collected_at=now,
+            collected_at=fetched_at,
             invalid_sessions=perspective.invalid + vision.invalid + designers.invalid,
         )
 
-    async def _fetch_all(self, endpoint: _Endpoint[T]) -> Decoded[T]:
+    async def _fetch_all(self, path: str) -> list[msgspec.Raw]:
+        """Every item of one route, page by page; each page is only split into items here."""
         items: list[msgspec.Raw] = []
         limit = self.gateway.page_size
         previous: list[bytes] | None = None
         for page in range(MAX_PAGES):
-            body = await self._client.get(self._url(endpoint.path),
+            body = await self._client.get(self._url(path),
                                           params={"limit": limit, "offset": page * limit})
             batch = page_items(body, self.gateway.name)
             signature = [bytes(item) for item in batch[:1]]
             if batch and signature == previous:
                 raise SourceError(self.gateway.name, Reason.SCHEMA,
-                                  f"{endpoint.path} ignores offset: the same page came back twice")
+                                  f"{path} ignores offset: the same page came back twice")
             previous = signature
             items.extend(batch)
             if len(batch) != limit:  # a short page, or a gateway that ignores `limit`
-                return decode_records(items, endpoint.decoder)
+                return items
         raise SourceError(self.gateway.name, Reason.SCHEMA,
-                          f"{endpoint.path} still had data after {MAX_PAGES} pages")
+                          f"{path} still had data after {MAX_PAGES} pages")
 
 
 def _with_kind(records: tuple[ClientSession, ...], designer: bool) -> tuple[ClientSession, ...]:

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Callable
+from functools import partial
 
 import msgspec
 
@@ -14,8 +15,6 @@ from exporter.sources.http import GatewayClient
 from exporter.sources.records import CLIENT_DECODER, PERSPECTIVE_DECODER, decode_records
 
 SCHEMA_VERSION = 1
-# Bodies above this are decoded in a worker thread, so a big gateway does not stall scrapes.
-_THREAD_THRESHOLD = 512 * 1024
 
 
 class _GatewayInfo(msgspec.Struct):
@@ -67,8 +66,6 @@ class WebDevSource:
         self.gateway = gateway
         self._client = client
 
-    async def fetch(self) -> Snapshot:
+    async def fetch(self) -> Callable[[], Snapshot]:
         body = await self._client.get(self.gateway.url)
-        if len(body) > _THREAD_THRESHOLD:
-            return await asyncio.to_thread(decode_webdev, body, self.gateway.name)
-        return decode_webdev(body, self.gateway.name)
+        return partial(decode_webdev, body, self.gateway.name)
