@@ -138,6 +138,13 @@ def build_info() -> Metric:
 
 
 class SessionCollector(Collector):
+    """The same families as a standard prometheus_client collector.
+
+    `/metrics` is served from `exposition.Exposition`, which renders these families per
+    gateway once per poll; this collector is the reference it must match byte for byte (a
+    test holds them to it), and what the benchmark measures per-scrape rendering with.
+    """
+
     def __init__(self, statuses: Callable[[], Sequence[GatewayStatus]], clock: Clock,
                  with_username: bool = True) -> None:
         self._statuses = statuses

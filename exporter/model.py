@@ -1,9 +1,10 @@
-"""What one poll of a gateway yields: typed session records and the immutable snapshot.
+"""What one poll of a gateway yields, and what is kept of it.
 
-Each session is kept twice, on purpose: as a small typed record holding only the fields the
-metrics and filters need, and as the exact JSON bytes the gateway sent (`msgspec.Raw`, a view
-into the response body), so `/sessions` can return the gateway's own objects without ever
-decoding or re-encoding the ones it does not return.
+A `Snapshot` has each session twice, on purpose: as a small typed record holding only the
+fields the metrics need, and as the exact JSON bytes the gateway sent (`msgspec.Raw`, a view
+into the response body). Once the poll is aggregated the records are dropped; a
+`SessionIndex` keeps the bytes and where each (username, project) pair's sessions are, so
+`/sessions` can return the gateway's own objects without decoding or re-encoding any.
 """
 
 from __future__ import annotations
