@@ -4,7 +4,8 @@ It keeps a population of Perspective sessions, Vision clients and Designers that
 time (people log in and out, pages open, byte totals grow, the odd session goes quiet) and
 serves it in the shapes a real gateway uses: the schema-1 WebDev document of
 `ignition/session_exporter.py`, and the Ignition 8.3 REST API's paged lists. The field quirks
-are a real gateway's too: `sessionScope` capitalised differently across versions, `authorized`
+are a real gateway's too: `sessionScope` capitalised differently across versions (`ios` in
+8.0, `iOS` in 8.1), `authorized`
 missing before 8.1, "Unauthenticated" users, null addresses, `lastComm` as epoch ms in the
 REST API.
 """
@@ -164,8 +165,11 @@ class GatewaySimulator:
     # -- what a gateway returns -----------------------------------------------------------
 
     def _scope_text(self, scope: str) -> str:
-        """8.0 gateways report `Browser`, later ones `browser`."""
-        return scope.capitalize() if self.version.startswith("8.0") else scope
+        """As documented: 8.0 lists designer, browser, ios, android; 8.1 lists designer,
+        browser, iOS, Android."""
+        if self.version.startswith("8.0"):
+            return scope
+        return {"ios": "iOS", "android": "Android"}.get(scope, scope)
 
     def perspective_objects(self, *, epoch_last_comm: bool = False) -> list[dict[str, Any]]:
         now_ms = self._last_ms

@@ -22,6 +22,7 @@ from java.lang import Boolean as _JavaBoolean
 from java.lang import Double as _JavaDouble
 from java.lang import Float as _JavaFloat
 from java.lang import Number as _JavaNumber
+from java.lang import Throwable as _JavaThrowable
 from java.util import Date as _JavaDate
 from java.util import Map as _JavaMap
 
@@ -32,6 +33,9 @@ PERSPECTIVE_KEYS = (
     'sessionScope', 'activePages', 'recentBytesSent', 'totalBytesSent', 'pageIds', 'authorized',
 )
 VISION_COLUMNS = ('username', 'project', 'address', 'isDesigner', 'clientId', 'creationTime')
+# Jython's `except Exception` does not catch Java exceptions, and Ignition's functions throw
+# them: every guard below catches both.
+FAILURES = (Exception, _JavaThrowable)
 NO_TOKEN_WARNING = ('TOKEN is empty in the session_exporter script: anyone who can reach this '
                     'URL can read usernames and client addresses')
 
@@ -60,7 +64,7 @@ def _keys(obj):
     """The keys a map-like object holds, or None when it cannot list them."""
     try:
         return set(unicode(key) for key in obj.keys())
-    except Exception:
+    except FAILURES:
         return None
 
 
@@ -72,7 +76,7 @@ def _read(obj, keys, names):
             continue
         try:
             out[name] = _plain(obj[name])
-        except KeyError:
+        except FAILURES:  # KeyError, or whatever a Java map throws for a missing key
             continue
     return out
 
@@ -95,7 +99,7 @@ def _perspective(warnings):
         return []
     try:
         return [_perspective_session(obj) for obj in get_session_info()]
-    except Exception as exc:
+    except FAILURES as exc:
         warnings.append('Perspective sessions could not be read: %s' % (exc,))
         return []
 
@@ -105,7 +109,7 @@ def _vision(warnings):
         dataset = system.util.getSessionInfo()
         columns = set(unicode(name) for name in dataset.getColumnNames())
         return [_vision_row(row, columns) for row in dataset]
-    except Exception as exc:
+    except FAILURES as exc:
         warnings.append('Vision clients and Designers could not be read: %s' % (exc,))
         return []
 
@@ -114,11 +118,11 @@ def _gateway_info(warnings):
     info = {'name': None, 'version': None}
     try:
         info['name'] = _plain(system.tag.readBlocking([SYSTEM_NAME_TAG])[0].value)
-    except Exception as exc:
+    except FAILURES as exc:
         warnings.append('gateway name could not be read: %s' % (exc,))
     try:
         info['version'] = unicode(system.util.getVersion())
-    except Exception as exc:
+    except FAILURES as exc:
         warnings.append('gateway version could not be read: %s' % (exc,))
     return info
 

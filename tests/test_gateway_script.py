@@ -40,6 +40,9 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "no_perspective": {"perspective": "missing", "vision": ROWS},
     "perspective_fails": {"perspective": "error", "vision": ROWS},
     "vision_fails": {"perspective": SESSIONS, "vision": "error"},
+    "perspective_java_exception": {"perspective": "java-error", "vision": ROWS,
+                                   "systemName": "java-error"},
+    "vision_java_exception": {"perspective": SESSIONS, "vision": "java-error"},
     "token_ok": {"perspective": SESSIONS, "vision": ROWS, "token": "s3cret-Token",
                  "headers": {"Authorization": "Bearer s3cret-Token"}},
     "token_missing": {"perspective": SESSIONS, "vision": ROWS, "token": "s3cret-Token"},
@@ -107,6 +110,10 @@ def test_absent_keys_stay_absent(results: dict[str, dict[str, Any]]) -> None:
                           "faulted", 0, 2),
     ("vision_fails", "Vision clients and Designers could not be read: Vision module is "
                      "faulted", 3, 0),
+    ("perspective_java_exception", "Perspective sessions could not be read: "
+     "java.lang.IllegalStateException: Perspective module is faulted", 0, 2),
+    ("vision_java_exception", "Vision clients and Designers could not be read: "
+     "java.lang.IllegalStateException: Vision module is faulted", 3, 0),
 ])
 def test_one_module_failing_does_not_lose_the_other(
         results: dict[str, dict[str, Any]], scenario: str, warning: str,
@@ -116,6 +123,12 @@ def test_one_module_failing_does_not_lose_the_other(
     snapshot = decoded(results[scenario])
     assert (len(snapshot.perspective), len(snapshot.clients)) == (perspective_count,
                                                                   vision_count)
+
+
+def test_a_failing_tag_read_costs_only_the_name(results: dict[str, dict[str, Any]]) -> None:
+    doc = results["perspective_java_exception"]["json"]
+    assert doc["gateway"]["name"] is None and doc["gateway"]["version"]
+    assert any(w.startswith("gateway name could not be read") for w in doc["warnings"])
 
 
 def test_matching_token_serves_without_warning(results: dict[str, dict[str, Any]]) -> None:

@@ -3,7 +3,7 @@
 # map-like objects holding Java values (not dicts), the Vision result as a dataset read by row
 # and column name, dates as java.util.Date. Python 2.7 syntax: this runs in Jython.
 
-from java.lang import Boolean, Double, Long
+from java.lang import Boolean, Double, IllegalStateException, Long
 from java.util import ArrayList, Date, LinkedHashMap
 
 
@@ -101,7 +101,12 @@ def build_system(spec):
     system.util = _Namespace()
     system.tag = _Namespace()
     system.util.getVersion = lambda: spec.get('version', '8.1.33 (b2023091211)')
-    system.tag.readBlocking = lambda paths: [_QualifiedValue(spec.get('systemName'))]
+    def read_blocking(paths):
+        if spec.get('systemName') == 'java-error':
+            raise IllegalStateException('tag provider not running')
+        return [_QualifiedValue(spec.get('systemName'))]
+
+    system.tag.readBlocking = read_blocking
 
     perspective = spec.get('perspective')
     if perspective != 'missing':
@@ -110,6 +115,8 @@ def build_system(spec):
         def get_session_info(usernameFilter=None, projectFilter=None):
             if perspective == 'error':
                 raise RuntimeError('Perspective module is faulted')
+            if perspective == 'java-error':  # what Ignition's Java code throws
+                raise IllegalStateException('Perspective module is faulted')
             return [PyJsonObjectAdapter(item) for item in perspective]
 
         system.perspective.getSessionInfo = get_session_info
@@ -119,6 +126,8 @@ def build_system(spec):
     def util_session_info(usernameFilter=None, projectFilter=None):
         if vision == 'error':
             raise RuntimeError('Vision module is faulted')
+        if vision == 'java-error':
+            raise IllegalStateException('Vision module is faulted')
         columns = ['username', 'project', 'address', 'isDesigner', 'clientId', 'creationTime']
         rows = []
         for row in vision:
