@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import gzip
 import math
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from exporter.collector import (
@@ -30,6 +32,25 @@ from exporter.poller import GatewayStatus
 
 Encoder = Callable[[Collector], bytes]
 _EOF = b"# EOF\n"
+_OPENMETRICS = re.compile(
+    r"^application/openmetrics-text; version=(\d+)[^;]*; charset=utf-8; escaping=([\w-]+)$")
+
+
+def negotiate(accept: str) -> tuple[Encoder, str]:
+    """prometheus_client's content negotiation, with one change: the OpenMetrics version the
+    client asked for is reduced to one the library renders differently (below 2.0.0, or not).
+
+    The content type keys the caches below, and the library echoes any version it is sent
+    (`version=1.0.7`, `1.0.8`, ...): unreduced, every made-up version would render and keep
+    every gateway's samples once more.
+    """
+    encoder, content_type = choose_encoder(accept)
+    match = _OPENMETRICS.match(content_type)
+    if match:
+        version = "2.0.0" if int(match.group(1)) >= 2 else "1.0.0"
+        encoder, content_type = choose_encoder(
+            f"application/openmetrics-text; version={version}; escaping={match.group(2)}")
+    return encoder, content_type
 
 
 class _Families(Collector):

@@ -8,14 +8,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 import aiohttp
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Middleware
-from prometheus_client.exposition import choose_encoder, gzip_accepted
+from prometheus_client.exposition import gzip_accepted
 
 from exporter import __version__
 from exporter.appkeys import CLOCK, CONFIG, EXPOSITION, FLEET, HTTP_CLIENT
 from exporter.auth import BasicAuth, auth_middleware
 from exporter.clock import Clock, SystemClock
 from exporter.config import Config
-from exporter.exposition import Exposition
+from exporter.exposition import Exposition, negotiate
 from exporter.fleet import Fleet
 from exporter.landing import render_landing
 from exporter.sessions_endpoint import sessions_handler
@@ -49,7 +49,7 @@ async def landing(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     """Content negotiation as prometheus_client does it; the body comes from the cache."""
     app = request.app
-    encoder, content_type = choose_encoder(",".join(request.headers.getall(hdrs.ACCEPT, [])))
+    encoder, content_type = negotiate(",".join(request.headers.getall(hdrs.ACCEPT, [])))
     compress = gzip_accepted(request.headers.get(hdrs.ACCEPT_ENCODING, ""))
     body = app[EXPOSITION].body(app[FLEET].statuses(), app[CLOCK].time(), encoder,
                                 content_type, compress)

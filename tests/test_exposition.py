@@ -12,7 +12,7 @@ from prometheus_client.exposition import choose_encoder
 
 from exporter.collector import SessionCollector
 from exporter.config import GatewayConfig
-from exporter.exposition import Exposition
+from exporter.exposition import Exposition, negotiate
 from exporter.poller import GatewayPoller
 from exporter.sources import Reason
 from tests.conftest import FakeClock
@@ -84,3 +84,30 @@ async def test_body_is_reused_until_something_changes(clock: FakeClock) -> None:
     assert changed is not first
     assert b'ignition_exporter_poll_errors_total{gateway="plant-b",reason="timeout"} 2.0' \
         in changed
+
+
+@pytest.mark.parametrize(("accept", "expected"), [
+    ("", "text/plain; version=0.0.4; charset=utf-8"),
+    ("application/openmetrics-text; version=1.0.0",
+     "application/openmetrics-text; version=1.0.0; charset=utf-8; escaping=underscores"),
+    ("application/openmetrics-text; version=1.0.7",
+     "application/openmetrics-text; version=1.0.0; charset=utf-8; escaping=underscores"),
+    ("application/openmetrics-text; version=7.3.1; escaping=dots",
+     "application/openmetrics-text; version=2.0.0; charset=utf-8; escaping=dots"),
+    ("text/plain;version=1.0.0;escaping=allow-utf-8",
+     "text/plain; version=1.0.0; charset=utf-8; escaping=allow-utf-8"),
+])
+def test_negotiation_reduces_made_up_versions(accept: str, expected: str) -> None:
+    assert negotiate(accept)[1] == expected
+
+
+async def test_clients_cannot_grow_the_cache_with_versions(clock: FakeClock) -> None:
+    pollers = await pollers_with_data(clock)
+    exposition = Exposition()
+    statuses = [p.status for p in pollers]
+    canonical = negotiate("application/openmetrics-text; version=1.0.0")
+    first = exposition.body(statuses, clock.time(), *canonical, False)
+    assert first == reference(pollers, clock, "application/openmetrics-text; version=1.0.0")
+    for minor in range(1, 50):  # each made-up version is served the one cached body
+        encoder, content_type = negotiate(f"application/openmetrics-text; version=1.0.{minor}")
+        assert exposition.body(statuses, clock.time(), encoder, content_type, False) is first
