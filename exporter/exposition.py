@@ -127,13 +127,14 @@ class Exposition:
     def body(self, statuses: Sequence[GatewayStatus], now: float, encoder: Encoder,
              content_type: str, compress: bool) -> bytes:
         # The statuses are immutable and replaced on every poll: identity says "changed".
-        key = (*(id(s) for s in statuses), *(s.is_fresh(now) for s in statuses))
+        fresh = [s.is_fresh(now) for s in statuses]
+        key = (*(id(s) for s in statuses), *fresh)
         cached = self._bodies.get((content_type, compress))
         if cached is not None and cached[0] == key:
             return cached[1]
         headers, info = self._static(encoder, content_type)
-        chosen = [(self._fragments_for(s, encoder, content_type), s.is_fresh(now))
-                  for s in statuses]
+        chosen = [(self._fragments_for(s, encoder, content_type), f)
+                  for s, f in zip(statuses, fresh, strict=True)]
         parts: list[bytes] = []
         for index, header in enumerate(headers):
             parts.append(header)

@@ -23,6 +23,9 @@ class Fleet:
         self._clock = clock
         self._rng = rng or random.Random()
         self.pollers: tuple[GatewayPoller, ...] = ()
+        # Before start() every gateway is simply not up yet; made once, so readers that
+        # cache by status identity (the /metrics body) see one unchanging status each.
+        self._not_started = [GatewayStatus(gateway) for gateway in config.gateways]
         self._tasks: list[asyncio.Task[None]] = []
         self._cpu: ThreadPoolExecutor | None = None
 
@@ -54,7 +57,6 @@ class Fleet:
             self._cpu = None
 
     def statuses(self) -> list[GatewayStatus]:
-        """Before `start()` every gateway is simply not up yet."""
         if not self.pollers:
-            return [GatewayStatus(gateway) for gateway in self.config.gateways]
+            return list(self._not_started)
         return [poller.status for poller in self.pollers]
