@@ -6,10 +6,11 @@ keys), then turns the few distinct keys into label values, so the per-session lo
 
 from __future__ import annotations
 
+import operator
 from collections import Counter
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from exporter.model import ClientSession, PerspectiveSession, Snapshot
 
@@ -75,47 +76,37 @@ def scope_key(raw: tuple[str | None, str | None]) -> ScopeKey:
     return label(raw[0]), scope_label(raw[1])
 
 
-T = TypeVar("T")
-K = TypeVar("K", bound=Hashable)
-L = TypeVar("L", bound=Hashable)
 V = TypeVar("V")
-
-
-def _relabel(
-    grouped: Mapping[K, V], to_label: Callable[[K], L], add: Callable[[V, V], V]
-) -> dict[L, V]:
-    """Map raw keys to label keys, merging values whose labels collide (e.g. after a cut)."""
-    out: dict[L, V] = {}
-    for key, value in grouped.items():
-        new = to_label(key)
-        out[new] = add(out[new], value) if new in out else value
-    return out
-
-
-def _add_int(a: int, b: int) -> int:
-    return a + b
+Labeler = Callable[[Any], str]
 
 
 def _keep(username: str) -> str:
     return username
 
 
-def _label_map(values: Iterable[T], to_label: Callable[[T], str]) -> dict[T, str]:
-    """Label values for each distinct raw value: thousands of keys share a few hundred users."""
-    return {value: to_label(value) for value in set(values)}
+def _relabel(grouped: Mapping[tuple[Any, ...], V], labelers: Sequence[Labeler],
+             add: Callable[[V, V], V]) -> dict[Any, V]:
+    """Raw keys to label keys, merging the values of keys whose labels collide (after a cut,
+    say). Each position's label is computed once per distinct raw value: thousands of keys
+    share a few hundred users and a handful of projects."""
+    maps = [{raw: to_label(raw) for raw in {key[i] for key in grouped}}
+            for i, to_label in enumerate(labelers)]
+    out: dict[Any, V] = {}
+    for key, value in grouped.items():
+        new = tuple(m[raw] for m, raw in zip(maps, key, strict=True))
+        out[new] = add(out[new], value) if new in out else value
+    return out
+
+
+def _username_label(username: Callable[[str], str]) -> Labeler:
+    return lambda raw: username(label(raw))
 
 
 def count_perspective(sessions: Iterable[PerspectiveSession],
                       username: Callable[[str], str] = _keep) -> dict[PerspectiveKey, int]:
     grouped = Counter((s.project, s.session_scope, s.username) for s in sessions)
-    projects = _label_map((k[0] for k in grouped), label)
-    scopes = _label_map((k[1] for k in grouped), scope_label)
-    users = _label_map((k[2] for k in grouped), lambda u: username(label(u)))
-    out: dict[PerspectiveKey, int] = {}
-    for (project, scope, user), count in grouped.items():
-        key = (projects[project], scopes[scope], users[user])
-        out[key] = out.get(key, 0) + count
-    return out
+    return _relabel(grouped, (label, scope_label, _username_label(username)),
+                    operator.add)
 
 
 def total_by_scope(sessions: Iterable[PerspectiveSession],
@@ -131,13 +122,14 @@ def total_by_scope(sessions: Iterable[PerspectiveSession],
             acc[2] += 1
         acc[3] += s.recent_bytes_sent or 0
     totals = {key: ScopeTotals(int(a[0]), a[1], int(a[2]), a[3]) for key, a in grouped.items()}
-    return _relabel(totals, scope_key, ScopeTotals.__add__)
+    return _relabel(totals, (label, scope_label), ScopeTotals.__add__)
 
 
 def count_clients(clients: Iterable[ClientSession],
                   username: Callable[[str], str] = _keep) -> dict[ClientKey, int]:
     grouped = Counter((c.project, c.username, c.kind) for c in clients)
-    return _relabel(grouped, lambda k: (label(k[0]), username(label(k[1])), k[2]), _add_int)
+    return _relabel(grouped, (label, _username_label(username), str),
+                    operator.add)
 
 
 def fold(counts: Mapping[tuple[str, str, str], int], limit: int, user_at: int
