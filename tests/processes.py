@@ -28,6 +28,12 @@ from tests.conftest import require_tool
 _LISTENING = re.compile(r"msg=listening address=(\S+)")
 
 
+def write_config(tmp_path: Path, gateways: list[dict[str, object]]) -> str:
+    path = tmp_path / "config.yml"
+    path.write_text(yaml.safe_dump({"poll_interval": "1s", "gateways": gateways}))
+    return str(path)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

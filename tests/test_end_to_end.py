@@ -7,35 +7,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.faults import Fault, FaultyGateway, faulty_app
 from exporter.simulator import WEBDEV_PATH, GatewaySimulator, simulator_app
 from tests.conftest import FakeClock, ServerFactory, require_tool
-from tests.processes import ExporterProcess, PrometheusServer
-
-
-def write_config(tmp_path: Path, gateways: list[dict[str, object]]) -> str:
-    path = tmp_path / "config.yml"
-    path.write_text(yaml.safe_dump({"poll_interval": "1s", "gateways": gateways}))
-    return str(path)
-
-
-def values(text: str, metric: str) -> dict[str, float]:
-    """`gateway` (plus `reason` where present) → value, for one metric."""
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == metric:
-                label = s.labels.get("gateway", "")
-                out[label + (":" + s.labels["reason"] if "reason" in s.labels else "")] = s.value
-    return out
-
-
-def total(text: str, metric: str) -> float:
-    return sum(s.value for family in text_string_to_metric_families(text)
-               for s in family.samples if s.name == metric)
+from tests.metrics import total, values
+from tests.processes import ExporterProcess, PrometheusServer, write_config
 
 
 @pytest.fixture

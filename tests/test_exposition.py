@@ -16,8 +16,8 @@ from exporter.exposition import Exposition, negotiate
 from exporter.poller import GatewayPoller
 from exporter.sources import Reason
 from tests.conftest import FakeClock
+from tests.fakes import ScriptedSource, down
 from tests.payloads import document, perspective, snapshot_of, vision
-from tests.test_poller import ScriptedSource, down
 
 GATEWAY = GatewayConfig(name="plant-a", url="http://gw", poll_interval=15, timeout=5,
                         stale_after=60)

@@ -14,7 +14,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.appkeys import FLEET
 from exporter.config import Config, GatewayConfig
@@ -33,14 +32,9 @@ from tests.conftest import (
     poll_source,
     require_tool,
 )
+from tests.metrics import samples, values
 from tests.payloads import document, encode, perspective
-from tests.processes import ExporterProcess
-from tests.test_end_to_end import values, write_config
-
-
-def samples(text: str, metric: str) -> dict[tuple[tuple[str, str], ...], float]:
-    return {tuple(sorted(s.labels.items())): s.value
-            for f in text_string_to_metric_families(text) for s in f.samples if s.name == metric}
+from tests.processes import ExporterProcess, write_config
 
 
 async def test_dns_failure_is_connect(tmp_path: Path) -> None:

@@ -13,8 +13,7 @@ import pytest
 from bench.load import drive
 from exporter.simulator import WEBDEV_PATH, GatewaySimulator, fleet_app, simulator_app
 from tests.conftest import FakeClock, ServerFactory
-from tests.processes import ExporterProcess
-from tests.test_end_to_end import write_config
+from tests.processes import ExporterProcess, write_config
 
 GATEWAYS = 20
 

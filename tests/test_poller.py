@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import Callable
 
 import pytest
@@ -12,35 +11,13 @@ import pytest
 from exporter.config import GatewayConfig
 from exporter.model import Snapshot
 from exporter.poller import GatewayPoller
-from exporter.sources import Reason, SourceError
+from exporter.sources import Reason
 from tests.conftest import FakeClock
+from tests.fakes import ScriptedSource, down
 from tests.payloads import document, perspective, snapshot_of
 
 GATEWAY = GatewayConfig(name="plant-a", url="http://gw", poll_interval=15, timeout=5,
                         stale_after=60)
-
-
-class ScriptedSource:
-    """Answers each fetch with the next scripted snapshot or error; time passes per fetch."""
-
-    def __init__(self, clock: FakeClock, *answers: Snapshot | SourceError,
-                 takes: float = 0.25) -> None:
-        self.clock = clock
-        self.answers = deque(answers)
-        self.takes = takes
-        self.fetches = 0
-
-    async def fetch(self) -> Callable[[], Snapshot]:
-        self.fetches += 1
-        self.clock.advance(self.takes)
-        answer = self.answers.popleft() if len(self.answers) > 1 else self.answers[0]
-        if isinstance(answer, SourceError):
-            raise answer
-        return lambda: answer
-
-
-def down(reason: Reason = Reason.CONNECT) -> SourceError:
-    return SourceError("plant-a", reason, "refused")
 
 
 GOOD = snapshot_of(document([perspective("A", total=5000), perspective("B", total=1000)]))

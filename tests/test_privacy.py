@@ -8,7 +8,6 @@ from dataclasses import replace
 import bcrypt
 import pytest
 from aiohttp.test_utils import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.appkeys import FLEET
 from exporter.config import Config, GatewayConfig
@@ -17,6 +16,7 @@ from exporter.privacy import Privacy, mask_address
 from exporter.simulator import WEBDEV_PATH, GatewaySimulator, simulator_app
 from exporter.webconfig import WebConfig
 from tests.conftest import ClientFactory, FakeClock, ServerFactory, eventually
+from tests.metrics import samples, total
 from tests.processes import basic_auth
 
 
@@ -51,8 +51,7 @@ async def start(aiohttp_server: ServerFactory, aiohttp_client: ClientFactory,
 
 
 def usernames(text: str, metric: str) -> set[str | None]:
-    return {s.labels.get("username") for f in text_string_to_metric_families(text)
-            for s in f.samples if s.name == metric}
+    return {dict(labels).get("username") for labels in samples(text, metric)}
 
 
 async def test_hashed_usernames(aiohttp_server: ServerFactory,
@@ -73,9 +72,7 @@ async def test_dropped_usernames(aiohttp_server: ServerFactory,
     text = await (await client.get("/metrics")).text()
     assert usernames(text, "ignition_perspective_sessions") == {None}
     assert usernames(text, "ignition_client_sessions") == {None}
-    total = sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
-                if s.name == "ignition_perspective_sessions")
-    assert total == 40
+    assert total(text, "ignition_perspective_sessions") == 40
 
 
 async def test_masked_addresses(aiohttp_server: ServerFactory,

@@ -1,0 +1,33 @@
+"""Stand-ins for a source, for tests of the poller and of what is built from its statuses."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+from exporter.model import Snapshot
+from exporter.sources import Reason, SourceError
+from tests.conftest import FakeClock
+
+
+class ScriptedSource:
+    """Answers each fetch with the next scripted snapshot or error; time passes per fetch."""
+
+    def __init__(self, clock: FakeClock, *answers: Snapshot | SourceError,
+                 takes: float = 0.25) -> None:
+        self.clock = clock
+        self.answers = deque(answers)
+        self.takes = takes
+        self.fetches = 0
+
+    async def fetch(self) -> Callable[[], Snapshot]:
+        self.fetches += 1
+        self.clock.advance(self.takes)
+        answer = self.answers.popleft() if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, SourceError):
+            raise answer
+        return lambda: answer
+
+
+def down(reason: Reason = Reason.CONNECT) -> SourceError:
+    return SourceError("plant-a", reason, "refused")
