@@ -7,17 +7,26 @@ aggregated numbers. Because families are built fresh, a label set that vanished 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeHistogramMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from exporter import __version__
 from exporter.clock import Clock
+from exporter.lifecycle import BUCKETS, Histogram, Lifecycle
 from exporter.poller import GatewayStatus
+from exporter.schema import format_duration
 
 __all__ = ["Metric", "SessionCollector", "build_info", "exporter_families", "health_families",
-           "session_families"]
+           "lifecycle_families", "poll_intervals", "session_families"]
 
 _AS_OF = " (as of the last poll)"
 _PROJECT_SCOPE = ["gateway", "project", "scope"]
@@ -71,6 +80,80 @@ def session_families(statuses: Sequence[GatewayStatus], now: float,
             clients.add_metric(_labelled(with_username, client_labels,
                                          [gateway, project, username, kind]), count)
     return [sessions, pages, idle, recent, sent, clients]
+
+
+def poll_intervals(statuses: Iterable[GatewayStatus]) -> tuple[float, ...]:
+    """The distinct poll intervals of these gateways: the lifecycle HELP texts name them."""
+    return tuple(sorted({status.gateway.poll_interval for status in statuses}))
+
+
+def _unseen(intervals: Sequence[float]) -> str:
+    """What comparing polls cannot see, said in every lifecycle family's HELP."""
+    if not intervals:
+        every = "at each poll"
+    elif len(intervals) == 1:
+        every = f"every {format_duration(intervals[0])}"
+    else:
+        every = (f"every {format_duration(intervals[0])} to "
+                 f"{format_duration(intervals[-1])}, by gateway")
+    return (f"; counted by comparing successive polls ({every}), so a session that starts and "
+            "ends between two polls is not seen")
+
+
+_LE = [floatToGoString(bound) for bound in BUCKETS] + ["+Inf"]
+
+
+def _buckets(histogram: Histogram) -> list[tuple[str, float]]:
+    return list(zip(_LE, histogram.buckets, strict=True))
+
+
+def _lifecycle_list(kind: str, labels: list[str], what: str, source: str, unseen: str
+                    ) -> tuple[CounterMetricFamily, CounterMetricFamily, HistogramMetricFamily]:
+    """The started and ended counters and the duration histogram of one list."""
+    return (
+        CounterMetricFamily(f"ignition_{kind}_sessions_started",
+                            f"{what} seen for the first time{unseen}", labels=labels),
+        CounterMetricFamily(f"ignition_{kind}_sessions_ended",
+                            f"{what} present at the previous successful poll and absent now"
+                            f"{unseen}", labels=labels),
+        HistogramMetricFamily(f"ignition_{kind}_session_duration_seconds",
+                              f"How long ended {what} lasted, {source}{unseen}",
+                              labels=labels),
+    )
+
+
+def _add_counts(families: Sequence[Metric], gateway: str, lifecycle: Lifecycle) -> None:
+    started, ended, duration = families
+    for (first, second), counts in lifecycle.shown.items():
+        labels = [gateway, first, second]
+        started.add_metric(labels, counts.started)
+        ended.add_metric(labels, counts.ended)
+        duration.add_metric(labels, _buckets(counts.durations), counts.durations.total)
+
+
+def lifecycle_families(statuses: Sequence[GatewayStatus], now: float,
+                       intervals: Sequence[float] | None = None) -> list[Metric]:
+    """Sessions started and ended, how long they lasted, how old the open ones are.
+
+    `intervals` (default: those of `statuses`) are the poll intervals the HELP texts name."""
+    unseen = _unseen(poll_intervals(statuses) if intervals is None else intervals)
+    perspective = _lifecycle_list("perspective", _PROJECT_SCOPE, "Perspective sessions",
+                                  "from their last observed uptime", unseen)
+    age = GaugeHistogramMetricFamily(
+        "ignition_perspective_session_age_seconds",
+        "Uptime of the current Perspective sessions" + _AS_OF, labels=_PROJECT_SCOPE)
+    clients = _lifecycle_list("client", ["gateway", "project", "kind"],
+                              "Vision clients and Designers",
+                              "from their creationTime (WebDev) or uptime (REST)", unseen)
+    for status in statuses:
+        if not status.is_fresh(now):
+            continue  # like the other session series
+        gateway = status.gateway.name
+        _add_counts(perspective, gateway, status.lifecycle.perspective)
+        _add_counts(clients, gateway, status.lifecycle.clients)
+        for (project, scope), histogram in status.lifecycle.perspective.ages.items():
+            age.add_metric([gateway, project, scope], _buckets(histogram), histogram.total)
+    return [*perspective, age, *clients]
 
 
 def health_families(statuses: Sequence[GatewayStatus]) -> list[Metric]:
@@ -155,6 +238,7 @@ class SessionCollector(Collector):
         statuses = self._statuses()
         yield from session_families(statuses, self._clock.time(), self._with_username)
         yield from health_families(statuses)
+        yield from lifecycle_families(statuses, self._clock.time())
         yield from exporter_families(statuses)
         yield build_info()
 

@@ -26,6 +26,8 @@ from exporter.collector import (
     build_info,
     exporter_families,
     health_families,
+    lifecycle_families,
+    poll_intervals,
     session_families,
 )
 from exporter.poller import GatewayStatus
@@ -71,26 +73,55 @@ def _render(families: Sequence[Metric], encoder: Encoder) -> list[bytes]:
 
 
 def _split(rendered: bytes) -> tuple[bytes, bytes]:
-    """(the HELP and TYPE lines, the sample lines) of one rendered family."""
+    """(the HELP and TYPE lines, the rest) of one rendered family."""
     first = rendered.index(b"\n") + 1
     second = rendered.index(b"\n", first) + 1
     return rendered[:second], rendered[second:]
 
 
+# A label value cannot hold a raw newline, so this only ever starts a header.
+_NEXT_HELP = b"\n# HELP "
+
+
+def _samples(rendered: bytes) -> tuple[bytes, bytes]:
+    """(the sample lines, the trailing blocks) of one rendered family.
+
+    The trailing blocks are the text format's rendering of a gauge histogram's `_gcount`
+    and `_gsum` samples: gauges of their own, with their own HELP and TYPE, after the
+    buckets, and only when there are samples. Other families have none."""
+    rest = _split(rendered)[1]
+    cut = rest.find(_NEXT_HELP)
+    return (rest, b"") if cut < 0 else (rest[:cut + 1], rest[cut + 1:])
+
+
+def _merge_trailers(trailers: Iterable[bytes]) -> list[bytes]:
+    """Several gateways' trailing blocks as one block per header, as prometheus_client
+    renders them from all gateways at once."""
+    blocks: dict[bytes, list[bytes]] = {}
+    for trailer in trailers:
+        for block in trailer.replace(_NEXT_HELP, b"\n\0# HELP ").split(b"\0"):
+            if block:
+                header, lines = _split(block)
+                blocks.setdefault(header, []).append(lines)
+    return [part for header, lines in blocks.items() for part in (header, *lines)]
+
+
 @dataclass(frozen=True, slots=True)
 class _Fragments:
-    """One gateway's sample lines per family, for fresh and for stale session data."""
+    """One gateway's (sample lines, trailing blocks) per family, for fresh and for stale
+    session data."""
 
     status: GatewayStatus
-    fresh: tuple[bytes, ...]
-    stale: tuple[bytes, ...]
+    fresh: tuple[tuple[bytes, bytes], ...]
+    stale: tuple[tuple[bytes, bytes], ...]
 
 
 def _gateway_fragments(status: GatewayStatus, encoder: Encoder, with_username: bool
                        ) -> _Fragments:
-    def lines(now: float) -> tuple[bytes, ...]:
-        families = session_families([status], now, with_username) + health_families([status])
-        return tuple(_split(text)[1] for text in _render(families, encoder))
+    def lines(now: float) -> tuple[tuple[bytes, bytes], ...]:
+        families = (session_families([status], now, with_username) + health_families([status])
+                    + lifecycle_families([status], now))
+        return tuple(_samples(text) for text in _render(families, encoder))
 
     fresh_at = status.last_success if status.last_success is not None else math.inf
     return _Fragments(status, lines(fresh_at), lines(math.inf))
@@ -103,15 +134,18 @@ class Exposition:
         self._with_username = with_username
         self._fragments: dict[tuple[str, str], _Fragments] = {}
         self._bodies: dict[tuple[str, bool], tuple[tuple[object, ...], bytes]] = {}
-        self._headers: dict[str, tuple[list[bytes], bytes]] = {}
+        self._headers: dict[tuple[str, tuple[float, ...]], tuple[list[bytes], bytes]] = {}
 
-    def _static(self, encoder: Encoder, content_type: str) -> tuple[list[bytes], bytes]:
-        """Per content type: every family's header lines, and the build info family whole."""
-        cached = self._headers.get(content_type)
+    def _static(self, encoder: Encoder, content_type: str, intervals: tuple[float, ...]
+                ) -> tuple[list[bytes], bytes]:
+        """Per content type and set of poll intervals (the lifecycle HELP texts name them):
+        every family's header lines, and the build info family whole."""
+        cached = self._headers.get((content_type, intervals))
         if cached is None:
-            empty = session_families([], 0.0, self._with_username) + health_families([])
+            empty = (session_families([], 0.0, self._with_username) + health_families([])
+                     + lifecycle_families([], 0.0, intervals))
             rendered = _render([*empty, build_info()], encoder)
-            cached = self._headers[content_type] = (
+            cached = self._headers[(content_type, intervals)] = (
                 [_split(text)[0] for text in rendered[:-1]], rendered[-1])
         return cached
 
@@ -132,13 +166,16 @@ class Exposition:
         cached = self._bodies.get((content_type, compress))
         if cached is not None and cached[0] == key:
             return cached[1]
-        headers, info = self._static(encoder, content_type)
+        headers, info = self._static(encoder, content_type, poll_intervals(statuses))
         chosen = [(self._fragments_for(s, encoder, content_type), f)
                   for s, f in zip(statuses, fresh, strict=True)]
         parts: list[bytes] = []
         for index, header in enumerate(headers):
             parts.append(header)
-            parts.extend(f.fresh[index] if fresh else f.stale[index] for f, fresh in chosen)
+            rendered = [f.fresh[index] if fresh else f.stale[index] for f, fresh in chosen]
+            parts.extend(samples for samples, _ in rendered)
+            if any(trailer for _, trailer in rendered):
+                parts.extend(_merge_trailers(trailer for _, trailer in rendered))
         parts.extend(_render(exporter_families(statuses), encoder))  # two samples: cheap
         parts.append(info)
         if content_type.startswith("application/openmetrics-text"):

@@ -31,6 +31,7 @@ class PerspectiveSession(msgspec.Struct, frozen=True, rename="camel", gc=False):
     active_pages: Number | None = None
     recent_bytes_sent: Number | None = None
     total_bytes_sent: Number | None = None
+    uptime: Number | None = None  # milliseconds since the session started
 
 
 class ClientSession(msgspec.Struct, frozen=True, rename="camel", gc=False):

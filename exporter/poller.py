@@ -19,6 +19,7 @@ from types import MappingProxyType
 from exporter.aggregate import EMPTY, Aggregates, ScopeKey, aggregate
 from exporter.clock import Clock
 from exporter.config import GatewayConfig
+from exporter.lifecycle import NOTHING_YET, GatewayLifecycle
 from exporter.model import SessionIndex, Snapshot
 from exporter.privacy import Privacy
 from exporter.sent_bytes import SentBytesCounter
@@ -45,6 +46,7 @@ class Digest:
     perspective: SessionIndex
     clients: SessionIndex
     sent_bytes: Mapping[ScopeKey, float]
+    lifecycle: GatewayLifecycle
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +70,9 @@ class GatewayStatus:
     poll_errors: Mapping[Reason, int] = field(default_factory=lambda: _NO_ERRORS)
     invalid_sessions: int = 0
     folded_series: Mapping[str, int] = field(default_factory=dict)  # since start, per metric
+    # Sessions started and ended up to the last successful poll, and what it held to compare
+    # the next one with.
+    lifecycle: GatewayLifecycle = NOTHING_YET
 
     def is_fresh(self, now: float) -> bool:
         """True while the last good data is younger than `stale_after`."""
@@ -141,11 +146,14 @@ class GatewayPoller:
         """The CPU-heavy part of a poll. Touches nothing readers see; polls of one gateway
         never overlap, so the byte counter is only ever used by one thread at a time."""
         snapshot = decode()
+        lifecycle = self.status.lifecycle.after(snapshot, self._clock.time(),
+                                                self.gateway.stale_after)
         return snapshot, Digest(
             aggregates=aggregate(snapshot, self._idle_after, self._username, self._max_series),
             perspective=SessionIndex.of(snapshot.perspective, snapshot.perspective_json),
             clients=SessionIndex.of(snapshot.clients, snapshot.clients_json),
             sent_bytes=self._sent_bytes.observe(snapshot.perspective),
+            lifecycle=lifecycle,
         )
 
     def _succeeded(self, snapshot: Snapshot, digest: Digest, duration: float) -> None:
@@ -168,6 +176,7 @@ class GatewayPoller:
             aggregates=digest.aggregates,
             folded_series=MappingProxyType(folded),
             sent_bytes=digest.sent_bytes,
+            lifecycle=digest.lifecycle,
             invalid_sessions=previous.invalid_sessions + snapshot.invalid_sessions,
         )
         if not previous.up:

@@ -1,0 +1,273 @@
+"""Counting sessions that start and end, poll after poll, as the metrics show it."""
+
+from __future__ import annotations
+
+from array import array
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.collector import SessionCollector
+from exporter.config import GatewayConfig
+from exporter.lifecycle import UNKNOWN, Held, Histogram, Lifecycle, compare
+from exporter.model import Snapshot
+from exporter.poller import GatewayPoller
+from exporter.sources import SourceError
+from tests.conftest import FakeClock
+from tests.fakes import ScriptedSource, down
+from tests.payloads import document, perspective, snapshot_of, vision
+
+GATEWAY = GatewayConfig(name="plant-a", url="http://gw", poll_interval=15, timeout=5,
+                        stale_after=60)
+STARTED = "ignition_perspective_sessions_started_total"
+ENDED = "ignition_perspective_sessions_ended_total"
+DURATION = "ignition_perspective_session_duration_seconds"
+AGE = "ignition_perspective_session_age_seconds"
+
+
+def s(id: str | None, project: str = "Line1", scope: str = "browser",
+      uptime: int | None = 600_000) -> dict[str, Any]:
+    return perspective(id, project=project, scope=scope, uptime=uptime)  # type: ignore[arg-type]
+
+
+def snap(*sessions: dict[str, Any], clients: tuple[dict[str, Any], ...] = ()) -> Snapshot:
+    return snapshot_of(document(list(sessions), list(clients)))
+
+
+class Gateway:
+    """A poller over scripted answers, polled every poll_interval on a fake clock."""
+
+    def __init__(self, clock: FakeClock, *answers: Snapshot | SourceError) -> None:
+        self.clock = clock
+        self.poller = GatewayPoller(GATEWAY, ScriptedSource(clock, *answers, takes=0),
+                                    idle_after=60, clock=clock)
+
+    async def polls(self, count: int = 1) -> Gateway:
+        for _ in range(count):
+            await self.poller.poll_once()
+            self.clock.advance(GATEWAY.poll_interval)
+        return self
+
+    def metric(self, name: str) -> dict[tuple[str, ...], float]:
+        """(label values but gateway, in name order) → value, for one sample name."""
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(SessionCollector(lambda: [self.poller.status], self.clock))
+        text = generate_latest(registry).decode()
+        return {tuple(v for k, v in sorted(sample.labels.items()) if k != "gateway"):
+                sample.value
+                for family in text_string_to_metric_families(text)
+                for sample in family.samples if sample.name == name}
+
+
+LINE1 = ("Line1", "browser")
+
+
+async def test_first_poll_counts_nothing_and_shows_zero(clock: FakeClock) -> None:
+    gateway = await Gateway(clock, snap(s("A"), s("B", project="QA"))).polls()
+    assert gateway.metric(STARTED) == {LINE1: 0, ("QA", "browser"): 0}
+    assert gateway.metric(ENDED) == {LINE1: 0, ("QA", "browser"): 0}
+    assert gateway.metric(DURATION + "_count") == {LINE1: 0, ("QA", "browser"): 0}
+    assert gateway.metric(AGE + "_gcount") == {LINE1: 1, ("QA", "browser"): 1}
+
+
+async def test_churn_counts_one_start_one_end_and_the_ended_duration(clock: FakeClock) -> None:
+    gateway = await Gateway(clock, snap(s("A", uptime=60_000), s("B", uptime=1_000_000)),
+                            snap(s("A", uptime=75_000), s("C", uptime=5_000))).polls(2)
+    assert gateway.metric(STARTED) == {LINE1: 1}
+    assert gateway.metric(ENDED) == {LINE1: 1}
+    assert gateway.metric(DURATION + "_sum") == {LINE1: 1000.0}
+    buckets = gateway.metric(DURATION + "_bucket")
+    assert buckets[("900.0", *LINE1)] == 0 and buckets[("3600.0", *LINE1)] == 1
+    assert buckets[("+Inf", *LINE1)] == 1
+    ages = gateway.metric(AGE + "_bucket")
+    assert ages[("60.0", *LINE1)] == 1 and ages[("300.0", *LINE1)] == 2  # C: 5 s, A: 75 s
+    assert gateway.metric(AGE + "_gsum") == {LINE1: 80.0}
+
+
+async def test_gateway_restart_ends_every_session_and_starts_every_new_one(
+        clock: FakeClock) -> None:
+    gateway = await Gateway(clock, snap(s("A"), s("B"), s("C")),
+                            snap(s("X", uptime=1000), s("Y", uptime=900))).polls(2)
+    assert gateway.metric(STARTED) == {LINE1: 2}
+    assert gateway.metric(ENDED) == {LINE1: 3}
+    assert gateway.metric(DURATION + "_count") == {LINE1: 3}
+
+
+async def test_outage_changes_nothing_and_recovery_compares_with_last_success(
+        clock: FakeClock) -> None:
+    gateway = Gateway(clock, snap(s("A"), s("B")), down(), down(), snap(s("B"), s("C")))
+    await gateway.polls(1)
+    await gateway.polls(2)  # down twice: nothing counted, series kept (not yet stale)
+    assert gateway.metric(STARTED) == {LINE1: 0}
+    assert gateway.metric(ENDED) == {LINE1: 0}
+    await gateway.polls(1)
+    assert gateway.metric(STARTED) == {LINE1: 1}
+    assert gateway.metric(ENDED) == {LINE1: 1}
+
+
+async def test_restart_during_long_outage_counts_after_recovery(clock: FakeClock) -> None:
+    """Down past stale_after: the series vanish; on recovery the gateway's sessions all
+    changed, and the counts show one poll later, after the label set is back at its old
+    value (so increase() sees them)."""
+    gateway = Gateway(clock, snap(s("A"), s("B")), snap(s("A"), s("B"), s("C")),
+                      *[down()] * 5, snap(s("X")), snap(s("X")))
+    await gateway.polls(2)
+    assert gateway.metric(STARTED) == {LINE1: 1}
+    await gateway.polls(5)
+    assert gateway.metric(STARTED) == {}  # stale, like every session series
+    await gateway.polls(1)
+    assert gateway.metric(STARTED) == {LINE1: 1}
+    assert gateway.metric(ENDED) == {LINE1: 0}
+    await gateway.polls(1)
+    assert gateway.metric(STARTED) == {LINE1: 2}
+    assert gateway.metric(ENDED) == {LINE1: 3}
+
+
+async def test_session_moving_project_is_neither_login_nor_logout(clock: FakeClock) -> None:
+    gateway = Gateway(clock, snap(s("A"), s("B")), snap(s("A", project="QA"), s("B")),
+                      snap(s("B")))
+    await gateway.polls(2)
+    assert gateway.metric(STARTED) == {LINE1: 0, ("QA", "browser"): 0}
+    assert gateway.metric(ENDED) == {LINE1: 0, ("QA", "browser"): 0}
+    await gateway.polls(1)  # A ends where it was last seen: in QA
+    assert gateway.metric(ENDED) == {LINE1: 0, ("QA", "browser"): 1}
+    assert gateway.metric(STARTED) == {LINE1: 0, ("QA", "browser"): 0}
+
+
+async def test_missing_uptime_ends_but_is_not_observed(clock: FakeClock) -> None:
+    gateway = await Gateway(clock, snap(s("A", uptime=None), s("B", uptime=120_000)),
+                            snap()).polls(2)
+    assert gateway.metric(ENDED) == {LINE1: 2}
+    assert gateway.metric(DURATION + "_count") == {LINE1: 1}
+    assert gateway.metric(DURATION + "_sum") == {LINE1: 120.0}
+
+
+async def test_duplicate_ids_count_once(clock: FakeClock) -> None:
+    gateway = await Gateway(clock, snap(s("A")),
+                            snap(s("A"), s("B", uptime=1000), s("B", uptime=2000)),
+                            snap(s("A"))).polls(2)
+    assert gateway.metric(STARTED) == {LINE1: 1}
+    await gateway.polls(1)
+    assert gateway.metric(ENDED) == {LINE1: 1}
+    assert gateway.metric(DURATION + "_sum") == {LINE1: 1.0}  # the first occurrence's
+    assert gateway.metric(AGE + "_gcount") == {LINE1: 1}
+
+
+async def test_sessions_without_id_are_not_counted(clock: FakeClock) -> None:
+    gateway = await Gateway(clock, snap(s("A")), snap(s("A"), s(None), s(None)),
+                            snap(s("A"))).polls(3)
+    assert gateway.metric(STARTED) == {LINE1: 0}
+    assert gateway.metric(ENDED) == {LINE1: 0}
+
+
+async def test_new_label_set_shows_zero_one_poll_before_its_first_count(
+        clock: FakeClock) -> None:
+    gateway = Gateway(clock, snap(s("A")), snap(s("A"), s("B", project="QA", scope="iOS")),
+                      snap(s("A"), s("B", project="QA", scope="iOS"), s("C", project="QA",
+                                                                          scope="ios")))
+    await gateway.polls(2)
+    qa = ("QA", "ios")
+    assert gateway.metric(STARTED) == {LINE1: 0, qa: 0}  # B's login is held back one poll
+    await gateway.polls(1)
+    assert gateway.metric(STARTED) == {LINE1: 0, qa: 2}  # B's, and C's (no longer new)
+
+
+async def test_label_sets_without_sessions_vanish_after_stale_after_and_keep_totals(
+        clock: FakeClock) -> None:
+    qa = ("QA", "browser")
+    answers = [snap(s("A"), s("B", project="QA")), snap(s("A"))]
+    answers += [snap(s("A"))] * 5 + [snap(s("A"), s("C", project="QA"))] * 3
+    gateway = Gateway(clock, *answers)
+    await gateway.polls(2)
+    assert gateway.metric(ENDED) == {LINE1: 0, qa: 1}
+    await gateway.polls(5)  # more than stale_after (60 s) without a session in QA
+    assert gateway.metric(ENDED) == {LINE1: 0}
+    assert gateway.metric(DURATION + "_count") == {LINE1: 0}
+    await gateway.polls(1)  # back, at its old value: counters never go down
+    assert gateway.metric(ENDED) == {LINE1: 0, qa: 1}
+    assert gateway.metric(STARTED) == {LINE1: 0, qa: 0}
+    await gateway.polls(1)
+    assert gateway.metric(STARTED) == {LINE1: 0, qa: 1}
+
+
+async def test_stale_gateway_drops_lifecycle_series(clock: FakeClock) -> None:
+    gateway = Gateway(clock, snap(s("A")), down())
+    await gateway.polls(1)
+    clock.advance(GATEWAY.stale_after)
+    await gateway.polls(1)
+    assert gateway.metric(STARTED) == {}
+    assert gateway.metric(AGE + "_gcount") == {}
+
+
+async def test_client_sessions_by_client_id_with_creation_time(clock: FakeClock) -> None:
+    collected_ms = 1_795_000_000_000  # the payload's collectedAt
+
+    def client(client_id: str, created_ms: int | None, designer: bool = False
+               ) -> dict[str, Any]:
+        row = vision("op", "Line1", designer=designer, client_id=client_id)
+        row["creationTime"] = created_ms
+        return row
+
+    gateway = await Gateway(
+        clock,
+        snap(clients=(client("V1", collected_ms - 7_200_000), client("D1", None, True))),
+        snap(clients=(client("V2", collected_ms),)),
+        snap(clients=(client("V2", collected_ms), client("D2", collected_ms, True)))).polls(3)
+    vision_ = ("vision", "Line1")
+    designer = ("designer", "Line1")
+    assert gateway.metric("ignition_client_sessions_started_total") == {vision_: 1,
+                                                                        designer: 1}
+    assert gateway.metric("ignition_client_sessions_ended_total") == {vision_: 1,
+                                                                      designer: 1}
+    durations = gateway.metric("ignition_client_session_duration_seconds_sum")
+    assert durations == {vision_: 7200.0, designer: 0.0}  # D1 had no creationTime
+    assert gateway.metric("ignition_client_session_duration_seconds_count")[designer] == 0
+
+
+# -- the pure core ------------------------------------------------------------------------------
+
+def held(*sessions: tuple[str | None, str, float]) -> Held:
+    return Held.of([i for i, _, _ in sessions], [(p, "browser") for _, p, _ in sessions],
+                   [a for _, _, a in sessions])
+
+
+def test_compare_without_previous_counts_nothing() -> None:
+    assert compare(None, held(("A", "P", 1.0))) == {}
+
+
+def test_compare_counts_where_sessions_were() -> None:
+    change = compare(held(("A", "P", 10.0), ("B", "P", 20.0)),
+                     held(("A", "Q", 11.0), ("C", "R", 1.0)))
+    assert {k: (c.started, c.ended, c.durations.total) for k, c in change.items()} == {
+        ("P", "browser"): (0, 1, 20.0), ("R", "browser"): (1, 0, 0.0)}
+
+
+def test_held_keeps_first_of_repeated_ids_and_drops_missing_ones() -> None:
+    h = held(("A", "P", 1.0), (None, "P", 2.0), ("A", "Q", 3.0), ("B", "P", UNKNOWN))
+    assert h.labels == (("P", "browser"), ("P", "browser"))
+    assert h.ages == array("d", [1.0, UNKNOWN])
+    assert len(h) == 2
+
+
+def test_histogram_buckets_are_cumulative_and_le() -> None:
+    histogram = Histogram.of([60.0, 61.0, 700_000.0])
+    assert histogram.buckets[:2] == (1, 2)
+    assert histogram.buckets[-2:] == (2, 3)
+    assert histogram.total == 700_121.0
+
+
+def test_lifecycle_totals_never_go_down() -> None:
+    """P empties, vanishes, comes back: its counters resume where they were."""
+    p = ("P", "browser")
+    polls = [("A", "B"), ("C",), *[()] * 7, ("D",), ("E",), ("F",)]
+    state = Lifecycle()
+    started, shown = [], []
+    for poll, ids in enumerate(polls):
+        state = state.after(held(*((i, "P", 1.0) for i in ids)), poll * 15.0, 60.0)
+        started.append(state.totals[p].started if p in state.totals else 0)
+        shown.append(p in state.shown)
+    assert started == sorted(started)
+    assert started[-1] == 4  # C, D, E, F
+    assert shown[:7] == [True] * 7 and shown[7:9] == [False, False] and all(shown[9:])
+    assert state.totals[p].ended == 5  # A, B, C, D, E
