@@ -4,6 +4,7 @@ and it changes exactly when the data does."""
 from __future__ import annotations
 
 import gzip
+import subprocess
 from dataclasses import replace
 
 import pytest
@@ -15,7 +16,7 @@ from exporter.config import GatewayConfig
 from exporter.exposition import Exposition, negotiate
 from exporter.poller import GatewayPoller
 from exporter.sources import Reason
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, require_tool
 from tests.fakes import ScriptedSource, down
 from tests.payloads import document, perspective, snapshot_of, vision
 
@@ -111,3 +112,31 @@ async def test_clients_cannot_grow_the_cache_with_versions(clock: FakeClock) -> 
     for minor in range(1, 50):  # each made-up version is served the one cached body
         encoder, content_type = negotiate(f"application/openmetrics-text; version=1.0.{minor}")
         assert exposition.body(statuses, clock.time(), encoder, content_type, False) is first
+
+
+async def test_lifecycle_families_of_several_gateways(clock: FakeClock) -> None:
+    """Two gateways with lifecycle data and different poll intervals: same bytes as
+    prometheus_client in every format (the text format renders the age's _gcount and _gsum
+    as gauges of their own), and promtool accepts the text."""
+    first = snapshot_of(document([perspective("A", project="P"), perspective("B", project="Q")]))
+    second = snapshot_of(document([perspective("A", project="P"), perspective("C")]))
+    pollers = [GatewayPoller(replace(GATEWAY, name=name, poll_interval=interval),
+                             ScriptedSource(clock, first, second), idle_after=60, clock=clock)
+               for name, interval in (("plant-a", 15), ("plant-b", 30))]
+    for _ in range(2):
+        for poller in pollers:
+            await poller.poll_once()
+    exposition = Exposition()
+    for accept in ACCEPTS:
+        encoder, content_type = choose_encoder(accept)
+        body = exposition.body([p.status for p in pollers], clock.time(), encoder,
+                               content_type, False)
+        assert body == reference(pollers, clock, accept)
+    text = exposition.body([p.status for p in pollers], clock.time(), *choose_encoder(""),
+                           False)
+    assert text.count(b"# HELP ignition_perspective_session_age_seconds_gcount ") == 1
+    assert b"(every 15s to 30s, by gateway)" in text
+    assert b'ignition_perspective_sessions_ended_total{gateway="plant-b",project="Q"' in text
+    check = subprocess.run([require_tool("promtool"), "check", "metrics"], input=text,
+                           capture_output=True, timeout=30)
+    assert check.returncode == 0, check.stdout + check.stderr
