@@ -42,6 +42,13 @@ USER_AGENTS = {
     "designer": "Ignition Designer",
 }
 PAGES = ("/", "/overview", "/line/1", "/line/2", "/alarms", "/trends", "/reports")
+# How long sessions last: (share, shortest, longest) in seconds, log-uniform within each
+# range. Perspective: a quick look at a screen, a task, a shift, a wall screen left open for
+# days. Vision clients and Designers: a quick check, a working day, a client left running.
+# Short ones are common enough that the demo shows logouts within a minute or two.
+PERSPECTIVE_DURATIONS = ((0.40, 60, 900), (0.35, 900, 7_200), (0.20, 14_400, 43_200),
+                         (0.05, 86_400, 864_000))
+CLIENT_DURATIONS = ((0.30, 120, 900), (0.50, 7_200, 36_000), (0.20, 86_400, 432_000))
 
 
 @dataclass
@@ -57,6 +64,7 @@ class _Perspective:
     total_bytes: int
     recent_bytes: int = 0
     quiet: bool = False  # stopped communicating: becomes an idle (zombie) session
+    ends_ms: float = float("inf")  # when the user logs out
 
 
 @dataclass
@@ -67,6 +75,7 @@ class _Client:
     address: str
     designer: bool
     created_ms: float
+    ends_ms: float = float("inf")
 
 
 @dataclass
@@ -93,9 +102,9 @@ class GatewaySimulator:
         self._clients: dict[str, _Client] = {}
         self._last_ms = self.clock.time() * 1000
         for _ in range(self.target_sessions):
-            self._login(self._last_ms - self._rng.uniform(0, 3_600_000))
+            self._login(self._last_ms, already_open=True)
         for _ in range(self.target_clients):
-            self._open_client(self._last_ms - self._rng.uniform(0, 7_200_000))
+            self._open_client(self._last_ms, already_open=True)
 
     # -- evolution ------------------------------------------------------------------------
 
@@ -103,7 +112,17 @@ class GatewaySimulator:
         self._serial += 1
         return f"{self._rng.getrandbits(32):08x}-{self._serial:04d}"
 
-    def _login(self, now_ms: float) -> None:
+    def _lifetime(self, durations: tuple[tuple[float, float, float], ...], now_ms: float,
+                  already_open: bool) -> tuple[float, float]:
+        """(start, end) in epoch ms of a session opening now, or (already_open) of one found
+        open now, part-way through its life."""
+        _, low, high = self._rng.choices(durations, weights=[d[0] for d in durations])[0]
+        length = 1000 * low * (high / low) ** self._rng.random()
+        start = now_ms - (self._rng.uniform(0, length) if already_open else 0)
+        return start, start + length
+
+    def _login(self, now_ms: float, already_open: bool = False) -> None:
+        started_ms, ends_ms = self._lifetime(PERSPECTIVE_DURATIONS, now_ms, already_open)
         scope = self._rng.choice(SCOPES)
         session = _Perspective(
             id=self._next_id(),
@@ -112,15 +131,17 @@ class GatewaySimulator:
             scope=scope,
             address=None if scope == "designer" else f"10.20.{self._rng.randint(1, 9)}."
                                                        f"{self._rng.randint(2, 250)}",
-            started_ms=now_ms,
+            started_ms=started_ms,
             last_comm_ms=now_ms,
             pages=[self._rng.choice(PAGES) for _ in range(self._rng.randint(1, 3))],
             total_bytes=self._rng.randint(2_000, 20_000),
             quiet=self._rng.random() < 0.08,
+            ends_ms=ends_ms,
         )
         self._perspective[session.id] = session
 
-    def _open_client(self, now_ms: float) -> None:
+    def _open_client(self, now_ms: float, already_open: bool = False) -> None:
+        created_ms, ends_ms = self._lifetime(CLIENT_DURATIONS, now_ms, already_open)
         designer = self._rng.random() < 0.3
         client = _Client(
             client_id=f"{self._rng.getrandbits(24):06X}",
@@ -128,7 +149,8 @@ class GatewaySimulator:
             project=self._rng.choice(PROJECTS),
             address=f"10.30.0.{self._rng.randint(2, 250)}",
             designer=designer,
-            created_ms=now_ms,
+            created_ms=created_ms,
+            ends_ms=ends_ms,
         )
         self._clients[client.client_id] = client
 
@@ -152,13 +174,12 @@ class GatewaySimulator:
             session.last_comm_ms = now_ms - rng.uniform(0, 900)
             if rng.random() < 0.05:
                 session.pages = [rng.choice(PAGES) for _ in range(rng.randint(1, 4))]
-        population = len(self._perspective)
-        if population and rng.random() < 0.15 * population / max(self.target_sessions, 1):
-            del self._perspective[rng.choice(list(self._perspective))]
-        if rng.random() < 0.15:
+        for key in [k for k, s in self._perspective.items() if s.ends_ms <= now_ms]:
+            del self._perspective[key]
+        for key in [k for k, c in self._clients.items() if c.ends_ms <= now_ms]:
+            del self._clients[key]
+        if len(self._perspective) < self.target_sessions and rng.random() < 0.3:
             self._login(now_ms)
-        if self._clients and rng.random() < 0.03:
-            del self._clients[rng.choice(list(self._clients))]
         if len(self._clients) < self.target_clients and rng.random() < 0.05:
             self._open_client(now_ms)
 

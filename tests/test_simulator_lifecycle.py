@@ -1,0 +1,49 @@
+"""The simulated gateway's sessions log in and out with realistic durations, the same way for
+the same seed. (Kept apart from the simulator's other tests, which are about its shapes.)"""
+
+from __future__ import annotations
+
+from itertools import pairwise
+
+from exporter.simulator import GatewaySimulator
+from tests.conftest import FakeClock
+
+
+def run(seed: int, polls: int, every: float = 5.0) -> list[dict[str, object]]:
+    """The WebDev documents a gateway answers to `polls` polls `every` seconds apart."""
+    clock = FakeClock()
+    simulator = GatewaySimulator(seed=seed, clock=clock, target_sessions=40)
+    documents = [simulator.document()]
+    for _ in range(polls):
+        clock.advance(every)
+        simulator.advance()
+        documents.append(simulator.document())
+    return documents
+
+
+def ids(document: dict[str, object]) -> set[str]:
+    return {s["id"] for s in document["perspective"]}  # type: ignore[attr-defined]
+
+
+def test_same_seed_same_logins_and_logouts() -> None:
+    assert run(3, 30) == run(3, 30)
+    assert ids(run(3, 30)[-1]) != ids(run(4, 30)[-1])
+
+
+def test_sessions_come_and_go_within_a_few_polls() -> None:
+    documents = run(0, 24)  # two minutes at the demo's 5 s
+    logins = sum(len(ids(b) - ids(a)) for a, b in pairwise(documents))
+    logouts = sum(len(ids(a) - ids(b)) for a, b in pairwise(documents))
+    assert logins >= 3 and logouts >= 3
+    assert 30 <= len(ids(documents[-1])) <= 40  # the population stays near its target
+
+
+def test_ages_range_from_a_minute_to_days() -> None:
+    ages = [s["uptime"] / 1000 for d in (run(seed, 0)[0] for seed in range(5))
+            for s in d["perspective"]]  # type: ignore[attr-defined]
+    assert min(ages) < 60
+    assert any(3600 < a < 86_400 for a in ages)
+    assert max(ages) > 86_400
+    clients = [s for seed in range(5) for s in run(seed, 0)[0]["vision"]]  # type: ignore[attr-defined]
+    collected = run(0, 0)[0]["collectedAt"]
+    assert all(c["creationTime"] <= collected for c in clients)
