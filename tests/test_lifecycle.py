@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
 from array import array
+from collections import deque
+from pathlib import Path
 from typing import Any
 
+from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -13,10 +17,13 @@ from exporter.config import GatewayConfig
 from exporter.lifecycle import UNKNOWN, Held, Histogram, Lifecycle, compare
 from exporter.model import Snapshot
 from exporter.poller import GatewayPoller
+from exporter.simulator import WEBDEV_PATH
 from exporter.sources import SourceError
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, ServerFactory, require_tool
 from tests.fakes import ScriptedSource, down
+from tests.metrics import samples
 from tests.payloads import document, perspective, snapshot_of, vision
+from tests.processes import ExporterProcess, PrometheusServer, write_config
 
 GATEWAY = GatewayConfig(name="plant-a", url="http://gw", poll_interval=15, timeout=5,
                         stale_after=60)
@@ -271,3 +278,75 @@ def test_lifecycle_totals_never_go_down() -> None:
     assert started[-1] == 4  # C, D, E, F
     assert shown[:7] == [True] * 7 and shown[7:9] == [False, False] and all(shown[9:])
     assert state.totals[p].ended == 5  # A, B, C, D, E
+
+
+# -- end to end: the real process, a scripted gateway on loopback, a real Prometheus ----------
+
+class ScriptedGateway:
+    """A loopback WebDev gateway answering each poll with the next scripted document. With
+    none left it answers 503, a failed poll, which changes nothing: the test decides when
+    the next poll's answer exists."""
+
+    def __init__(self) -> None:
+        self.documents: deque[dict[str, Any]] = deque()
+
+    def app(self) -> web.Application:
+        async def answer(_: web.Request) -> web.Response:
+            if not self.documents:
+                return web.Response(status=503, text="not yet")
+            return web.json_response(self.documents.popleft())
+
+        app = web.Application()
+        app.router.add_get(WEBDEV_PATH, answer)
+        return app
+
+
+def p_session(id: str, project: str = "P", uptime: int = 600_000) -> dict[str, Any]:
+    return perspective(id, project=project, uptime=uptime)
+
+
+async def test_process_and_prometheus_count_logins(tmp_path: Path,
+                                                   aiohttp_server: ServerFactory) -> None:
+    gateway = ScriptedGateway()
+    url = str((await aiohttp_server(gateway.app())).make_url(WEBDEV_PATH))
+    config = write_config(tmp_path, [{"name": "plant-a", "url": url, "stale_after": "60s"}])
+    p_started = 'ignition_perspective_sessions_started_total{gateway="plant-a",project="P",' \
+                'scope="browser"}'
+    q_started = p_started.replace('"P"', '"Q"')
+    gateway.documents.append(document([p_session("A"), p_session("B")]))
+    async with ExporterProcess(tmp_path, "--config", config) as exporter:
+        await exporter.wait_for_metric(f"{p_started} 0.0")
+        target = exporter.url.removeprefix("http://")
+        async with PrometheusServer(tmp_path, [{
+            "job_name": "ignition", "static_configs": [{"targets": [target]}],
+        }]) as prometheus:
+            await prometheus.wait_for_query(p_started)  # Prometheus has seen the 0
+            gateway.documents.append(document([p_session("A"), p_session("B", uptime=7_200_000),
+                                               p_session("C")]))
+            await exporter.wait_for_metric(f"{p_started} 1.0")
+            gateway.documents.append(document([
+                p_session("A", uptime=90_000), p_session("C"), p_session("D"), p_session("E"),
+                p_session("G", project="Q")]))
+            text = await exporter.wait_for_metric(f"{p_started} 3.0")
+            assert f"{q_started} 0.0" in text  # a new label set: shown at 0, counted next poll
+            await prometheus.wait_for_query(f"{q_started} == 0")
+            gateway.documents.append(document([p_session("C"), p_session("D"), p_session("E"),
+                                               p_session("F"), p_session("G", project="Q")]))
+            text = await exporter.wait_for_metric(f"{q_started} 1.0")
+            ended = samples(text, "ignition_perspective_sessions_ended_total")
+            assert ended[(("gateway", "plant-a"), ("project", "P"), ("scope", "browser"))] == 2
+            durations = samples(text, "ignition_perspective_session_duration_seconds_sum")
+            assert durations[(("gateway", "plant-a"), ("project", "P"),
+                              ("scope", "browser"))] == 7290.0  # B's 2 h and A's 90 s
+            assert "polls (every 1s), so a session that starts and ends" in text
+            check = subprocess.run([require_tool("promtool"), "check", "metrics"],
+                                   input=text.encode(), capture_output=True, timeout=30)
+            assert check.returncode == 0, check.stdout + check.stderr
+
+            await prometheus.wait_for_query(f"{p_started} == 4 and on() {q_started} == 1")
+            stamp = await prometheus.query(f"timestamp({p_started})")
+            at = stamp[0]["value"][1]  # the last scrape: increase() extrapolates nothing
+            for series, expected in ((p_started, 4), (q_started, 1)):
+                result = await prometheus.query(f"increase({series}[10m] @ {at})")
+                assert float(result[0]["value"][1]) == expected, series
+        assert await exporter.stop() == 0
