@@ -17,15 +17,16 @@ Rules (the README states them for users):
   its totals are kept: counters never go down while the process runs.
 
 What is held between polls is compact, because it is paid per session: a 64-bit hash of each
-id (Python's `hash`, keyed per process), a reference to its label set (shared), and its age.
+id (Python's `hash`, keyed per process), the index of its label set, and its age.
 """
 
 from __future__ import annotations
 
 from array import array
-from bisect import bisect_right
-from collections.abc import Iterable, Mapping, Sequence
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from types import MappingProxyType
 from typing import Any
 
@@ -36,25 +37,30 @@ from exporter.model import ClientSession, PerspectiveSession, Snapshot
 # hours, a day, three days, a week (a wall screen that never closes), and beyond.
 BUCKETS: tuple[float, ...] = (60.0, 300.0, 900.0, 3600.0, 14400.0, 28800.0, 43200.0,
                               86400.0, 259200.0, 604800.0)
+_BUCKETS_MS = tuple(bound * 1000 for bound in BUCKETS)
 UNKNOWN = -1.0  # the age of a session whose gateway did not say when it started
-# An age above this (about 30 years) is a broken value, not a session.
-_MAX_AGE_SECONDS = 1e9
+# An age above this (about 30 years, in ms) is a broken value, not a session: not observed.
+_MAX_AGE_MS = 1e12
 
 LabelSet = tuple[str, str]  # (project, scope) for Perspective, (project, kind) for clients
 
 
 @dataclass(frozen=True, slots=True)
 class Histogram:
-    """Cumulative bucket counts (one per bound in BUCKETS, then +Inf = the count) and sum."""
+    """Cumulative bucket counts (one per bound in BUCKETS, then +Inf = the count) and the
+    sum, in seconds."""
 
     buckets: tuple[int, ...] = (0,) * (len(BUCKETS) + 1)
     total: float = 0.0
 
     @classmethod
-    def of(cls, values: Iterable[float]) -> Histogram:
-        ordered = sorted(values)
-        return cls((*(bisect_right(ordered, bound) for bound in BUCKETS), len(ordered)),
-                   sum(ordered))
+    def of_ages(cls, ages_ms: Iterable[float]) -> Histogram:
+        """The ages that are known (0 to about 30 years; UNKNOWN and broken values are
+        left out), given in milliseconds."""
+        ordered = sorted(ages_ms)
+        known = ordered[bisect_left(ordered, 0.0):bisect_right(ordered, _MAX_AGE_MS)]
+        return cls((*(bisect_right(known, bound) for bound in _BUCKETS_MS), len(known)),
+                   sum(known) / 1000)
 
     def __add__(self, other: Histogram) -> Histogram:
         return Histogram(tuple(a + b for a, b in zip(self.buckets, other.buckets, strict=True)),
@@ -86,58 +92,112 @@ ZERO = Counts()
 
 @dataclass(frozen=True, slots=True)
 class Held:
-    """The sessions of one successful poll, as compactly as comparing them needs.
+    """The sessions of one successful poll, as compactly as comparing them with the next
+    poll's needs: 20 bytes a session.
 
-    Position i is one session: `ids[i]` the hash of its id, `labels[i]` its label set,
-    `ages[i]` seconds since it started as of that poll (UNKNOWN if not known). Ids are unique.
+    Position i is one session: `ids[i]` the hash of its id, `label_sets[labels[i]]` its label
+    set, `ages[i]` milliseconds since it started as of that poll (UNKNOWN if not known).
+    Ids are unique. `age_histograms` are the ages per label set that holds a session.
     """
 
     ids: array = field(default_factory=lambda: array("q"))
-    labels: tuple[LabelSet, ...] = ()
+    labels: array = field(default_factory=lambda: array("I"))
     ages: array = field(default_factory=lambda: array("d"))
+    label_sets: tuple[LabelSet, ...] = ()
+    age_histograms: Mapping[LabelSet, Histogram] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, ids: Sequence[str | int | None], labels: Sequence[LabelSet],
-           ages: Sequence[float]) -> Held:
-        """Sessions without an id are dropped; of a repeated id only the first is kept."""
-        keys = [hash(i) for i in ids]
-        # Position of each id's first occurrence (later ones overwrite earlier in a dict, so
-        # the list is walked backwards).
-        first = dict(zip(reversed(keys), range(len(keys) - 1, -1, -1), strict=True))
-        if len(first) == len(keys) and None not in ids:
-            return cls(array("q", keys), tuple(labels), array("d", ages))
-        kept = sorted(i for i in first.values() if ids[i] is not None)
-        return cls(array("q", (keys[i] for i in kept)), tuple(labels[i] for i in kept),
-                   array("d", (ages[i] for i in kept)))
+    def of(cls, ids: Sequence[str | int | None], raws: Sequence[tuple[Any, ...]],
+           to_label: Callable[[Any], LabelSet], ages_ms: Sequence[float | None]) -> Held:
+        """Sessions from their ids, raw label values (made label sets by `to_label`, once
+        per distinct value) and ages. Sessions without an id are dropped; of a repeated id
+        only the first is kept. This runs over every session of every poll: one Python loop
+        (in `_group`), the rest are C loops (map, set, array)."""
+        keys = list(map(hash, ids))
+        if None in ages_ms:
+            ages_ms = [UNKNOWN if age is None else age for age in ages_ms]
+        if len(set(keys)) != len(keys) or None in ids:
+            kept = _first_with_id(ids, keys)
+            keys, raws, ages_ms = ([values[i] for i in kept] for values in (keys, raws, ages_ms))
+        labels, raw_values, groups = _group(raws, ages_ms)
+        order: dict[LabelSet, int] = {}
+        by_label: dict[LabelSet, list[float]] = {}
+        for raw, ages in zip(raw_values, groups, strict=True):
+            label_set = to_label(raw)
+            order.setdefault(label_set, len(order))
+            by_label[label_set] = by_label[label_set] + ages if label_set in by_label else ages
+        if len(order) != len(raw_values):  # raw values that became one label set
+            positions = [order[to_label(raw)] for raw in raw_values]
+            labels = [positions[i] for i in labels]
+        return cls(array("q", keys), array("I", labels), _ages_array(ages_ms), tuple(order),
+                   MappingProxyType({k: Histogram.of_ages(v) for k, v in by_label.items()}))
 
     def __len__(self) -> int:
         return len(self.ids)
 
 
-def _age(value: float | None, scale: float = 1.0) -> float:
-    """`value` (in units of `scale` seconds) as an age in seconds, or UNKNOWN if unusable."""
-    if value is None:
+def _first_with_id(ids: Sequence[object], keys: Sequence[int]) -> list[int]:
+    """Positions of each id's first occurrence, sessions without an id left out."""
+    # In a dict later positions overwrite earlier ones, so the list is walked backwards.
+    first = dict(zip(reversed(keys), range(len(keys) - 1, -1, -1), strict=True))
+    return sorted(i for i in first.values() if ids[i] is not None)
+
+
+def _group(raws: Sequence[object], ages: Sequence[float]
+           ) -> tuple[list[int], list[object], list[list[float]]]:
+    """Per session the position of its raw label values among the distinct ones; the
+    distinct ones in order of first appearance; the ages grouped by them."""
+    groups: dict[object, list[float]] = {}
+    for raw, age in zip(raws, ages, strict=True):
+        group = groups.get(raw)
+        if group is None:
+            group = groups[raw] = []
+        group.append(age)
+    index = {raw: position for position, raw in enumerate(groups)}
+    return list(map(index.__getitem__, raws)), list(groups), list(groups.values())
+
+
+def _float(value: float) -> float:
+    """A number as a float; an integer too large for one (a broken gateway) is UNKNOWN."""
+    try:
+        return float(value)
+    except OverflowError:
         return UNKNOWN
-    seconds = value * scale
-    return seconds if 0 <= seconds < _MAX_AGE_SECONDS else UNKNOWN
+
+
+def _ages_array(ages: Sequence[float]) -> array:
+    try:
+        return array("d", ages)
+    except OverflowError:
+        return array("d", map(_float, ages))
+
+
+def _since(at_ms: float, created_ms: float | None) -> float | None:
+    return None if created_ms is None else at_ms - _float(created_ms)
+
+
+_PERSPECTIVE_ID = attrgetter("id")
+_PROJECT_SCOPE = attrgetter("project", "session_scope")
+_UPTIME = attrgetter("uptime")
 
 
 def perspective_held(sessions: Sequence[PerspectiveSession]) -> Held:
-    """Perspective sessions by `id`, labelled (project, scope); `uptime` is in ms."""
-    raws = [(s.project, s.session_scope) for s in sessions]
-    keys = {raw: scope_key(raw) for raw in set(raws)}
-    return Held.of([s.id for s in sessions], [keys[raw] for raw in raws],
-                   [_age(s.uptime, 0.001) for s in sessions])
+    """Perspective sessions by `id`, labelled (project, scope), aged by `uptime` (ms)."""
+    return Held.of(list(map(_PERSPECTIVE_ID, sessions)), list(map(_PROJECT_SCOPE, sessions)),
+                   scope_key, list(map(_UPTIME, sessions)))
+
+
+def _client_label(raw: tuple[str | None, str]) -> LabelSet:
+    return label(raw[0]), raw[1]
 
 
 def client_held(clients: Sequence[ClientSession], at: float) -> Held:
     """Vision clients and Designers by client id, labelled (project, kind); their age is
     `at` (the poll's time, epoch seconds) minus `creationTime` (epoch ms)."""
-    raws = [(c.project, c.kind) for c in clients]
-    keys = {raw: (label(raw[0]), raw[1]) for raw in set(raws)}
-    return Held.of([c.client_id for c in clients], [keys[raw] for raw in raws],
-                   [UNKNOWN if c.creation_time is None else _age(at - c.creation_time / 1000)
-                    for c in clients])
+    at_ms = at * 1000
+    return Held.of([c.client_id for c in clients], [(c.project, c.kind) for c in clients],
+                   _client_label,
+                   [_since(at_ms, c.creation_time) for c in clients])
 
 
 class _Tally:
@@ -151,15 +211,14 @@ class _Tally:
     def start(self, labels: LabelSet) -> None:
         self.started[labels] = self.started.get(labels, 0) + 1
 
-    def end(self, labels: LabelSet, age: float) -> None:
+    def end(self, labels: LabelSet, age_ms: float) -> None:
+        """An unknown age ends the session but is not observed (Histogram leaves it out)."""
         self.ended[labels] = self.ended.get(labels, 0) + 1
-        observed = self.durations.setdefault(labels, [])
-        if age >= 0:  # an unknown age ends the session but is not observed
-            observed.append(age)
+        self.durations.setdefault(labels, []).append(age_ms)
 
     def counts(self) -> dict[LabelSet, Counts]:
         return {labels: Counts(self.started.get(labels, 0), self.ended.get(labels, 0),
-                               Histogram.of(self.durations.get(labels, ())))
+                               Histogram.of_ages(self.durations.get(labels, ())))
                 for labels in self.started.keys() | self.ended.keys()}
 
 
@@ -176,10 +235,10 @@ def compare(previous: Held | None, current: Held) -> dict[LabelSet, Counts]:
     now = dict(zip(current.ids, range(len(current)), strict=True))
     tally = _Tally()
     for key in now.keys() - before.keys():
-        tally.start(current.labels[now[key]])
+        tally.start(current.label_sets[current.labels[now[key]]])
     for key in before.keys() - now.keys():
         position = before[key]
-        tally.end(previous.labels[position], previous.ages[position])
+        tally.end(previous.label_sets[previous.labels[position]], previous.ages[position])
     return tally.counts()
 
 
@@ -189,15 +248,6 @@ def _merge(*changes: Mapping[LabelSet, Counts]) -> dict[LabelSet, Counts]:
         for labels, counts in change.items():
             merged[labels] = merged.get(labels, ZERO) + counts
     return merged
-
-
-def ages_of(held: Held) -> dict[LabelSet, Histogram]:
-    """The age distribution of the held sessions per label set (known ages only)."""
-    grouped: dict[LabelSet, list[float]] = {labels: [] for labels in set(held.labels)}
-    for labels, age in zip(held.labels, held.ages, strict=True):
-        if age >= 0:
-            grouped[labels].append(age)
-    return {labels: Histogram.of(ages) for labels, ages in grouped.items()}
 
 
 _EMPTY: Mapping[Any, Any] = MappingProxyType({})
@@ -237,13 +287,13 @@ class Lifecycle:
             else:  # shown at its old total (0 if new) now, counted from the next poll
                 pending[labels] = counts
         last_seen = dict(self.last_seen)
-        for labels in set(current.labels).union(change):
+        for labels in current.age_histograms.keys() | change.keys():
             last_seen[labels] = now
         shown = {labels: totals.get(labels, ZERO) for labels, seen in last_seen.items()
                  if now - seen <= stale_after}
         return Lifecycle(current, now, MappingProxyType(totals), MappingProxyType(pending),
                          MappingProxyType(last_seen), MappingProxyType(shown),
-                         MappingProxyType(ages_of(current)), MappingProxyType(change))
+                         current.age_histograms, MappingProxyType(change))
 
 
 @dataclass(frozen=True, slots=True)

@@ -150,6 +150,19 @@ async def test_missing_uptime_ends_but_is_not_observed(clock: FakeClock) -> None
     assert gateway.metric(DURATION + "_sum") == {LINE1: 120.0}
 
 
+async def test_absurd_ages_cost_only_their_observation(clock: FakeClock) -> None:
+    """An uptime or creationTime no float can hold: the session still counts."""
+    huge = 10 ** 400
+    client = vision(client_id="V1")
+    client["creationTime"] = huge
+    gateway = await Gateway(clock, snap(s("A", uptime=huge), s("B"), clients=(client,)),
+                            snap(s("B"))).polls(2)
+    assert gateway.poller.status.up
+    assert gateway.metric(ENDED) == {LINE1: 1}
+    assert gateway.metric(DURATION + "_count") == {LINE1: 0}
+    assert gateway.metric("ignition_client_sessions_ended_total") == {("vision", "Line1"): 1}
+
+
 async def test_duplicate_ids_count_once(clock: FakeClock) -> None:
     gateway = await Gateway(clock, snap(s("A")),
                             snap(s("A"), s("B", uptime=1000), s("B", uptime=2000)),
@@ -235,8 +248,9 @@ async def test_client_sessions_by_client_id_with_creation_time(clock: FakeClock)
 # -- the pure core ------------------------------------------------------------------------------
 
 def held(*sessions: tuple[str | None, str, float]) -> Held:
-    return Held.of([i for i, _, _ in sessions], [(p, "browser") for _, p, _ in sessions],
-                   [a for _, _, a in sessions])
+    """(id, project, age in ms) per session; every scope is browser."""
+    return Held.of([i for i, _, _ in sessions], [p for _, p, _ in sessions],
+                   lambda project: (project, "browser"), [a for _, _, a in sessions])
 
 
 def test_compare_without_previous_counts_nothing() -> None:
@@ -244,23 +258,23 @@ def test_compare_without_previous_counts_nothing() -> None:
 
 
 def test_compare_counts_where_sessions_were() -> None:
-    change = compare(held(("A", "P", 10.0), ("B", "P", 20.0)),
-                     held(("A", "Q", 11.0), ("C", "R", 1.0)))
+    change = compare(held(("A", "P", 10_000), ("B", "P", 20_000)),
+                     held(("A", "Q", 11_000), ("C", "R", 1_000)))
     assert {k: (c.started, c.ended, c.durations.total) for k, c in change.items()} == {
         ("P", "browser"): (0, 1, 20.0), ("R", "browser"): (1, 0, 0.0)}
 
 
 def test_held_keeps_first_of_repeated_ids_and_drops_missing_ones() -> None:
     h = held(("A", "P", 1.0), (None, "P", 2.0), ("A", "Q", 3.0), ("B", "P", UNKNOWN))
-    assert h.labels == (("P", "browser"), ("P", "browser"))
+    assert [h.label_sets[i] for i in h.labels] == [("P", "browser"), ("P", "browser")]
     assert h.ages == array("d", [1.0, UNKNOWN])
     assert len(h) == 2
 
 
 def test_histogram_buckets_are_cumulative_and_le() -> None:
-    histogram = Histogram.of([60.0, 61.0, 700_000.0])
+    histogram = Histogram.of_ages([60_000.0, 61_000.0, 700_000_000.0, UNKNOWN, 1e30])
     assert histogram.buckets[:2] == (1, 2)
-    assert histogram.buckets[-2:] == (2, 3)
+    assert histogram.buckets[-2:] == (2, 3)  # the unknown and the broken age left out
     assert histogram.total == 700_121.0
 
 
