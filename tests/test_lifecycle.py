@@ -12,6 +12,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.probes import ingest
 from exporter.collector import SessionCollector
 from exporter.config import GatewayConfig
 from exporter.lifecycle import UNKNOWN, Held, Histogram, Lifecycle, compare
@@ -22,7 +23,7 @@ from exporter.sources import SourceError
 from tests.conftest import FakeClock, ServerFactory, require_tool
 from tests.fakes import ScriptedSource, down
 from tests.metrics import samples
-from tests.payloads import document, perspective, snapshot_of, vision
+from tests.payloads import document, encode, perspective, snapshot_of, vision
 from tests.processes import ExporterProcess, PrometheusServer, write_config
 
 GATEWAY = GatewayConfig(name="plant-a", url="http://gw", poll_interval=15, timeout=5,
@@ -243,6 +244,15 @@ async def test_client_sessions_by_client_id_with_creation_time(clock: FakeClock)
     durations = gateway.metric("ignition_client_session_duration_seconds_sum")
     assert durations == {vision_: 7200.0, designer: 0.0}  # D1 had no creationTime
     assert gateway.metric("ignition_client_session_duration_seconds_count")[designer] == 0
+
+
+async def test_the_memory_benchmark_holds_the_lifecycle_state() -> None:
+    """The benchmark's memory figure is resident memory added by the statuses its probe
+    keeps; the state compared at the next poll lives in them, so the figure includes it."""
+    sessions = [perspective(f"s{i}", project=f"P{i % 3}") for i in range(50)]
+    status = await ingest(encode(document(sessions)), "bench")
+    assert len(status.lifecycle.perspective.held) == 50
+    assert set(status.lifecycle.perspective.shown) == {(f"P{i}", "browser") for i in range(3)}
 
 
 # -- the pure core ------------------------------------------------------------------------------
