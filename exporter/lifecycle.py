@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from exporter.aggregate import label, scope_key
 from exporter.model import ClientSession, PerspectiveSession, Snapshot
@@ -107,29 +107,30 @@ class Held:
     age_histograms: Mapping[LabelSet, Histogram] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, ids: Sequence[str | int | None], raws: Sequence[tuple[Any, ...]],
-           to_label: Callable[[Any], LabelSet], ages_ms: Sequence[float | None]) -> Held:
-        """Sessions from their ids, raw label values (made label sets by `to_label`, once
-        per distinct value) and ages. Sessions without an id are dropped; of a repeated id
+    def of(cls, records: Sequence[R], fields: Fields[R]) -> Held:
+        """The sessions of one list. Sessions without an id are dropped; of a repeated id
         only the first is kept. This runs over every session of every poll: one Python loop
         (in `_group`), the rest are C loops (map, set, array)."""
+        ids = list(map(fields.id, records))
         keys = list(map(hash, ids))
-        if None in ages_ms:
-            ages_ms = [UNKNOWN if age is None else age for age in ages_ms]
         if len(set(keys)) != len(keys) or None in ids:
             kept = _first_with_id(ids, keys)
-            keys, raws, ages_ms = ([values[i] for i in kept] for values in (keys, raws, ages_ms))
-        labels, raw_values, groups = _group(raws, ages_ms)
+            records, keys = [records[i] for i in kept], [keys[i] for i in kept]
+        ages = list(map(fields.age, records))
+        if None in ages:
+            ages = [UNKNOWN if age is None else age for age in ages]
+        labels, raws, groups = _group(map(fields.first, records), map(fields.second, records),
+                                      ages)
         order: dict[LabelSet, int] = {}
         by_label: dict[LabelSet, list[float]] = {}
-        for raw, ages in zip(raw_values, groups, strict=True):
-            label_set = to_label(raw)
+        for raw, group in zip(raws, groups, strict=True):
+            label_set = fields.label(raw)
             order.setdefault(label_set, len(order))
-            by_label[label_set] = by_label[label_set] + ages if label_set in by_label else ages
-        if len(order) != len(raw_values):  # raw values that became one label set
-            positions = [order[to_label(raw)] for raw in raw_values]
+            by_label[label_set] = by_label[label_set] + group if label_set in by_label else group
+        if len(order) != len(raws):  # raw values that became one label set
+            positions = [order[fields.label(raw)] for raw in raws]
             labels = [positions[i] for i in labels]
-        return cls(array("q", keys), array("I", labels), _ages_array(ages_ms), tuple(order),
+        return cls(array("q", keys), array("I", labels), _ages_array(ages), tuple(order),
                    MappingProxyType({k: Histogram.of_ages(v) for k, v in by_label.items()}))
 
     def __len__(self) -> int:
@@ -143,18 +144,28 @@ def _first_with_id(ids: Sequence[object], keys: Sequence[int]) -> list[int]:
     return sorted(i for i in first.values() if ids[i] is not None)
 
 
-def _group(raws: Sequence[object], ages: Sequence[float]
-           ) -> tuple[list[int], list[object], list[list[float]]]:
+def _group(firsts: Iterable[object], seconds: Iterable[object], ages: Sequence[float]
+           ) -> tuple[list[int], list[tuple[object, object]], list[list[float]]]:
     """Per session the position of its raw label values among the distinct ones; the
-    distinct ones in order of first appearance; the ages grouped by them."""
-    groups: dict[object, list[float]] = {}
-    for raw, age in zip(raws, ages, strict=True):
-        group = groups.get(raw)
-        if group is None:
-            group = groups[raw] = []
-        group.append(age)
-    index = {raw: position for position, raw in enumerate(groups)}
-    return list(map(index.__getitem__, raws)), list(groups), list(groups.values())
+    distinct ones in order of first appearance; the ages grouped by them. Looked up one
+    value at a time (a dict per first value), which makes no tuple per session."""
+    index: dict[object, dict[object, int]] = {}
+    raws: list[tuple[object, object]] = []
+    groups: list[list[float]] = []
+    labels: list[int] = []
+    append = labels.append
+    for first, second, age in zip(firsts, seconds, ages, strict=True):
+        by_second = index.get(first)
+        if by_second is None:
+            by_second = index[first] = {}
+        position = by_second.get(second)
+        if position is None:
+            position = by_second[second] = len(groups)
+            raws.append((first, second))
+            groups.append([])
+        append(position)
+        groups[position].append(age)
+    return labels, raws, groups
 
 
 def _float(value: float) -> float:
@@ -176,15 +187,29 @@ def _since(at_ms: float, created_ms: float | None) -> float | None:
     return None if created_ms is None else at_ms - _float(created_ms)
 
 
-_PERSPECTIVE_ID = attrgetter("id")
-_PROJECT_SCOPE = attrgetter("project", "session_scope")
-_UPTIME = attrgetter("uptime")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class Fields(Generic[R]):
+    """How to read one kind of record: its id, its two raw label values, its age in ms (None
+    if unknown), and the label set the raw values make."""
+
+    id: Callable[[R], str | int | None]
+    first: Callable[[R], object]
+    second: Callable[[R], object]
+    age: Callable[[R], float | None]
+    label: Callable[[Any], LabelSet]
+
+
+PERSPECTIVE: Fields[PerspectiveSession] = Fields(
+    attrgetter("id"), attrgetter("project"), attrgetter("session_scope"), attrgetter("uptime"),
+    scope_key)
 
 
 def perspective_held(sessions: Sequence[PerspectiveSession]) -> Held:
     """Perspective sessions by `id`, labelled (project, scope), aged by `uptime` (ms)."""
-    return Held.of(list(map(_PERSPECTIVE_ID, sessions)), list(map(_PROJECT_SCOPE, sessions)),
-                   scope_key, list(map(_UPTIME, sessions)))
+    return Held.of(sessions, PERSPECTIVE)
 
 
 def _client_label(raw: tuple[str | None, str]) -> LabelSet:
@@ -195,9 +220,9 @@ def client_held(clients: Sequence[ClientSession], at: float) -> Held:
     """Vision clients and Designers by client id, labelled (project, kind); their age is
     `at` (the poll's time, epoch seconds) minus `creationTime` (epoch ms)."""
     at_ms = at * 1000
-    return Held.of([c.client_id for c in clients], [(c.project, c.kind) for c in clients],
-                   _client_label,
-                   [_since(at_ms, c.creation_time) for c in clients])
+    return Held.of(clients, Fields(
+        attrgetter("client_id"), attrgetter("project"), attrgetter("kind"),
+        lambda client: _since(at_ms, client.creation_time), _client_label))
 
 
 class _Tally:

@@ -15,8 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.probes import ingest
 from exporter.collector import SessionCollector
 from exporter.config import GatewayConfig
-from exporter.lifecycle import UNKNOWN, Held, Histogram, Lifecycle, compare
-from exporter.model import Snapshot
+from exporter.lifecycle import UNKNOWN, Held, Histogram, Lifecycle, compare, perspective_held
+from exporter.model import PerspectiveSession, Snapshot
 from exporter.poller import GatewayPoller
 from exporter.simulator import WEBDEV_PATH
 from exporter.sources import SourceError
@@ -258,9 +258,9 @@ async def test_the_memory_benchmark_holds_the_lifecycle_state() -> None:
 # -- the pure core ------------------------------------------------------------------------------
 
 def held(*sessions: tuple[str | None, str, float]) -> Held:
-    """(id, project, age in ms) per session; every scope is browser."""
-    return Held.of([i for i, _, _ in sessions], [p for _, p, _ in sessions],
-                   lambda project: (project, "browser"), [a for _, _, a in sessions])
+    """(id, project, uptime in ms) per session; every scope is browser."""
+    return perspective_held([PerspectiveSession(id=i, project=p, session_scope="browser",
+                                                uptime=a) for i, p, a in sessions])
 
 
 def test_compare_without_previous_counts_nothing() -> None:
