@@ -14,7 +14,8 @@ Rules (the README states them for users):
 - A label set is shown at 0 on the poll before it first counts, so `increase()` sees the
   first login; counts that land in a label set the exposition did not show are held back one
   poll for that reason. A label set with no session for `stale_after` is no longer shown, but
-  its totals are kept: counters never go down while the process runs.
+  its totals are kept (up to REMEMBERED_LABEL_SETS of them): counters never go down while
+  the process runs.
 
 What is held between polls is compact, because it is paid per session: a 64-bit hash of each
 id (Python's `hash`, keyed per process), the index of its label set, and its age.
@@ -43,6 +44,9 @@ UNKNOWN = -1.0  # the age of a session whose gateway did not say when it started
 _MAX_AGE_MS = 1e12
 
 LabelSet = tuple[str, str]  # (project, scope) for Perspective, (project, kind) for clients
+# Label sets no longer shown whose totals are kept, per list of a gateway (about 300 bytes
+# each), in case they come back.
+REMEMBERED_LABEL_SETS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +279,20 @@ def _merge(*changes: Mapping[LabelSet, Counts]) -> dict[LabelSet, Counts]:
     return merged
 
 
+def _forget(last_seen: dict[LabelSet, float], totals: dict[LabelSet, Counts],
+            pending: dict[LabelSet, Counts], shown: Mapping[LabelSet, Counts],
+            remember: int) -> None:
+    """Drop the label sets not shown for the longest, so that `remember` of them are left: a
+    gateway inventing project names must not grow the exporter's memory for ever. Only then
+    can a counter restart from 0, after its series has been gone for a long time (which
+    `rate()` reads as a reset)."""
+    hidden = sorted((seen, labels) for labels, seen in last_seen.items() if labels not in shown)
+    for _, labels in hidden[:len(hidden) - remember]:
+        del last_seen[labels]
+        totals.pop(labels, None)
+        pending.pop(labels, None)
+
+
 _EMPTY: Mapping[Any, Any] = MappingProxyType({})
 
 
@@ -299,8 +317,10 @@ class Lifecycle:
     ages: Mapping[LabelSet, Histogram] = field(default_factory=_empty)
     change: Mapping[LabelSet, Counts] = field(default_factory=_empty)
 
-    def after(self, current: Held, now: float, stale_after: float) -> Lifecycle:
-        """The state after a successful poll at `now` that saw `current`."""
+    def after(self, current: Held, now: float, stale_after: float,
+              remember: int = REMEMBERED_LABEL_SETS) -> Lifecycle:
+        """The state after a successful poll at `now` that saw `current`. Of the label sets
+        no longer shown, at most `remember` (the most recently seen) keep their totals."""
         change = compare(self.held, current)
         visible = (self.shown.keys() if self.at is not None and now - self.at <= stale_after
                    else frozenset())
@@ -316,6 +336,8 @@ class Lifecycle:
             last_seen[labels] = now
         shown = {labels: totals.get(labels, ZERO) for labels, seen in last_seen.items()
                  if now - seen <= stale_after}
+        if len(last_seen) - len(shown) > remember:
+            _forget(last_seen, totals, pending, shown, remember)
         return Lifecycle(current, now, MappingProxyType(totals), MappingProxyType(pending),
                          MappingProxyType(last_seen), MappingProxyType(shown),
                          current.age_histograms, MappingProxyType(change))

@@ -374,3 +374,17 @@ async def test_process_and_prometheus_count_logins(tmp_path: Path,
                 result = await prometheus.query(f"increase({series}[10m] @ {at})")
                 assert float(result[0]["value"][1]) == expected, series
         assert await exporter.stop() == 0
+
+
+def test_label_sets_gone_for_longest_are_forgotten_beyond_the_bound() -> None:
+    """A gateway inventing a project per poll: memory stays bounded, shown series intact."""
+    state = Lifecycle()
+    for poll in range(30):
+        state = state.after(held(("keep", "P", 1.0), (f"s{poll}", f"X{poll}", 1.0)),
+                            poll * 15.0, 60.0, remember=5)
+    assert len(state.last_seen) == len(state.shown) + 5
+    assert ("P", "browser") in state.shown and ("X29", "browser") in state.shown
+    assert ("X0", "browser") not in state.totals
+    kept = {labels for labels in state.last_seen if labels not in state.shown}
+    # X{k} was last seen when it ended, at poll k + 1: X24 to X29 are still shown
+    assert kept == {(f"X{i}", "browser") for i in range(19, 24)}  # the most recently seen
