@@ -13,10 +13,17 @@ from array import array
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Annotated
 
 import msgspec
 
 Number = int | float
+# A count, a byte total, a duration or a timestamp as a gateway reports it. Anything negative,
+# above 2^63 (Java's Long.MAX_VALUE) or not finite (NaN, infinity) fails decoding, so the
+# session carrying it is counted invalid instead of poisoning a sum or a counter. The bounds
+# are msgspec's own constraints, checked while decoding at no measurable cost.
+Count = (Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+         | Annotated[float, msgspec.Meta(ge=0, le=2.0**63)])
 
 
 class PerspectiveSession(msgspec.Struct, frozen=True, rename="camel", gc=False):
@@ -27,11 +34,16 @@ class PerspectiveSession(msgspec.Struct, frozen=True, rename="camel", gc=False):
     project: str | None = None
     session_scope: str | None = None
     # Milliseconds since the session last communicated (sources normalise to this meaning).
-    last_comm: Number | None = None
-    active_pages: Number | None = None
-    recent_bytes_sent: Number | None = None
-    total_bytes_sent: Number | None = None
-    uptime: Number | None = None  # milliseconds since the session started
+    last_comm: Count | None = None
+    active_pages: Count | None = None
+    recent_bytes_sent: Count | None = None
+    total_bytes_sent: Count | None = None
+    uptime: Count | None = None  # milliseconds since the session started
+
+    @property
+    def identity(self) -> str | int | None:
+        """What makes this session one session: no two in one list may share it."""
+        return self.id
 
 
 class ClientSession(msgspec.Struct, frozen=True, rename="camel", gc=False):
@@ -42,7 +54,12 @@ class ClientSession(msgspec.Struct, frozen=True, rename="camel", gc=False):
     address: str | None = None
     is_designer: bool | None = None
     client_id: str | int | None = None
-    creation_time: Number | None = None
+    creation_time: Count | None = None
+
+    @property
+    def identity(self) -> str | int | None:
+        """What makes this client one client: no two in one list may share it."""
+        return self.client_id
 
     @property
     def kind(self) -> str:

@@ -36,6 +36,8 @@ _NO_ERRORS: Mapping[Reason, int] = MappingProxyType(dict.fromkeys(Reason, 0))
 # ones are digested inline, which is faster (no GIL hand-offs) and holds the loop only
 # briefly, one gateway at a time.
 THREAD_THRESHOLD_SESSIONS = 20_000
+# An unexpected exception's text is cut to this in the failure's detail.
+DETAIL_MAX_CHARS = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,11 +138,20 @@ class GatewayPoller:
         except SourceError as exc:
             error = exc
         except Exception as exc:  # a bug must cost one poll, not the gateway's poll task
-            log.exception("unexpected error while polling", extra={"gateway": self.gateway.name})
-            error = SourceError(self.gateway.name, Reason.DECODE,
-                                f"unexpected {type(exc).__name__} while reading the answer")
+            error = self._unexpected(exc)
         self._failed(error, self._clock.monotonic() - started)
         return self.status
+
+    def _unexpected(self, exc: Exception) -> SourceError:
+        """An exception no source anticipated, as a failed poll: logged like any other failure
+        (once per change of state, see `_failed`), its traceback only at debug level, so an
+        answer that trips it on every poll does not flood the log."""
+        log.debug("unexpected error while polling", exc_info=exc,
+                  extra={"gateway": self.gateway.name})
+        text = str(exc)
+        text = text if len(text) <= DETAIL_MAX_CHARS else text[:DETAIL_MAX_CHARS] + "…"
+        return SourceError(self.gateway.name, Reason.DECODE, f"unexpected {type(exc).__name__} "
+                           f"while reading the answer{': ' + text if text else ''}")
 
     def _decode_and_digest(self, decode: Decode) -> tuple[Snapshot, Digest]:
         """The CPU-heavy part of a poll. Touches nothing readers see; polls of one gateway

@@ -13,7 +13,7 @@ def test_counts_per_project_scope_and_user() -> None:
         perspective("4", "eng", "Line2", "designer"),
     ], [
         vision("operator1", "Line1"), vision("operator1", "Line1", client_id="2"),
-        vision("eng", "Line2", designer=True),
+        vision("eng", "Line2", designer=True, client_id="3"),
     ]))
     result = aggregate(snap, idle_after_seconds=60)
     assert result.perspective_sessions == {

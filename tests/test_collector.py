@@ -35,7 +35,7 @@ async def test_metric_contract(clock: FakeClock) -> None:
     snap = snapshot_of(document(
         [perspective("A", "jsmith", "P", "Browser", total=5000, active_pages=2, recent=10),
          perspective("B", "jsmith", "P", "browser", total=1000, last_comm=90_000, recent=5)],
-        [vision("op", "P"), vision("eng", "P", designer=True)]))
+        [vision("op", "P"), vision("eng", "P", designer=True, client_id="7C01")]))
     p = GatewayPoller(GATEWAY, ScriptedSource(clock, snap), idle_after=60, clock=clock)
     await p.poll_once()
     got = samples([p], clock)

@@ -39,7 +39,7 @@ async def pollers_with_data(clock: FakeClock) -> list[GatewayPoller]:
     snap = snapshot_of(document(
         [perspective("A", 'O"Brien\\', "Line 1", "Browser", total=5000, last_comm=90_000),
          perspective("B", "jürgen\nx", "Line 1", "ios", total=10)],
-        [vision("op", "Line 1"), vision("eng", "Q", designer=True)]))
+        [vision("op", "Line 1"), vision("eng", "Q", designer=True, client_id="7C01")]))
     a = GatewayPoller(GATEWAY, ScriptedSource(clock, snap, down(Reason.HTTP)), idle_after=60,
                       clock=clock)
     b = GatewayPoller(replace(GATEWAY, name="plant-b", session_limit=50),

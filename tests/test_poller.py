@@ -98,9 +98,17 @@ async def test_an_unexpected_exception_costs_one_poll(clock: FakeClock,
                 raise KeyError("bug")
             return decode
 
-    status = await GatewayPoller(GATEWAY, Buggy(), idle_after=60, clock=clock).poll_once()
+    caplog.set_level(logging.INFO, logger="exporter.poller")
+    p = GatewayPoller(GATEWAY, Buggy(), idle_after=60, clock=clock)
+    for _ in range(3):
+        status = await p.poll_once()
     assert status.error is not None and status.error.reason is Reason.DECODE
-    assert "unexpected error while polling" in caplog.text
+    assert status.poll_errors[Reason.DECODE] == 3
+    # One line for the change of state, with the exception named; no traceback, no ERROR.
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", "gateway down")]
+    assert caplog.records[0].detail == "unexpected KeyError while reading the answer: 'bug'"
+    assert caplog.records[0].exc_info is None
 
 
 async def test_schedule_is_fixed_rate_with_initial_jitter(clock: FakeClock) -> None:

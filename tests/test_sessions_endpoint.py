@@ -25,7 +25,7 @@ PLANT_A = document([
     perspective("a4", "bill.smith", "Line2", "android"),
     perspective("a5", "billXsmith", "Line2", "designer"),
     perspective("a6", "bill", "Line1", "browser", customKey={"nested": [1, 2]}),
-], [vision("billy", "Line1"), vision("operator1", "Line2", designer=True)])
+], [vision("billy", "Line1"), vision("operator1", "Line2", designer=True, client_id="7C01")])
 PLANT_B = document([perspective("b1", "billy", "Shipping")], [])
 
 

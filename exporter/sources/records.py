@@ -1,7 +1,22 @@
-"""Decoding session lists one record at a time, so one odd session never costs a whole poll."""
+"""Decoding session lists one record at a time, so one odd session never costs a whole poll.
+
+Every source goes through here, for every list, so the rules hold for all of them alike:
+
+- A record of the wrong shape (a string where a number belongs, a negative or impossible
+  number, not an object at all) is skipped and counted invalid.
+- Numbers sent as numeric strings (`"12"`, what a script stringifying a Java `Long` gives) are
+  accepted and held to the same bounds (`strict=False`).
+- One session per identity within one list: the first occurrence wins, every further record
+  with the same `id` (Perspective) or `clientId` (clients) is counted invalid and left out of
+  the metrics and `/sessions`. A gateway cannot report one session twice, so a repeat is a
+  broken answer; keeping both would count its bytes twice.
+- JSON nested deeper than the decoder can follow costs only the records that contain it.
+"""
 
 from __future__ import annotations
 
+import re
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -11,10 +26,22 @@ import msgspec
 from exporter.model import ClientSession, PerspectiveSession
 
 T = TypeVar("T", PerspectiveSession, ClientSession)
+D = TypeVar("D")
 
 # Decoders are immutable and reusable; building one per call would cost more than decoding.
-PERSPECTIVE_DECODER = msgspec.json.Decoder(PerspectiveSession)
-CLIENT_DECODER = msgspec.json.Decoder(ClientSession)
+PERSPECTIVE_DECODER = msgspec.json.Decoder(PerspectiveSession, strict=False)
+CLIENT_DECODER = msgspec.json.Decoder(ClientSession, strict=False)
+
+# msgspec decodes (and skips) nested JSON recursively, so a value nested about a thousand
+# levels deep raises RecursionError. When that happens, the body is read again with every
+# container nested deeper than this replaced by a marker string, and each record holding a
+# marker is replaced by a value no record decoder accepts. Real sessions are four levels deep.
+MAX_DEPTH = 200
+# Random per process, so no gateway can send it and have a good session taken for a deep one.
+_MARKER = b'"\\u0000nested too deeply ' + secrets.token_hex(8).encode() + b'"'
+_NOT_A_RECORD = msgspec.Raw(b'"a record nested too deeply to read"')
+_BRACKET_OR_QUOTE = re.compile(rb'["\[\]{}]')
+_REST_OF_STRING = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,30 +52,89 @@ class Decoded(Generic[T]):
 
 
 def decode_records(items: Sequence[msgspec.Raw], decoder: msgspec.json.Decoder[T]) -> Decoded[T]:
-    """Typed records plus the raw bytes they came from; malformed items are skipped and counted.
+    """Typed records plus the raw bytes they came from; invalid and repeated ones are counted.
 
-    Missing or null fields are fine (they default to None). A field of the wrong type, or an
-    item that is not an object at all, makes that one item invalid. Invalid UTF-8 inside an
-    item is replaced (U+FFFD) rather than rejected: a mangled username is still a session.
+    Missing or null fields are fine (they default to None). Invalid UTF-8 inside an item is
+    replaced (U+FFFD) rather than rejected: a mangled username is still a session.
     """
     records: list[T] = []
     raw: list[msgspec.Raw | bytes] = []
+    seen: set[str | int] = set()
     invalid = 0
     decode = decoder.decode
     for item in items:
+        kept: msgspec.Raw | bytes = item
         try:
-            records.append(decode(item))
+            record = decode(item)
         except UnicodeDecodeError:
-            repaired = bytes(item).decode("utf-8", "replace").encode("utf-8")
-            try:
-                records.append(decode(repaired))
-            except (msgspec.ValidationError, msgspec.DecodeError):
-                invalid += 1
-                continue
-            raw.append(repaired)
-            continue
-        except (msgspec.ValidationError, msgspec.DecodeError):
+            kept = bytes(item).decode("utf-8", "replace").encode("utf-8")
+            record = _decode_or_none(decoder, kept)
+        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+            record = None
+        if record is None:
             invalid += 1
             continue
-        raw.append(item)
+        identity = record.identity
+        if identity is not None:
+            if identity in seen:
+                invalid += 1
+                continue
+            seen.add(identity)
+        records.append(record)
+        raw.append(kept)
     return Decoded(tuple(records), tuple(raw), invalid)
+
+
+def _decode_or_none(decoder: msgspec.json.Decoder[T], item: bytes) -> T | None:
+    try:
+        return decoder.decode(item)
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+        return None
+
+
+def decode_bounded(decoder: msgspec.json.Decoder[D], body: bytes) -> tuple[D, bool]:
+    """`decoder.decode(body)`, and whether over-deep values had to be cut out to get it.
+
+    When True, pass every list of records taken from the result through `screened`.
+    Decoding errors other than the depth propagate as msgspec raises them.
+    """
+    try:
+        return decoder.decode(body), False
+    except RecursionError:
+        return decoder.decode(cut_deep_values(body, MAX_DEPTH, _MARKER)), True
+
+
+def screened(items: Sequence[msgspec.Raw], cut: bool) -> Sequence[msgspec.Raw]:
+    """The records of a list, each one that held a cut value replaced by an invalid one."""
+    if not cut:
+        return items
+    return [_NOT_A_RECORD if _MARKER in bytes(item) else item for item in items]
+
+
+def cut_deep_values(body: bytes, limit: int, marker: bytes) -> bytes:
+    """`body` with every array or object nested deeper than `limit` replaced by `marker`.
+
+    Iterative, so depth costs nothing; it only tracks brackets outside strings. Malformed
+    JSON stays malformed (the decoder then says why), it is never repaired.
+    """
+    pieces: list[bytes] = []
+    depth = copied = position = 0
+    find, length = _BRACKET_OR_QUOTE.search, len(body)
+    while position < length and (found := find(body, position)):
+        char, position = body[found.start()], found.end()
+        if char == 0x22:  # '"': skip the string, brackets inside it are text
+            end = _REST_OF_STRING.match(body, position)
+            if end is None:
+                break
+            position = end.end()
+        elif char in b"[{":
+            depth += 1
+            if depth == limit + 1:
+                pieces += (body[copied:found.start()], marker)
+        else:
+            if depth == limit + 1:
+                copied = position
+            depth -= 1
+    if depth <= limit:
+        pieces.append(body[copied:])
+    return b"".join(pieces)

@@ -18,7 +18,13 @@ from exporter.config import GatewayConfig
 from exporter.model import ClientSession, PerspectiveSession, Snapshot
 from exporter.sources.errors import Reason, SourceError
 from exporter.sources.http import GatewayClient
-from exporter.sources.records import CLIENT_DECODER, PERSPECTIVE_DECODER, decode_records
+from exporter.sources.records import (
+    CLIENT_DECODER,
+    PERSPECTIVE_DECODER,
+    decode_bounded,
+    decode_records,
+    screened,
+)
 
 PERSPECTIVE_PATH = "data/perspective/api/v1/sessions/"  # the trailing slash matters
 VISION_PATH = "data/vision/api/v1/clients"
@@ -39,12 +45,12 @@ _LIST = msgspec.json.Decoder(list[msgspec.Raw])
 def page_items(body: bytes, gateway: str) -> list[msgspec.Raw]:
     """The list inside one page, whichever envelope the gateway used."""
     try:
-        envelope = _ENVELOPE.decode(body)
+        envelope, cut = decode_bounded(_ENVELOPE, body)
         if isinstance(envelope, list):
-            return envelope
+            return list(screened(envelope, cut))
         for key in ENVELOPE_KEYS:
             if key in envelope:
-                return _LIST.decode(envelope[key])
+                return list(screened(_LIST.decode(envelope[key]), cut))
     except msgspec.ValidationError as exc:
         raise SourceError(gateway, Reason.SCHEMA, f"unexpected page shape: {exc}") from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:

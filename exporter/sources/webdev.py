@@ -12,7 +12,13 @@ from exporter.config import GatewayConfig
 from exporter.model import Number, Snapshot
 from exporter.sources.errors import Reason, SourceError
 from exporter.sources.http import GatewayClient
-from exporter.sources.records import CLIENT_DECODER, PERSPECTIVE_DECODER, decode_records
+from exporter.sources.records import (
+    CLIENT_DECODER,
+    PERSPECTIVE_DECODER,
+    decode_bounded,
+    decode_records,
+    screened,
+)
 
 SCHEMA_VERSION = 1
 
@@ -37,7 +43,7 @@ _DOCUMENT_DECODER = msgspec.json.Decoder(_Document)
 def decode_webdev(body: bytes, gateway: str) -> Snapshot:
     """Bytes of a schema-1 document to a `Snapshot`; `SourceError` (decode/schema) otherwise."""
     try:
-        document = _DOCUMENT_DECODER.decode(body)
+        document, cut = decode_bounded(_DOCUMENT_DECODER, body)
     except msgspec.ValidationError as exc:
         raise SourceError(gateway, Reason.SCHEMA, f"unexpected document shape: {exc}") from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
@@ -45,8 +51,8 @@ def decode_webdev(body: bytes, gateway: str) -> Snapshot:
     if document.schema != SCHEMA_VERSION:
         raise SourceError(gateway, Reason.SCHEMA, f"unsupported schema {document.schema} "
                           f"(this exporter reads schema {SCHEMA_VERSION})")
-    perspective = decode_records(document.perspective or (), PERSPECTIVE_DECODER)
-    clients = decode_records(document.vision or (), CLIENT_DECODER)
+    perspective = decode_records(screened(document.perspective or (), cut), PERSPECTIVE_DECODER)
+    clients = decode_records(screened(document.vision or (), cut), CLIENT_DECODER)
     info = document.gateway or _GatewayInfo()
     return Snapshot(
         perspective=perspective.records,

@@ -1,0 +1,143 @@
+"""The per-record rules every source shares: duplicates, impossible numbers, numeric strings,
+deep nesting. Driven through both sources' decoders, since the rules must hold for both."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from exporter.sources import Reason, SourceError
+from exporter.sources.records import (
+    MAX_DEPTH,
+    PERSPECTIVE_DECODER,
+    cut_deep_values,
+    decode_records,
+)
+from exporter.sources.rest import page_items
+from exporter.sources.webdev import decode_webdev
+from tests.payloads import document, encode, perspective, snapshot_of, vision
+
+DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
+def test_duplicate_ids_first_wins_and_each_repeat_is_invalid() -> None:
+    snap = snapshot_of(document(
+        [perspective("A", total=1000), perspective("B", total=7),
+         perspective("A", total=400), perspective("A", total=5)],
+        [vision("op", client_id="C1"), vision("eng", designer=True, client_id="C1"),
+         vision("op2", client_id="C2")]))
+    assert [(s.id, s.total_bytes_sent) for s in snap.perspective] == [("A", 1000), ("B", 7)]
+    assert [json.loads(bytes(raw))["totalBytesSent"] for raw in snap.perspective_json] == [1000, 7]
+    assert [(c.client_id, c.username) for c in snap.clients] == [("C1", "op"), ("C2", "op2")]
+    assert len(snap.clients_json) == 2
+    assert snap.invalid_sessions == 3
+
+
+def test_sessions_without_an_id_are_never_duplicates() -> None:
+    snap = snapshot_of(document([perspective(None), perspective(None)],  # type: ignore[arg-type]
+                                [vision(client_id=None), vision(client_id=None)]))  # type: ignore[arg-type]
+    assert (len(snap.perspective), len(snap.clients), snap.invalid_sessions) == (2, 2, 0)
+
+
+def test_duplicates_are_per_list() -> None:
+    """A Perspective session and a Vision client may share an id: different lists."""
+    snap = snapshot_of(document([perspective("X1")], [vision(client_id="X1")]))
+    assert (len(snap.perspective), len(snap.clients), snap.invalid_sessions) == (1, 1, 0)
+
+
+def test_duplicates_in_a_rest_page_are_dropped_the_same_way() -> None:
+    items = page_items(encode({"items": [perspective("A"), perspective("A", total=1)]}), "g")
+    decoded = decode_records(items, PERSPECTIVE_DECODER)
+    assert (len(decoded.records), decoded.invalid) == (1, 1)
+
+
+IMPOSSIBLE: list[tuple[str, str]] = [
+    ("totalBytesSent", "1e308"), ("totalBytesSent", "1e999"), ("totalBytesSent", "-1"),
+    ("totalBytesSent", "18446744073709551616"), ("totalBytesSent", "9223372036854775808"),
+    ("totalBytesSent", "9.3e18"), ("activePages", "-5"), ("recentBytesSent", "-5"),
+    ("recentBytesSent", "-0.5"), ("lastComm", "-1"),
+]
+
+
+def _session_with(key: str, json_text: str) -> bytes:
+    body = encode(document([perspective("good"), perspective("odd", **{key: "<value>"})]))
+    return body.replace(b'"<value>"', json_text.encode())
+
+
+@pytest.mark.parametrize(("key", "json_text"), IMPOSSIBLE)
+def test_impossible_numbers_make_only_their_session_invalid(key: str, json_text: str) -> None:
+    snap = decode_webdev(_session_with(key, json_text), "g")
+    assert [s.id for s in snap.perspective] == ["good"]
+    assert snap.invalid_sessions == 1
+
+
+def test_the_largest_possible_values_are_kept() -> None:
+    snap = decode_webdev(_session_with("totalBytesSent", str(2**63 - 1)), "g")
+    assert snap.perspective[1].total_bytes_sent == 2**63 - 1
+    snap = decode_webdev(_session_with("totalBytesSent", "9.2e18"), "g")
+    assert snap.perspective[1].total_bytes_sent == 9.2e18
+
+
+def test_impossible_client_creation_time_is_invalid() -> None:
+    row: dict[str, Any] = vision(client_id="C9")
+    row["creationTime"] = -1
+    snap = snapshot_of(document([], [vision(), row]))
+    assert (len(snap.clients), snap.invalid_sessions) == (1, 1)
+
+
+@pytest.mark.parametrize(("value", "number"), [("12", 12), ("12.5", 12.5), ("0", 0),
+                                                ("9223372036854775807", 2**63 - 1)])
+def test_numeric_strings_are_accepted(value: str, number: float) -> None:
+    """What a script stringifying a Java Long sends: read as the number it spells."""
+    item = perspective("s")
+    item.update(activePages=value, recentBytesSent=value, totalBytesSent=value, lastComm=value)
+    snap = snapshot_of(document([item]))
+    session = snap.perspective[0]
+    assert (session.active_pages, session.recent_bytes_sent, session.total_bytes_sent,
+            session.last_comm) == (number,) * 4
+    assert snap.invalid_sessions == 0
+    assert json.loads(bytes(snap.perspective_json[0]))["totalBytesSent"] == value  # as sent
+
+
+@pytest.mark.parametrize("value", ["-5", "1e308", "NaN", "Infinity", "inf", " 12", "12 ",
+                                   "0x10", "12abc", "", "three", "1_000"])
+def test_other_strings_are_rejected(value: str) -> None:
+    snap = snapshot_of(document([perspective("good"), perspective("s", total=value)]))  # type: ignore[arg-type]
+    assert [s.id for s in snap.perspective] == ["good"]
+    assert snap.invalid_sessions == 1
+
+
+def test_a_session_nested_100000_deep_costs_only_itself() -> None:
+    body = encode(document([perspective("a"), perspective("deep", pageIds="<deep>"),
+                            perspective("b")], [vision()]))
+    snap = decode_webdev(body.replace(b'"<deep>"', DEEP), "g")
+    assert [s.id for s in snap.perspective] == ["a", "b"]
+    assert [json.loads(bytes(raw))["id"] for raw in snap.perspective_json] == ["a", "b"]
+    assert len(snap.clients) == 1
+    assert snap.invalid_sessions == 1
+
+
+def test_a_rest_page_with_a_deep_session_loses_only_that_session() -> None:
+    body = encode({"items": [perspective("a"), perspective("deep", x="<deep>")]})
+    items = page_items(body.replace(b'"<deep>"', DEEP), "g")
+    decoded = decode_records(items, PERSPECTIVE_DECODER)
+    assert [s.id for s in decoded.records] == ["a"]
+    assert decoded.invalid == 1
+
+
+def test_a_document_nested_100000_deep_is_one_schema_error() -> None:
+    with pytest.raises(SourceError) as caught:
+        decode_webdev(DEEP, "g")
+    assert caught.value.reason is Reason.SCHEMA
+    with pytest.raises(SourceError) as caught:
+        decode_webdev(b'{"schema": 1, "perspective": ' + DEEP[:-1], "g")
+    assert caught.value.reason is Reason.DECODE
+
+
+def test_cut_deep_values_respects_strings_and_keeps_shallow_text() -> None:
+    body = b'{"a": "[[[\\"{", "b": [[[1]]], "c": [2]}'
+    assert cut_deep_values(body, 2, b'"X"') == b'{"a": "[[[\\"{", "b": ["X"], "c": [2]}'
+    assert cut_deep_values(body, 10, b'"X"') == body
+    assert json.loads(cut_deep_values(DEEP, MAX_DEPTH, b'"X"')) is not None
