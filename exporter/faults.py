@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from aiohttp import web
 
-from exporter.simulator import WEBDEV_PATH, GatewaySimulator
+from exporter.simulator import REST_PATHS, WEBDEV_PATH, GatewaySimulator
 
 PROXY_ERROR_PAGE = (b"<html><head><title>502 Bad Gateway</title></head><body>"
                     b"<center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center>"
@@ -38,6 +40,12 @@ class Fault(StrEnum):
     TOO_LARGE = "too_large"
     RESET = "reset"  # the connection is dropped without an answer
     FLAP = "flap"  # good and HTTP 500, turn about
+    REDIRECT_AWAY = "redirect_away"  # 302 to `redirect_to`, another origin
+    WELCOME = "welcome"  # 302 to /welcome, as an 8.3 gateway does until it is commissioned
+    DUPLICATE_IDS = "duplicate_ids"  # a session and a client each listed twice, one id
+    DEEP_NESTING = "deep_nesting"  # one session holding JSON nested `depth` levels deep
+    DEEP_DOCUMENT = "deep_document"  # the whole answer nested `depth` levels deep
+    IMPOSSIBLE_NUMBERS = "impossible_numbers"  # negative, huge and overflowing numbers
 
 
 @dataclass
@@ -46,6 +54,8 @@ class FaultyGateway:
     mode: Fault = Fault.OK
     delay: float = 30.0
     large_bytes: int = 64 * 1024 * 1024
+    redirect_to: str = "http://127.0.0.1:9/elsewhere"
+    depth: int = 100_000
     requests: int = 0
 
     def _document(self) -> dict[str, object]:
@@ -64,6 +74,13 @@ class FaultyGateway:
         if simple is not None:
             status, content_type, body = simple
             return web.Response(status=status, body=body, content_type=content_type)
+        if mode is Fault.REDIRECT_AWAY:
+            raise web.HTTPFound(self.redirect_to + request.path_qs)
+        if mode is Fault.WELCOME:
+            raise web.HTTPFound("/welcome")
+        odd = _ODD_DOCUMENTS.get(mode)
+        if odd is not None:
+            return _json(odd(self._document(), self.depth))
         if mode is Fault.TRUNCATED:
             return _json(self._good_body()[:-40])
         if mode is Fault.BAD_SESSION:
@@ -120,11 +137,89 @@ _SIMPLE_ANSWERS: dict[Fault, tuple[int, str, bytes]] = {
 }
 
 
+def _duplicate_ids(document: dict[str, Any], _: int) -> bytes:
+    """The first session and client repeated with other numbers: a broken gateway's answer
+    that, counted twice, would make the byte counter grow on an unchanging payload."""
+    for key, total in (("perspective", "totalBytesSent"), ("vision", "creationTime")):
+        items: list[dict[str, Any]] = document[key]
+        if items:
+            items.append({**items[0], total: items[0][total] // 2 + 1})
+    return json.dumps(document).encode()
+
+
+def _deep_nesting(document: dict[str, Any], depth: int) -> bytes:
+    document["perspective"].insert(1, {"id": "deep", "username": "deep", "pageIds": "<deep>"})
+    return json.dumps(document).encode().replace(b'"<deep>"', b"[" * depth + b"]" * depth)
+
+
+def _deep_document(_: dict[str, Any], depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+IMPOSSIBLE_SESSIONS = (  # (id, field, JSON text of the value); each makes its session invalid
+    ("huge-1", "totalBytesSent", "1e308"), ("huge-2", "totalBytesSent", "1e308"),
+    ("overflow", "totalBytesSent", "1e999"),
+    ("above-2-63", "totalBytesSent", "18446744073709551616"),
+    ("negative-pages", "activePages", "-5"), ("negative-recent", "recentBytesSent", "-5"),
+    ("negative-last-comm", "lastComm", "-1"), ("not-a-number", "recentBytesSent", '"NaN"'),
+)
+
+
+def _impossible_numbers(document: dict[str, Any], _: int) -> bytes:
+    """Sessions whose counts no gateway can mean, beside good ones; one good session sends
+    its numbers as numeric strings, as a script stringifying Java values may."""
+    sessions: list[dict[str, Any]] = document["perspective"]
+    if sessions:
+        first = sessions[0]
+        for key in ("activePages", "recentBytesSent", "totalBytesSent"):
+            first[key] = str(first[key])
+    for index, (session_id, key, _text) in enumerate(IMPOSSIBLE_SESSIONS):
+        sessions.append({"id": session_id, "username": "impossible", "project": "P",
+                         "sessionScope": "browser", key: f"<{index}>"})
+    body = json.dumps(document).encode()
+    for index, (_id, _key, text) in enumerate(IMPOSSIBLE_SESSIONS):
+        body = body.replace(f'"<{index}>"'.encode(), text.encode())
+    return body
+
+
+_ODD_DOCUMENTS: dict[Fault, Callable[[dict[str, Any], int], bytes]] = {
+    Fault.DUPLICATE_IDS: _duplicate_ids,
+    Fault.DEEP_NESTING: _deep_nesting,
+    Fault.DEEP_DOCUMENT: _deep_document,
+    Fault.IMPOSSIBLE_NUMBERS: _impossible_numbers,
+}
+
+
+@dataclass
+class CredentialTrap:
+    """Another origin, for a gateway to redirect to: it records every request's credentials
+    (which it must never see) and answers a valid document, as an impostor would."""
+
+    received: list[dict[str, str]] = field(default_factory=list)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.received.append({name: value for name, value in request.headers.items()
+                              if name.lower() in _CREDENTIAL_HEADERS})
+        return web.json_response({"schema": 1, "perspective": [], "vision": []})
+
+
+_CREDENTIAL_HEADERS = {"authorization", "x-ignition-api-token", "cookie"}
+
+
+def trap_app(trap: CredentialTrap) -> web.Application:
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", trap.handle)
+    return app
+
+
 def _json(body: bytes) -> web.Response:
     return web.Response(body=body, content_type="application/json")
 
 
 def faulty_app(gateway: FaultyGateway) -> web.Application:
+    """Serve `gateway` on the WebDev path and, for the redirect faults, the REST routes."""
     app = web.Application()
     app.router.add_get(WEBDEV_PATH, gateway.handle)
+    for path in REST_PATHS.values():
+        app.router.add_get(path, gateway.handle)
     return app

@@ -5,9 +5,13 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 
+from aiohttp.test_utils import TestServer
+
+from exporter.faults import CredentialTrap, Fault, FaultyGateway, faulty_app, trap_app
 from exporter.model import Snapshot
+from exporter.simulator import GatewaySimulator
 from exporter.sources import Reason, SourceError
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, ServerFactory
 
 
 class ScriptedSource:
@@ -31,3 +35,14 @@ class ScriptedSource:
 
 def down(reason: Reason = Reason.CONNECT) -> SourceError:
     return SourceError("plant-a", reason, "refused")
+
+
+async def redirecting_away(aiohttp_server: ServerFactory
+                           ) -> tuple[FaultyGateway, TestServer, CredentialTrap, TestServer]:
+    """A gateway stand-in that redirects every request to another origin, and that origin,
+    which records any credentials it receives."""
+    trap = CredentialTrap()
+    elsewhere = await aiohttp_server(trap_app(trap))
+    gateway = FaultyGateway(GatewaySimulator(seed=3), mode=Fault.REDIRECT_AWAY,
+                            redirect_to=str(elsewhere.make_url("")).rstrip("/"))
+    return gateway, await aiohttp_server(faulty_app(gateway)), trap, elsewhere

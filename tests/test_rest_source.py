@@ -9,14 +9,17 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from exporter.aggregate import aggregate
 from exporter.config import GatewayConfig
+from exporter.faults import Fault, FaultyGateway, faulty_app
 from exporter.model import PerspectiveSession
 from exporter.simulator import REST_PATHS, WEBDEV_PATH, GatewaySimulator, simulator_app
 from exporter.sources import Reason, SourceError, make_source
 from exporter.sources.rest import AUTH_HINT, normalise_last_comm
 from tests.conftest import FakeClock, ServerFactory, poll_source
+from tests.fakes import redirecting_away
 
 
 def rest_gateway(url: str, **options: Any) -> GatewayConfig:
@@ -163,3 +166,30 @@ def test_last_comm_normalisation() -> None:
     assert normalise_last_comm(epoch, now_ms).last_comm == 90_000
     assert normalise_last_comm(future, now_ms).last_comm == 0
     assert normalise_last_comm(PerspectiveSession(), now_ms).last_comm is None
+
+
+async def rest_failure(server: TestServer, http: aiohttp.ClientSession) -> SourceError:
+    source = make_source(rest_gateway(str(server.make_url("/")), token="key:s3cret"), http,
+                         FakeClock())
+    with pytest.raises(SourceError) as caught:
+        await poll_source(source)
+    assert caught.value.reason is Reason.HTTP
+    return caught.value
+
+
+async def test_the_api_key_does_not_follow_a_redirect_to_another_origin(
+        aiohttp_server: ServerFactory, http: aiohttp.ClientSession) -> None:
+    """aiohttp would strip `Authorization` on a cross-origin redirect, but not this header."""
+    gateway, server, trap, elsewhere = await redirecting_away(aiohttp_server)
+    error = await rest_failure(server, http)
+    assert str(elsewhere.make_url(REST_PATHS["perspective"])) in error.detail
+    assert "another host" in error.detail
+    assert gateway.requests == 1
+    assert trap.received == []
+
+
+async def test_an_uncommissioned_gateway_is_named_as_such(
+        aiohttp_server: ServerFactory, http: aiohttp.ClientSession) -> None:
+    gateway = FaultyGateway(GatewaySimulator(seed=3), mode=Fault.WELCOME)
+    error = await rest_failure(await aiohttp_server(faulty_app(gateway)), http)
+    assert "'/welcome'" in error.detail and "not commissioned" in error.detail

@@ -13,6 +13,7 @@ from exporter.faults import Fault, FaultyGateway, faulty_app
 from exporter.simulator import WEBDEV_PATH, GatewaySimulator, simulator_app
 from exporter.sources import Reason, SourceError, make_source
 from tests.conftest import FakeClock, ServerFactory, poll_source
+from tests.fakes import redirecting_away
 
 
 def gateway_at(url: str, **options: object) -> GatewayConfig:
@@ -97,3 +98,52 @@ async def test_bearer_token_is_sent(aiohttp_server: ServerFactory,
     assert (await fetch(gateway_at(url, token="wrong"), http)).reason is Reason.AUTH
     snapshot = await poll_source(make_source(gateway_at(url, token="t0ken"), http, FakeClock()))
     assert snapshot.perspective
+
+
+async def test_a_redirect_to_another_origin_is_not_followed(
+        aiohttp_server: ServerFactory, http: aiohttp.ClientSession) -> None:
+    """The other host must not get the token, nor have its answer taken as the gateway's."""
+    gateway, server, trap, elsewhere = await redirecting_away(aiohttp_server)
+    error = await fetch(gateway_at(str(server.make_url(WEBDEV_PATH)), token="s3cret"), http)
+    assert error.reason is Reason.HTTP
+    assert f"HTTP 302 redirect to '{elsewhere.make_url(WEBDEV_PATH)}'" in error.detail
+    assert "another host" in error.detail
+    assert "s3cret" not in error.detail
+    assert gateway.requests == 1
+    assert trap.received == []
+
+
+@pytest.mark.parametrize(("location", "meaning"), [
+    ("/welcome", "not commissioned"),
+    ("https://127.0.0.1:8043/system/webdev/monitoring/sessions", "wants HTTPS"),
+    ("/system/webdev/monitoring/sessions/", "check the configured url"),
+    ("http://[::1", "not a valid URL"),
+    (None, "without a Location"),
+])
+async def test_a_redirect_says_what_it_likely_means(
+        aiohttp_server: ServerFactory, http: aiohttp.ClientSession, location: str | None,
+        meaning: str) -> None:
+    async def redirect(_: web.Request) -> web.Response:
+        headers = {"Location": location} if location else {}
+        return web.Response(status=302, headers=headers)
+
+    app = web.Application()
+    app.router.add_get(WEBDEV_PATH, redirect)
+    server = await aiohttp_server(app)
+    error = await fetch(gateway_at(str(server.make_url(WEBDEV_PATH))), http)
+    assert error.reason is Reason.HTTP
+    assert meaning in error.detail
+    assert error.detail.startswith("HTTP 302")
+
+
+async def test_a_redirect_loop_is_one_clear_failure(
+        aiohttp_server: ServerFactory, http: aiohttp.ClientSession) -> None:
+    async def loop(_: web.Request) -> web.Response:
+        raise web.HTTPFound(WEBDEV_PATH)
+
+    app = web.Application()
+    app.router.add_get(WEBDEV_PATH, loop)
+    server = await aiohttp_server(app)
+    error = await fetch(gateway_at(str(server.make_url(WEBDEV_PATH))), http)
+    assert error.reason is Reason.HTTP
+    assert error.detail.startswith(f"HTTP 302 redirect to '{WEBDEV_PATH}'")

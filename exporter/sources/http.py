@@ -1,10 +1,17 @@
 """The one way the exporter talks HTTP to a gateway: timeouts, TLS, token, size cap, and the
-mapping of every failure onto a `Reason`."""
+mapping of every failure onto a `Reason`.
+
+Redirects are never followed. The endpoints the exporter reads never need one, and following
+one would send the token (aiohttp strips only `Authorization` when the origin changes, not
+an API-key header) and accept another host's answer as the gateway's. A 3xx is a failed poll
+whose detail says where it pointed and what that usually means.
+"""
 
 from __future__ import annotations
 
 import ssl
 from collections.abc import Mapping
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
@@ -12,6 +19,8 @@ from exporter.config import WEBDEV_TOKEN_HEADER, GatewayConfig
 from exporter.sources.errors import Reason, SourceError
 
 _CHUNK = 256 * 1024
+# A `Location` longer than this is cut in the detail: it is the gateway's text, not ours.
+_LOCATION_MAX_CHARS = 200
 
 
 def ssl_context_for(gateway: GatewayConfig) -> ssl.SSLContext | bool:
@@ -49,7 +58,8 @@ class GatewayClient:
     async def get(self, url: str, params: Mapping[str, str | int] | None = None) -> bytes:
         try:
             async with self._session.get(
-                url, params=params, headers=self._headers, ssl=self._ssl, timeout=self._timeout
+                url, params=params, headers=self._headers, ssl=self._ssl,
+                timeout=self._timeout, allow_redirects=False,
             ) as response:
                 self._check_status(response)
                 return await self._read_capped(response)
@@ -72,6 +82,9 @@ class GatewayClient:
             raise self._fail(Reason.CONNECT, f"{type(exc).__name__}: {exc}") from None
 
     def _check_status(self, response: aiohttp.ClientResponse) -> None:
+        if 300 <= response.status < 400:
+            raise self._fail(Reason.HTTP, redirect_detail(
+                response.status, str(response.url), response.headers.get("Location")))
         if response.status in (401, 403):
             raise self._fail(Reason.AUTH, f"HTTP {response.status} {response.reason or ''}"
                              .strip() + ": the gateway refused the credentials")
@@ -98,3 +111,26 @@ class GatewayClient:
         return self._fail(Reason.TOO_LARGE, f"response larger than "
                           f"{self.gateway.max_response_bytes} bytes (max_response_size)")
 
+
+def redirect_detail(status: int, requested: str, location: str | None) -> str:
+    """What a redirect the exporter did not follow most likely means, for the log line."""
+    if not location:
+        return f"HTTP {status} without a Location; redirects are not followed"
+    shown = location if len(location) <= _LOCATION_MAX_CHARS else \
+        location[:_LOCATION_MAX_CHARS] + "…"
+    head = f"HTTP {status} redirect to {shown!r}, not followed: "
+    try:
+        source, target = urlsplit(requested), urlsplit(urljoin(requested, location))
+        same_host = (source.hostname, source.port) == (target.hostname, target.port)
+    except ValueError:
+        return head + "the Location is not a valid URL"
+    if target.path.rstrip("/").endswith("/welcome"):
+        return head + ("the gateway is not commissioned yet (Ignition 8.3 sends every "
+                       "request to /welcome until its first-time setup is finished)")
+    if (source.scheme, target.scheme) == ("http", "https") and \
+            source.hostname == target.hostname:
+        return head + "the gateway wants HTTPS: configure the url as https://"
+    if not same_host or source.scheme != target.scheme:
+        return head + ("it points to another host, which would receive the token; "
+                       "configure the gateway's own address")
+    return head + "check the configured url (a moved resource, a login page?)"
