@@ -4,6 +4,7 @@ exporter keeps serving, other gateways are unaffected, and recovery is automatic
 from __future__ import annotations
 
 import json
+import math
 import os
 import ssl
 import subprocess
@@ -14,10 +15,11 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.appkeys import FLEET
 from exporter.config import Config, GatewayConfig
-from exporter.faults import Fault, FaultyGateway, faulty_app
+from exporter.faults import IMPOSSIBLE_SESSIONS, Fault, FaultyGateway, faulty_app
 from exporter.http import create_app
 from exporter.model import Snapshot
 from exporter.simulator import WEBDEV_PATH, GatewaySimulator, simulator_app
@@ -32,6 +34,7 @@ from tests.conftest import (
     poll_source,
     require_tool,
 )
+from tests.fakes import redirecting_away
 from tests.metrics import samples, values
 from tests.payloads import document, encode, perspective
 from tests.processes import ExporterProcess, write_config
@@ -211,3 +214,65 @@ async def test_hostile_label_values_cannot_corrupt_the_exposition(
     check = subprocess.run([require_tool("promtool"), "check", "metrics"], input=text.encode(),
                            capture_output=True, timeout=30)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+# --- a broken or hostile gateway, against the real exporter process --------------------------
+
+
+def _per_gateway(text: str, metric: str, gateway: str) -> dict[tuple[tuple[str, str], ...], float]:
+    return {labels: value for labels, value in samples(text, metric).items()
+            if ("gateway", gateway) in labels}
+
+
+async def test_odd_gateways_cost_only_themselves_end_to_end(
+        tmp_path: Path, aiohttp_server: ServerFactory) -> None:
+    """Each gateway misbehaves in one way, all polled by one exporter process: a redirect to
+    another origin, repeated ids, a session nested 100,000 deep, a whole answer nested that
+    deep, impossible numbers. The payloads never change, so no data counter may move."""
+    away, away_server, trap, _ = await redirecting_away(aiohttp_server)
+    odd = {mode: FaultyGateway(GatewaySimulator(seed=8, clock=FakeClock()), mode=mode)
+           for mode in (Fault.DUPLICATE_IDS, Fault.DEEP_NESTING, Fault.DEEP_DOCUMENT,
+                        Fault.IMPOSSIBLE_NUMBERS)}
+    urls = {mode: str((await aiohttp_server(faulty_app(g))).make_url(WEBDEV_PATH))
+            for mode, g in odd.items()}
+    token = tmp_path / "token"
+    token.write_text("t0ken-never-elsewhere\n")
+    config = write_config(tmp_path, [
+        {"name": "away", "url": str(away_server.make_url(WEBDEV_PATH)), "token_file": str(token)},
+        *({"name": str(mode), "url": url} for mode, url in urls.items())])
+    dup, impossible = str(Fault.DUPLICATE_IDS), str(Fault.IMPOSSIBLE_NUMBERS)
+    async with ExporterProcess(tmp_path, "--config", config) as exporter:
+        for gateway in (dup, "deep_nesting", impossible):
+            first = await exporter.wait_for_metric(f'ignition_up{{gateway="{gateway}"}} 1.0')
+        requests = odd[Fault.DUPLICATE_IDS].requests
+        await eventually(lambda: odd[Fault.DUPLICATE_IDS].requests >= requests + 3,
+                         timeout=20, what="three more polls")
+        later = await exporter.metrics_text()
+        _, body = await exporter.get("/sessions")
+        assert await exporter.stop() == 0
+    assert values(later, "ignition_up") == {
+        "away": 0, dup: 1, "deep_nesting": 1, "deep_document": 0, impossible: 1}
+    errors = values(later, "ignition_exporter_poll_errors_total")
+    assert errors["away:http"] >= 1 and errors["deep_document:schema"] >= 1
+    assert trap.received == [] and away.requests >= 1
+    for gateway in (dup, "deep_nesting", impossible):
+        assert _per_gateway(later, "ignition_perspective_sent_bytes_total", gateway) == \
+            _per_gateway(first, "ignition_perspective_sent_bytes_total", gateway), gateway
+    invalid = values(later, "ignition_exporter_invalid_sessions_total")
+    assert invalid[dup] > 0 and invalid[dup] % 2 == 0  # one session and one client per poll
+    assert invalid[impossible] > 0 and invalid[impossible] % len(IMPOSSIBLE_SESSIONS) == 0
+    assert invalid["deep_nesting"] > 0
+    assert all(math.isfinite(v) and v >= 0 for f in text_string_to_metric_families(later)
+               for s in f.samples for v in [s.value]), "a poisoned series"
+    held = json.loads(body)
+    for gateway in (dup, impossible):
+        ids = [s["id"] for s in held["perspective"] if s["gateway"] == gateway]
+        assert len(ids) == len(set(ids)) == 40
+    assert not {s["id"] for s in held["perspective"]} & {i for i, _, _ in IMPOSSIBLE_SESSIONS}
+    log = exporter.log.read_text()
+    assert "Traceback" not in log and "level=error" not in log
+    assert "t0ken-never-elsewhere" not in log
+    down = [line for line in log.splitlines() if "gateway down" in line]
+    assert len(down) == 2, down  # one per failing gateway, not one per poll
+    away_line, = (line for line in down if "gateway=away" in line)
+    assert "redirect to" in away_line and "another host" in away_line

@@ -77,6 +77,20 @@ async def test_one_log_line_per_state_change(clock: FakeClock,
                      ("gateway down", "auth"), ("gateway up", None)]
 
 
+async def test_a_repeated_id_leaves_the_byte_counter_flat(clock: FakeClock) -> None:
+    """One id listed twice with 1,000 and 400 bytes, never changing: 1,000 once, then flat
+    (it used to grow by 600 every other poll)."""
+    repeated = snapshot_of(document([perspective("A", total=1000), perspective("A", total=400)]))
+    p = poller(clock, ScriptedSource(clock, repeated))
+    totals = []
+    for _ in range(5):
+        status = await p.poll_once()
+        totals.append(dict(status.sent_bytes))
+    assert totals == [{("Line1", "browser"): 1000}] * 5
+    assert status.invalid_sessions == 5  # the repeat, in each poll
+    assert status.aggregates.total_perspective_sessions == 1
+
+
 async def test_a_hanging_source_is_cut_by_the_poll_timeout() -> None:
     class Hanging:
         async def fetch(self) -> Callable[[], Snapshot]:

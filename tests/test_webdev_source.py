@@ -59,6 +59,8 @@ async def test_good_answer(faulty: tuple[FaultyGateway, str],
     (Fault.TRICKLE, Reason.TIMEOUT, "no complete answer within 0.3s"),
     (Fault.TOO_LARGE, Reason.TOO_LARGE, "larger than 1048576 bytes"),
     (Fault.RESET, Reason.CONNECT, "Disconnected"),
+    (Fault.WELCOME, Reason.HTTP, "not commissioned"),
+    (Fault.DEEP_DOCUMENT, Reason.SCHEMA, "unexpected document shape"),
 ])
 async def test_faults_map_to_reasons(faulty: tuple[FaultyGateway, str],
                                      http: aiohttp.ClientSession, fault: Fault,
