@@ -165,11 +165,54 @@ def _resolve_privacy(top: Mapping[str, Any], environ: Mapping[str, str],
     mode = top.get("username_label", "keep")
     key = _resolve_secret(top, "", "username_hash_key_file", "username_hash_key_env",
                           environ, reader)
-    if mode == "hash" and key is None and not reader.problems:
+    if mode == "hash" and key is None and not _failed(reader, "username_hash_key_file",
+                                                       "username_hash_key_env"):
         reader.fail("username_hash_key_file", "username_label: hash needs a key "
                     "(username_hash_key_file or username_hash_key_env)")
     return Privacy(username_label=mode, hash_key=key.encode() if key else None,
                    mask_addresses=top.get("mask_addresses", False))
+
+
+def _failed(reader: Reader, *locations: str) -> bool:
+    """True if a problem is already recorded at one of `locations` (or inside one)."""
+    return any(p.location == where or p.location.startswith(where + ".")
+               for p in reader.problems for where in locations)
+
+
+def _written_at(raw: Mapping[str, Any], where: str, key: str, reader: Reader) -> str:
+    """Where the user wrote the value a gateway uses for `key`: in the gateway (valid or
+    rejected), or at the top level (a default is never wrong, so never a problem's location)."""
+    mine = f"{where}.{key}"
+    return mine if key in raw or _failed(reader, mine) else key
+
+
+def _resolve_timing(raw: Mapping[str, Any], where: str, top: Mapping[str, Any],
+                    reader: Reader) -> tuple[float, float, float]:
+    """poll_interval, timeout and stale_after of one gateway, checked against each other.
+
+    A problem is reported where the offending value was written; a check that involves a
+    value already rejected by the schema step is skipped (it would only repeat the problem).
+    """
+    interval = raw.get("poll_interval", top.get("poll_interval", DEFAULT_POLL_INTERVAL))
+    timeout = raw.get("timeout", top.get("timeout", min(DEFAULT_TIMEOUT, interval)))
+    stale_after = raw.get("stale_after", top.get("stale_after", interval * STALE_AFTER_POLLS))
+    at = {key: _written_at(raw, where, key, reader)
+          for key in ("poll_interval", "timeout", "stale_after")}
+    if _failed(reader, at["poll_interval"]):
+        return interval, timeout, stale_after
+
+    def check(key: str, wrong: bool, problem: str) -> None:
+        if wrong and not _failed(reader, at[key]):
+            ours = at[key].startswith(where)
+            reader.fail(at[key], problem.format(interval=f"the poll interval "
+                        f"{format_duration(interval)}" if ours else f"the poll interval of "
+                        f"{where} ({format_duration(interval)})"))
+
+    check("timeout", timeout > interval,
+          f"{format_duration(timeout)} exceeds {{interval}}: polls would overlap")
+    check("stale_after", stale_after < interval, f"{format_duration(stale_after)} is shorter "
+          "than {interval}: data would vanish between polls")
+    return interval, timeout, stale_after
 
 
 def _resolve_gateway(raw: Mapping[str, Any], where: str, top: Mapping[str, Any],
@@ -181,16 +224,7 @@ def _resolve_gateway(raw: Mapping[str, Any], where: str, top: Mapping[str, Any],
     parts = urlsplit(url)
     if "url" in raw and (parts.scheme not in ("http", "https") or not parts.hostname):
         reader.fail(f"{where}.url", f"expected an http:// or https:// URL, got {url!r}")
-    interval = raw.get("poll_interval", top.get("poll_interval", DEFAULT_POLL_INTERVAL))
-    timeout = raw.get("timeout", top.get("timeout", min(DEFAULT_TIMEOUT, interval)))
-    if timeout > interval:
-        reader.fail(f"{where}.timeout", f"{format_duration(timeout)} exceeds the poll interval "
-                    f"{format_duration(interval)}: polls would overlap")
-    stale_after = raw.get("stale_after", top.get("stale_after", interval * STALE_AFTER_POLLS))
-    if stale_after < interval:
-        reader.fail(f"{where}.stale_after", f"{format_duration(stale_after)} is shorter than "
-                    f"the poll interval {format_duration(interval)}: data would vanish "
-                    "between polls")
+    interval, timeout, stale_after = _resolve_timing(raw, where, top, reader)
     if "ca_file" in raw and not Path(raw["ca_file"]).is_file():
         reader.fail(f"{where}.ca_file", f"no such file: {raw['ca_file']}")
     if raw.get("tls_verify") is False:
@@ -215,27 +249,35 @@ def _resolve_gateway(raw: Mapping[str, Any], where: str, top: Mapping[str, Any],
     )
 
 
-def build_config(document: object, environ: Mapping[str, str] | None = None) -> Config:
-    """Validate a parsed YAML document and turn it into a frozen `Config`."""
-    environ = os.environ if environ is None else environ
-    reader = Reader()
-    top = reader.mapping(document, "", _TOP_FIELDS, required=("gateways",))
-    if reader.problems:
-        raise ConfigError(reader.problems)
-    warnings: list[str] = []
-    gateways = tuple(
-        _resolve_gateway(raw, f"gateways[{i}]", top, environ, reader, warnings)
-        for i, raw in enumerate(top["gateways"])
-    )
+def _check_unique_names(gateways: tuple[GatewayConfig, ...], reader: Reader) -> None:
     seen: dict[str, int] = {}
     for i, gateway in enumerate(gateways):
         if gateway.name in seen:
             first = seen[gateway.name]
             reader.fail(f"gateways[{i}].name",
                         f"duplicate gateway name {gateway.name!r} (also gateways[{first}])")
-        seen.setdefault(gateway.name, i)
-    if reader.problems:
-        raise ConfigError(reader.problems)
+        elif gateway.name:  # a missing name is reported as missing, not as a duplicate
+            seen[gateway.name] = i
+
+
+def build_config(document: object, environ: Mapping[str, str] | None = None) -> Config:
+    """Validate a parsed YAML document and turn it into a frozen `Config`.
+
+    Both steps always run in full, so a problem of one kind never hides one of the other:
+    a wrong `source` and a wrong `url` in one gateway are reported together.
+    """
+    if document is None:
+        raise ConfigError([Problem("(top level)", "the file is empty: it needs at least a "
+                                   "`gateways:` list (see the README, Configuration)")])
+    environ = os.environ if environ is None else environ
+    reader = Reader()
+    top = reader.mapping(document, "", _TOP_FIELDS, required=("gateways",))
+    warnings: list[str] = []
+    gateways = tuple(
+        _resolve_gateway(raw, f"gateways[{i}]", top, environ, reader, warnings)
+        for i, raw in enumerate(top.get("gateways", ()))
+    )
+    _check_unique_names(gateways, reader)
     privacy = _resolve_privacy(top, environ, reader)
     if reader.problems:
         raise ConfigError(reader.problems)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,10 +39,15 @@ class ConfigError(Exception):
 
 # --- durations and sizes ---------------------------------------------------------------------
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
-_DURATION_UNITS = {
-    "ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400,
-}
+# Prometheus's duration grammar: whole numbers, units from largest to smallest, each at most
+# once (`1h30m`, `500ms`; not `30s1m`, `1m1m` or `1.5m`).
+_DURATION_UNITS = (("y", 365 * 86400), ("w", 7 * 86400), ("d", 86400), ("h", 3600), ("m", 60),
+                   ("s", 1), ("ms", 0.001))
+_DURATION = re.compile("".join(rf"(?:(\d+){unit})?" for unit, _ in _DURATION_UNITS))
+# Plain seconds, as a YAML number or a string of one; a fraction is allowed (`0.5`).
+_SECONDS = re.compile(r"\d+(?:\.\d+)?")
+_DURATION_HELP = ("whole numbers with the units y, w, d, h, m, s, ms, largest first and each "
+                  "at most once (500ms, 15s, 1m30s), or plain seconds")
 _SIZE = re.compile(r"(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?")
 _SIZE_UNITS = {
     None: 1, "B": 1, "KB": 10**3, "KiB": 2**10, "MB": 10**6, "MiB": 2**20, "GB": 10**9,
@@ -51,27 +56,26 @@ _SIZE_UNITS = {
 
 
 def parse_duration(value: object) -> float:
-    """Seconds from `15`, `"15"`, `"500ms"`, `"1m30s"`; ValueError otherwise."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration, got a boolean")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str):
-        text = value.strip()
-        try:
-            seconds = float(text)
-        except ValueError:
-            parts = _DURATION_PART.findall(text)
-            if not parts or "".join(n + u for n, u in parts) != text:
-                raise ValueError(
-                    f"invalid duration {value!r} (use e.g. 500ms, 15s, 2m or plain seconds)"
-                ) from None
-            seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
-    else:
-        raise ValueError(f"expected a duration, got {type(value).__name__}")
+    """Seconds from `15`, `0.5`, `"15"`, `"500ms"`, `"1m30s"`; ValueError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"expected a duration, got {_type_name(value)}")
+    seconds = value if not isinstance(value, str) else _duration_text(value)
     if not math.isfinite(seconds) or seconds <= 0:
         raise ValueError(f"duration must be positive, got {value!r}")
-    return seconds
+    return float(seconds)
+
+
+def _duration_text(value: str) -> float:
+    text = value.strip()
+    if text.startswith("-"):
+        return -1.0  # reported as "must be positive", as the number -5 is
+    if _SECONDS.fullmatch(text):
+        return float(text)
+    match = _DURATION.fullmatch(text)
+    if not text or match is None:
+        raise ValueError(f"invalid duration {value!r}: {_DURATION_HELP}")
+    return sum(int(count) * size for count, (_, size) in zip(match.groups(), _DURATION_UNITS,
+                                                              strict=True) if count)
 
 
 def parse_size(value: object) -> int:
@@ -105,7 +109,7 @@ class Reader:
     def mapping(self, value: object, location: str, fields: Mapping[str, Parser],
                 required: tuple[str, ...] = ()) -> dict[str, Any]:
         if not isinstance(value, dict):
-            self.fail(location, f"expected a mapping, got {_type_name(value)}")
+            self.fail(location or "(top level)", f"expected a mapping, got {_type_name(value)}")
             return {}
         out: dict[str, Any] = {}
         for key, item in value.items():
@@ -190,18 +194,63 @@ boolean_field = typed(bool, "true or false")
 
 
 def load_yaml(path: str | Path) -> object:
-    """The parsed document, or a ConfigError naming the file (and line, for syntax errors)."""
+    """The parsed document, or a ConfigError naming the file and line of each problem.
+
+    Stricter than `yaml.safe_load`: a key repeated in one mapping, at any depth, is an error
+    naming both lines. PyYAML would keep the last silently, so `name: plant-a` followed further
+    down by `name: plant-b` would configure plant-b without a word.
+    """
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([Problem(str(path), f"cannot read configuration: {exc}")]) from None
+    loader = yaml.SafeLoader(text)
     try:
-        return yaml.safe_load(text)
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        repeated = list(_repeated_keys(node, ""))
+        if repeated:
+            raise ConfigError([Problem(where, message) for where, message in repeated])
+        return loader.construct_document(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError([Problem(where, f"invalid YAML: {problem}")]) from None
+    finally:
+        loader.dispose()
+
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _repeated_keys(node: yaml.Node, location: str,
+                   visited: set[int] | None = None) -> Iterator[tuple[str, str]]:
+    """(location, message) for each key written twice in one mapping, anywhere in the tree.
+
+    Walks the composed nodes, before any value is built, so the first occurrence is still
+    there to be named. Aliases are walked once (`visited`), merge keys (`<<`) are not keys.
+    """
+    visited = set() if visited is None else visited
+    if id(node) in visited:
+        return
+    visited.add(id(node))
+    if isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            yield from _repeated_keys(item, f"{location}[{index}]", visited)
+    elif isinstance(node, yaml.MappingNode):
+        first_line: dict[tuple[str, str], int] = {}
+        for key, value in node.value:
+            if not isinstance(key, yaml.ScalarNode) or key.tag == _MERGE_TAG:
+                continue
+            where = f"{location}.{key.value}" if location else key.value
+            line = key.start_mark.line + 1
+            if (key.tag, key.value) in first_line:
+                yield where, (f"key written twice, on lines {first_line[key.tag, key.value]} "
+                              f"and {line}: keep one")
+            first_line.setdefault((key.tag, key.value), line)
+            yield from _repeated_keys(value, where, visited)
 
 
 def bcrypt_hash_field(reader: Reader, value: object, location: str) -> Any:

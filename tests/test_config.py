@@ -60,13 +60,18 @@ def test_token_never_in_repr() -> None:
 
 @pytest.mark.parametrize(("text", "seconds"), [
     ("500ms", 0.5), ("15s", 15), ("2m", 120), ("1m30s", 90), ("1h", 3600), (15, 15),
-    ("15", 15), (0.25, 0.25),
+    ("15", 15), (0.25, 0.25), ("0.5", 0.5), ("1ms", 0.001), (" 15s ", 15),
+    ("1y2w3d4h5m6s7ms", 365 * 86400 + 14 * 86400 + 3 * 86400 + 4 * 3600 + 5 * 60 + 6.007),
 ])
 def test_durations(text: object, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "15x", "s", "-5s", 0, True, "1.5.5s", [], "15s 2m"])
+@pytest.mark.parametrize("text", [
+    "", "15x", "s", "-5s", 0, True, "1.5.5s", [], "15s 2m", None,
+    # Prometheus's grammar: units largest first, each at most once, whole numbers only.
+    "1m1m", "30s1m", "1.5m", "1ms1s", "5ms5ms", "1h1d", "1M", "1e3", "0x10", "1_000s",
+])
 def test_bad_durations(text: object) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
@@ -88,7 +93,8 @@ def test_every_problem_is_reported_with_its_location() -> None:
             {"url": "ftp://b", "source": "opc"},
         ],
     })
-    assert "poll_interval: invalid duration 'fast' (use e.g. 500ms, 15s, 2m or plain seconds)" \
+    assert "poll_interval: invalid duration 'fast': whole numbers with the units y, w, d, h, " \
+        "m, s, ms, largest first and each at most once (500ms, 15s, 1m30s), or plain seconds" \
         in found
     assert any(p.startswith("colour: unknown key") for p in found)
     assert any(p.startswith("gateways[0].timout: unknown key") for p in found)
@@ -118,7 +124,9 @@ def test_cross_checks_name_the_key() -> None:
 
 
 @pytest.mark.parametrize(("document", "expected"), [
-    (None, ": expected a mapping, got nothing"),
+    (None, "(top level): the file is empty: it needs at least a `gateways:` list (see the "
+           "README, Configuration)"),
+    (["plant-a"], "(top level): expected a mapping, got list"),
     ({"gateways": []}, "gateways: expected a non-empty list of gateways"),
     ({"gateways": ["plant-a"]}, "gateways[0]: expected a mapping, got str"),
     ({"gateways": [{"name": "a", "url": "http://a", "tls_verify": "no"}]},
@@ -176,3 +184,44 @@ def test_privacy_mistakes() -> None:
                      "(username_hash_key_file or username_hash_key_env)"]
     assert "username_label: expected one of keep, hash, drop, got 'anonymise'" in problems(
         {"gateways": [{"name": "a", "url": "http://a"}], "username_label": "anonymise"})
+
+
+@pytest.mark.parametrize("value", ["-5s", "-5", -5, 0, "0", "0s", "0ms", -0.5, ".inf"])
+def test_every_non_positive_duration_gets_the_same_message(value: object) -> None:
+    document = yaml.safe_load(f"gateways: [{{name: a, url: 'http://a', poll_interval: {value}}}]")
+    found = problems(document)
+    assert len(found) == 1 and found[0].startswith(
+        "gateways[0].poll_interval: duration must be positive, got"), found
+
+
+def test_stale_after_is_reported_where_it_was_written() -> None:
+    found = problems({"poll_interval": "60s", "stale_after": "30s", "timeout": "90s",
+                      "gateways": [{"name": "a", "url": "http://a"},
+                                   {"name": "b", "url": "http://b", "poll_interval": "10s",
+                                    "stale_after": "5s", "timeout": "5s"}]})
+    assert found == [
+        "timeout: 90s exceeds the poll interval of gateways[0] (60s): polls would overlap",
+        "stale_after: 30s is shorter than the poll interval of gateways[0] (60s): data would "
+        "vanish between polls",
+        "gateways[1].stale_after: 5s is shorter than the poll interval 10s: data would vanish "
+        "between polls",
+    ]
+
+
+def test_a_wrong_source_hides_no_other_problem_of_its_gateway() -> None:
+    found = problems({"gateways": [{"name": "a", "url": "ftp://a", "source": "opc",
+                                    "token_env": "UNSET_VARIABLE", "timeout": "20s"}]})
+    assert found == [
+        "gateways[0].source: expected one of webdev, rest, got 'opc'",
+        "gateways[0].url: expected an http:// or https:// URL, got 'ftp://a'",
+        "gateways[0].timeout: 20s exceeds the poll interval 15s: polls would overlap",
+        "gateways[0].token_env: environment variable UNSET_VARIABLE is not set or empty",
+    ]
+
+
+def test_a_rejected_value_is_not_cross_checked_again() -> None:
+    """An invalid poll_interval must not also produce "timeout exceeds the default 15s"."""
+    found = problems({"gateways": [{"name": "a", "url": "http://a", "poll_interval": "1m1m",
+                                    "timeout": "20s"}, {"url": "http://b"}, {"url": "http://c"}]})
+    assert [p.split(":")[0] for p in found] == [
+        "gateways[0].poll_interval", "gateways[1].name", "gateways[2].name"]

@@ -1,0 +1,98 @@
+"""The strict YAML reader both configuration files use: repeated keys, empty files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from exporter.config import load_config
+from exporter.schema import ConfigError, load_yaml
+from exporter.webconfig import load_web_config
+
+
+def problems_in(path: Path, text: str, load: object = load_yaml) -> list[str]:
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load(path)  # type: ignore[operator]
+    return [str(p) for p in caught.value.problems]
+
+
+def test_a_key_repeated_in_a_gateway_names_both_lines(tmp_path: Path) -> None:
+    found = problems_in(tmp_path / "c.yml", """\
+gateways:
+  - name: plant-a
+    url: http://a
+    name: plant-b
+""", load_config)
+    assert found == ["gateways[0].name: key written twice, on lines 2 and 4: keep one"]
+
+
+def test_repeated_keys_at_every_depth_are_all_reported(tmp_path: Path) -> None:
+    found = problems_in(tmp_path / "c.yml", """\
+poll_interval: 15s
+sessions_basic_auth_users:
+  auditor: $2y$10$aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
+  auditor: $2y$10$bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb
+gateways:
+  - name: a
+    url: http://a
+  - {name: b, url: http://b, url: http://c}
+poll_interval: 30s
+""")
+    assert found == [
+        "sessions_basic_auth_users.auditor: key written twice, on lines 3 and 4: keep one",
+        "gateways[1].url: key written twice, on lines 8 and 8: keep one",
+        "poll_interval: key written twice, on lines 1 and 9: keep one",
+    ]
+
+
+def test_the_web_configuration_is_read_as_strictly(tmp_path: Path) -> None:
+    found = problems_in(tmp_path / "web.yml", """\
+basic_auth_users:
+  prometheus: $2y$10$aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
+http_server_config:
+  headers:
+    X-Frame-Options: deny
+    X-Frame-Options: sameorigin
+""", load_web_config)
+    assert found == ["http_server_config.headers.X-Frame-Options: key written twice, on lines "
+                     "5 and 6: keep one"]
+
+
+def test_anchors_aliases_and_merge_keys_are_not_repeats(tmp_path: Path) -> None:
+    path = tmp_path / "c.yml"
+    path.write_text("""\
+defaults: &defaults {timeout: 2s, poll_interval: 5s}
+gateways:
+  - <<: *defaults
+    name: a
+    url: http://a
+    timeout: 3s
+  - <<: *defaults
+    name: b
+    url: http://b
+""")
+    document = load_yaml(path)
+    assert isinstance(document, dict)
+    assert [g["timeout"] for g in document["gateways"]] == ["3s", "2s"]
+
+
+def test_same_text_of_different_types_is_two_keys(tmp_path: Path) -> None:
+    path = tmp_path / "c.yml"
+    path.write_text("a: {1: x, '1': y}\n")
+    assert load_yaml(path) == {"a": {1: "x", "1": "y"}}
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n", "---\n"])
+def test_an_empty_configuration_says_so(tmp_path: Path, text: str) -> None:
+    assert problems_in(tmp_path / "c.yml", text, load_config) == [
+        "(top level): the file is empty: it needs at least a `gateways:` list (see the README, "
+        "Configuration)"]
+
+
+def test_an_empty_web_configuration_means_plain_http(tmp_path: Path) -> None:
+    """As exporter-toolkit reads it: no TLS, no users."""
+    path = tmp_path / "web.yml"
+    path.write_text("")
+    assert load_web_config(path).ssl_context is None
