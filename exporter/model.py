@@ -13,7 +13,7 @@ from array import array
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 import msgspec
 
@@ -29,6 +29,9 @@ Count = (Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 class PerspectiveSession(msgspec.Struct, frozen=True, rename="camel", gc=False):
     """One entry of `system.perspective.getSessionInfo()`; every field may be absent or null."""
 
+    # The field that makes a session one session: no two in one list may share it.
+    IDENTITY: ClassVar[str] = "id"
+
     id: str | int | None = None
     username: str | None = None
     project: str | None = None
@@ -40,14 +43,11 @@ class PerspectiveSession(msgspec.Struct, frozen=True, rename="camel", gc=False):
     total_bytes_sent: Count | None = None
     uptime: Count | None = None  # milliseconds since the session started
 
-    @property
-    def identity(self) -> str | int | None:
-        """What makes this session one session: no two in one list may share it."""
-        return self.id
-
 
 class ClientSession(msgspec.Struct, frozen=True, rename="camel", gc=False):
     """One row of `system.util.getSessionInfo()`: a Vision client or a Designer."""
+
+    IDENTITY: ClassVar[str] = "client_id"
 
     username: str | None = None
     project: str | None = None
@@ -55,11 +55,6 @@ class ClientSession(msgspec.Struct, frozen=True, rename="camel", gc=False):
     is_designer: bool | None = None
     client_id: str | int | None = None
     creation_time: Count | None = None
-
-    @property
-    def identity(self) -> str | int | None:
-        """What makes this client one client: no two in one list may share it."""
-        return self.client_id
 
     @property
     def kind(self) -> str:

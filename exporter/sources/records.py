@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Generic, TypeVar
 
 import msgspec
@@ -59,30 +60,49 @@ def decode_records(items: Sequence[msgspec.Raw], decoder: msgspec.json.Decoder[T
     """
     records: list[T] = []
     raw: list[msgspec.Raw | bytes] = []
-    seen: set[str | int] = set()
     invalid = 0
     decode = decoder.decode
-    for item in items:
-        kept: msgspec.Raw | bytes = item
+    for item in items:  # the hot loop of every poll: kept to the bare decode and appends
         try:
-            record = decode(item)
+            records.append(decode(item))
         except UnicodeDecodeError:
-            kept = bytes(item).decode("utf-8", "replace").encode("utf-8")
-            record = _decode_or_none(decoder, kept)
+            repaired = bytes(item).decode("utf-8", "replace").encode("utf-8")
+            record = _decode_or_none(decoder, repaired)
+            if record is None:
+                invalid += 1
+            else:
+                records.append(record)
+                raw.append(repaired)
+            continue
         except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
-            record = None
-        if record is None:
             invalid += 1
             continue
-        identity = record.identity
-        if identity is not None:
-            if identity in seen:
-                invalid += 1
+        raw.append(item)
+    return _first_per_identity(records, raw, invalid, attrgetter(decoder.type.IDENTITY))
+
+
+def _first_per_identity(records: list[T], raw: list[msgspec.Raw | bytes], invalid: int,
+                        identity: Callable[[T], str | int | None]) -> Decoded[T]:
+    """Drop (and count) every record whose identity an earlier one already had.
+
+    Checked in bulk first: repeats are rare, and a per-record check in the loop above cost
+    half as much again as decoding.
+    """
+    ids = list(map(identity, records))
+    distinct = set(ids)
+    distinct.discard(None)
+    if len(distinct) == len(ids) - ids.count(None):
+        return Decoded(tuple(records), tuple(raw), invalid)
+    seen: set[str | int] = set()
+    kept: list[int] = []
+    for position, key in enumerate(ids):
+        if key is not None:
+            if key in seen:
                 continue
-            seen.add(identity)
-        records.append(record)
-        raw.append(kept)
-    return Decoded(tuple(records), tuple(raw), invalid)
+            seen.add(key)
+        kept.append(position)
+    return Decoded(tuple(records[i] for i in kept), tuple(raw[i] for i in kept),
+                   invalid + len(records) - len(kept))
 
 
 def _decode_or_none(decoder: msgspec.json.Decoder[T], item: bytes) -> T | None:
