@@ -7,6 +7,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from exporter.sources import Reason, SourceError
 from exporter.sources.records import (
@@ -141,3 +143,46 @@ def test_cut_deep_values_respects_strings_and_keeps_shallow_text() -> None:
     assert cut_deep_values(body, 2, b'"X"') == b'{"a": "[[[\\"{", "b": ["X"], "c": [2]}'
     assert cut_deep_values(body, 10, b'"X"') == body
     assert json.loads(cut_deep_values(DEEP, MAX_DEPTH, b'"X"')) is not None
+
+
+def _cut_reference(value: Any, limit: int, depth: int = 0) -> Any:
+    """What cutting means, on Python values: containers deeper than `limit` become "X"."""
+    if isinstance(value, list | dict):
+        if depth + 1 > limit:
+            return "X"
+        if isinstance(value, list):
+            return [_cut_reference(v, limit, depth + 1) for v in value]
+        return {k: _cut_reference(v, limit, depth + 1) for k, v in value.items()}
+    return value
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(alphabet='[]{}"\\ ,:ax\n'),
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.text(alphabet='[]{}"\\ ax', max_size=3), inner, max_size=4),
+    max_leaves=40)
+
+
+@given(value=JSON_VALUES, limit=st.integers(min_value=0, max_value=6))
+@settings(max_examples=300, deadline=None)
+def test_cut_deep_values_is_exactly_the_cut_of_the_value(value: Any, limit: int) -> None:
+    """Byte for byte what serialising the cut value gives, whatever brackets the strings hold
+    and however runs of brackets and plain text are mixed."""
+    for separators in ((",", ":"), (", ", ": ")):
+        body = json.dumps(value, separators=separators).encode()
+        expected = json.dumps(_cut_reference(value, limit), separators=separators).encode()
+        assert cut_deep_values(body, limit, b'"X"') == expected
+
+
+def test_an_answer_too_large_to_cut_is_one_decode_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fallback's work is bounded: past MAX_BRACKET_RUNS the answer fails as a whole."""
+    import exporter.sources.records as records
+    monkeypatch.setattr(records, "MAX_BRACKET_RUNS", 1_000)
+    sessions = [perspective(f"s{i}") for i in range(300)]
+    body = encode(document([*sessions, perspective("deep", pageIds="<deep>")]))
+    with pytest.raises(SourceError) as caught:
+        decode_webdev(body.replace(b'"<deep>"', DEEP), "g")
+    assert caught.value.reason is Reason.DECODE
+    assert "nested over a thousand levels deep" in caught.value.detail
+    monkeypatch.setattr(records, "MAX_BRACKET_RUNS", 100_000)
+    assert len(decode_webdev(body.replace(b'"<deep>"', DEEP), "g").perspective) == 300
