@@ -186,3 +186,15 @@ def test_an_answer_too_large_to_cut_is_one_decode_error(monkeypatch: pytest.Monk
     assert "nested over a thousand levels deep" in caught.value.detail
     monkeypatch.setattr(records, "MAX_BRACKET_RUNS", 100_000)
     assert len(decode_webdev(body.replace(b'"<deep>"', DEEP), "g").perspective) == 300
+
+
+@pytest.mark.parametrize(("value", "kind"), [
+    (True, "designer"), ("true", "designer"), (1, "designer"), ("false", "vision"), (0, "vision"),
+    ("yes", None), (2, None)])
+def test_is_designer_accepts_what_a_stringified_java_boolean_gives(value: object,
+                                                                   kind: str | None) -> None:
+    row = vision(client_id="C1")
+    row["isDesigner"] = value
+    snap = snapshot_of(document([], [row]))
+    assert [c.kind for c in snap.clients] == ([kind] if kind else [])
+    assert snap.invalid_sessions == (0 if kind else 1)
