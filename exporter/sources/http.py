@@ -121,16 +121,16 @@ def redirect_detail(status: int, requested: str, location: str | None) -> str:
     head = f"HTTP {status} redirect to {shown!r}, not followed: "
     try:
         source, target = urlsplit(requested), urlsplit(urljoin(requested, location))
-        same_host = (source.hostname, source.port) == (target.hostname, target.port)
+        same_host = source.hostname == target.hostname
+        same_port = source.port == target.port
     except ValueError:
         return head + "the Location is not a valid URL"
     if target.path.rstrip("/").endswith("/welcome"):
         return head + ("the gateway is not commissioned yet (Ignition 8.3 sends every "
                        "request to /welcome until its first-time setup is finished)")
-    if (source.scheme, target.scheme) == ("http", "https") and \
-            source.hostname == target.hostname:
+    if (source.scheme, target.scheme) == ("http", "https") and same_host:
         return head + "the gateway wants HTTPS: configure the url as https://"
-    if not same_host or source.scheme != target.scheme:
+    if not (same_host and same_port):
         return head + ("it points to another host, which would receive the token; "
                        "configure the gateway's own address")
     return head + "check the configured url (a moved resource, a login page?)"
