@@ -152,16 +152,32 @@ async def test_missing_uptime_ends_but_is_not_observed(clock: FakeClock) -> None
 
 
 async def test_absurd_ages_cost_only_their_observation(clock: FakeClock) -> None:
-    """An uptime or creationTime no float can hold: the session still counts."""
+    """An uptime or creationTime a real session cannot have (over about 30 years): the
+    session still counts, its age is not observed."""
+    centuries = 10 ** 13  # ms, about 317 years: decodable, but no session's age
+    client = vision(client_id="V1")
+    client["creationTime"] = 0  # 1970: over 30 years before the poll
+    gateway = await Gateway(clock, snap(s("A", uptime=centuries), s("B"), clients=(client,)),
+                            snap(s("B"))).polls(2)
+    assert gateway.poller.status.up
+    assert gateway.poller.status.invalid_sessions == 0
+    assert gateway.metric(ENDED) == {LINE1: 1}
+    assert gateway.metric(DURATION + "_count") == {LINE1: 0}
+    assert gateway.metric("ignition_client_sessions_ended_total") == {("vision", "Line1"): 1}
+
+
+async def test_impossible_ages_make_their_session_invalid(clock: FakeClock) -> None:
+    """An uptime or creationTime above 2^63 (no Java long can hold it) is an impossible
+    number: the session is invalid and counted, as for byte totals, and never started."""
     huge = 10 ** 400
     client = vision(client_id="V1")
     client["creationTime"] = huge
     gateway = await Gateway(clock, snap(s("A", uptime=huge), s("B"), clients=(client,)),
                             snap(s("B"))).polls(2)
     assert gateway.poller.status.up
-    assert gateway.metric(ENDED) == {LINE1: 1}
-    assert gateway.metric(DURATION + "_count") == {LINE1: 0}
-    assert gateway.metric("ignition_client_sessions_ended_total") == {("vision", "Line1"): 1}
+    assert gateway.poller.status.invalid_sessions == 2  # A and V1, in the first poll
+    assert gateway.metric(ENDED) == {LINE1: 0}
+    assert gateway.metric("ignition_client_sessions_ended_total") == {}
 
 
 async def test_duplicate_ids_count_once(clock: FakeClock) -> None:
