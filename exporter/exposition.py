@@ -14,11 +14,16 @@ from __future__ import annotations
 
 import gzip
 import math
-import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 
-from prometheus_client.exposition import choose_encoder
+from prometheus_client.exposition import (
+    CONTENT_TYPE_PLAIN_0_0_4,
+    CONTENT_TYPE_PLAIN_1_0_0,
+    generate_latest,
+)
+from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.registry import Collector
 
 from exporter.collector import (
@@ -30,29 +35,82 @@ from exporter.collector import (
     poll_intervals,
     session_families,
 )
+from exporter.negotiation import Preference, preferences
 from exporter.poller import GatewayStatus
 
 Encoder = Callable[[Collector], bytes]
 _EOF = b"# EOF\n"
-_OPENMETRICS = re.compile(
-    r"^application/openmetrics-text; version=(\d+)[^;]*; charset=utf-8; escaping=([\w-]+)$")
 
 
-def negotiate(accept: str) -> tuple[Encoder, str]:
-    """prometheus_client's content negotiation, with one change: the OpenMetrics version the
-    client asked for is reduced to one the library renders differently (below 2.0.0, or not).
+@dataclass(frozen=True, slots=True)
+class Format:
+    """One way the exporter renders `/metrics`, with the Content-Type it sends for it.
 
-    The content type keys the caches below, and the library echoes any version it is sent
-    (`version=1.0.7`, `1.0.8`, ...): unreduced, every made-up version would render and keep
-    every gateway's samples once more.
+    Only renderings that differ get a format, so the set is small and fixed and no client can
+    make the caches below grow. This exporter's names are all valid legacy names, so the
+    `underscores` and `allow-utf-8` escapings leave them alone and the Prometheus text format
+    1.0.0 renders them exactly as 0.0.4 does; `dots` and `values` do rewrite them (`_` becomes
+    `__`, or `U__` and hex). The installed prometheus_client renders OpenMetrics 2.0.0 as
+    1.0.0 when there are no native histograms, and this exporter has none.
+    tests/test_exposition.py holds the library to all of this.
     """
-    encoder, content_type = choose_encoder(accept)
-    match = _OPENMETRICS.match(content_type)
-    if match:
-        version = "2.0.0" if int(match.group(1)) >= 2 else "1.0.0"
-        encoder, content_type = choose_encoder(
-            f"application/openmetrics-text; version={version}; escaping={match.group(2)}")
-    return encoder, content_type
+
+    name: str
+    content_type: str
+    encoder: Encoder = field(compare=False)
+    closing: bytes = b""  # after the last family
+
+
+TEXT = Format("text", CONTENT_TYPE_PLAIN_0_0_4, generate_latest)
+OPENMETRICS = Format("openmetrics", openmetrics.CONTENT_TYPE_LATEST,
+                     openmetrics.generate_latest, _EOF)
+# Escapings that rewrite legacy names: (media type, escaping) to its format.
+ESCAPED = {
+    **{("text/plain", e): Format(f"text, {e} escaping",
+                                 f"{CONTENT_TYPE_PLAIN_1_0_0}; escaping={e}",
+                                 partial(generate_latest, escaping=e))
+       for e in (openmetrics.DOTS, openmetrics.VALUES)},
+    **{("application/openmetrics-text", e): Format(
+        f"openmetrics, {e} escaping", f"{openmetrics.CONTENT_TYPE_LATEST}; escaping={e}",
+        partial(openmetrics.generate_latest, escaping=e), _EOF)
+       for e in (openmetrics.DOTS, openmetrics.VALUES)},
+}
+FORMATS = (TEXT, OPENMETRICS, *ESCAPED.values())
+
+
+def _version(text: str | None) -> tuple[int, ...] | None:
+    """`1.0.0` as (1, 0, 0), absent as (); None when not a version."""
+    if text is None:
+        return ()
+    parts = text.strip().split(".")
+    return tuple(int(p) for p in parts) if all(p.isdigit() for p in parts) else None
+
+
+def _format_for(media: Preference) -> Format | None:
+    """The format for one media range, None if the exporter does not render it.
+
+    As in prometheus_client: OpenMetrics needs no version or 1.0.0 and up; an escaping is
+    honoured only where the version says the client knows of escapings (text 1.0.0 and up).
+    """
+    version = _version(media.params.get("version"))
+    if version is None or media.value not in ("text/plain", "application/openmetrics-text"):
+        return None
+    if media.value == "application/openmetrics-text" and version and version < (1,):
+        return None
+    escaped = ESCAPED.get((media.value, media.params.get("escaping", "")))
+    if escaped is not None and version >= (1,):
+        return escaped
+    return OPENMETRICS if media.value == "application/openmetrics-text" else TEXT
+
+
+def negotiate(accept: str) -> Format:
+    """The format for an `Accept` header: the most preferred media range the exporter renders,
+    else the text format. Never an error: whatever the client sends, one of `FORMATS`."""
+    for media in preferences(accept):
+        chosen = _format_for(media)
+        if chosen is not None:
+            return chosen
+    return TEXT
 
 
 class _Families(Collector):
@@ -127,48 +185,63 @@ def _gateway_fragments(status: GatewayStatus, encoder: Encoder, with_username: b
     return _Fragments(status, lines(fresh_at), lines(math.inf))
 
 
+@dataclass(slots=True)
+class _Body:
+    """One format's body: the statuses it was made from, plain, and gzip'd once asked for."""
+
+    key: tuple[object, ...]
+    plain: bytes
+    gzipped: bytes | None = None
+
+    def encoded(self, compress: bool) -> bytes:
+        if not compress:
+            return self.plain
+        if self.gzipped is None:
+            self.gzipped = gzip.compress(self.plain, compresslevel=6, mtime=0)
+        return self.gzipped
+
+
 class Exposition:
-    """Cached `/metrics` bodies for one exporter; keyed by content type and compression."""
+    """Cached `/metrics` bodies for one exporter: at most one per `Format`, each in plain and
+    gzip form. Every cache here is keyed by a `Format` (and configured gateways' names and
+    poll intervals), never by anything a client sent, so what a client sends cannot make
+    them grow."""
 
     def __init__(self, with_username: bool = True) -> None:
         self._with_username = with_username
-        self._fragments: dict[tuple[str, str], _Fragments] = {}
-        self._bodies: dict[tuple[str, bool], tuple[tuple[object, ...], bytes]] = {}
-        self._headers: dict[tuple[str, tuple[float, ...]], tuple[list[bytes], bytes]] = {}
+        self._fragments: dict[tuple[str, Format], _Fragments] = {}
+        self._bodies: dict[Format, _Body] = {}
+        self._headers: dict[tuple[Format, tuple[float, ...]], tuple[list[bytes], bytes]] = {}
 
-    def _static(self, encoder: Encoder, content_type: str, intervals: tuple[float, ...]
-                ) -> tuple[list[bytes], bytes]:
-        """Per content type and set of poll intervals (the lifecycle HELP texts name them):
-        every family's header lines, and the build info family whole."""
-        cached = self._headers.get((content_type, intervals))
+    @property
+    def cached_bodies(self) -> int:
+        """How many bodies are held (one per format asked for so far, at most len(FORMATS))."""
+        return len(self._bodies)
+
+    def _static(self, fmt: Format, intervals: tuple[float, ...]) -> tuple[list[bytes], bytes]:
+        """Per format and set of poll intervals (the lifecycle HELP texts name them): every
+        family's header lines, and the build info family whole."""
+        cached = self._headers.get((fmt, intervals))
         if cached is None:
             empty = (session_families([], 0.0, self._with_username) + health_families([])
                      + lifecycle_families([], 0.0, intervals))
-            rendered = _render([*empty, build_info()], encoder)
-            cached = self._headers[(content_type, intervals)] = (
+            rendered = _render([*empty, build_info()], fmt.encoder)
+            cached = self._headers[(fmt, intervals)] = (
                 [_split(text)[0] for text in rendered[:-1]], rendered[-1])
         return cached
 
-    def _fragments_for(self, status: GatewayStatus, encoder: Encoder,
-                       content_type: str) -> _Fragments:
-        key = (status.gateway.name, content_type)
+    def _fragments_for(self, status: GatewayStatus, fmt: Format) -> _Fragments:
+        key = (status.gateway.name, fmt)
         cached = self._fragments.get(key)
         if cached is None or cached.status is not status:
-            cached = self._fragments[key] = _gateway_fragments(status, encoder,
+            cached = self._fragments[key] = _gateway_fragments(status, fmt.encoder,
                                                                self._with_username)
         return cached
 
-    def body(self, statuses: Sequence[GatewayStatus], now: float, encoder: Encoder,
-             content_type: str, compress: bool) -> bytes:
-        # The statuses are immutable and replaced on every poll: identity says "changed".
-        fresh = [s.is_fresh(now) for s in statuses]
-        key = (*(id(s) for s in statuses), *fresh)
-        cached = self._bodies.get((content_type, compress))
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        headers, info = self._static(encoder, content_type, poll_intervals(statuses))
-        chosen = [(self._fragments_for(s, encoder, content_type), f)
-                  for s, f in zip(statuses, fresh, strict=True)]
+    def _assemble(self, statuses: Sequence[GatewayStatus], fresh: Sequence[bool],
+                  fmt: Format) -> bytes:
+        headers, info = self._static(fmt, poll_intervals(statuses))
+        chosen = [(self._fragments_for(s, fmt), f) for s, f in zip(statuses, fresh, strict=True)]
         parts: list[bytes] = []
         for index, header in enumerate(headers):
             parts.append(header)
@@ -176,14 +249,18 @@ class Exposition:
             parts.extend(samples for samples, _ in rendered)
             if any(trailer for _, trailer in rendered):
                 parts.extend(_merge_trailers(trailer for _, trailer in rendered))
-        parts.extend(_render(exporter_families(statuses), encoder))  # two samples: cheap
-        parts.append(info)
-        if content_type.startswith("application/openmetrics-text"):
-            parts.append(_EOF)
-        body = b"".join(parts)
-        if compress:
-            body = gzip.compress(body, compresslevel=6, mtime=0)
-        self._bodies[(content_type, compress)] = (key, body)
-        # Statuses are held through the fragments, so an id in `key` cannot be reused
-        # by another status while this body is cached.
-        return body
+        parts.extend(_render(exporter_families(statuses), fmt.encoder))  # two samples: cheap
+        parts += (info, fmt.closing)
+        return b"".join(parts)
+
+    def body(self, statuses: Sequence[GatewayStatus], now: float, fmt: Format,
+             compress: bool) -> bytes:
+        # The statuses are immutable and replaced on every poll: identity says "changed".
+        fresh = [s.is_fresh(now) for s in statuses]
+        key = (*(id(s) for s in statuses), *fresh)
+        cached = self._bodies.get(fmt)
+        if cached is None or cached.key != key:
+            # Statuses are held through the fragments, so an id in `key` cannot be reused
+            # by another status while this body is cached.
+            cached = self._bodies[fmt] = _Body(key, self._assemble(statuses, fresh, fmt))
+        return cached.encoded(compress)

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 import aiohttp
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Middleware
-from prometheus_client.exposition import gzip_accepted
 
 from exporter import __version__
 from exporter.appkeys import CLOCK, CONFIG, EXPOSITION, FLEET, HTTP_CLIENT
@@ -18,6 +17,7 @@ from exporter.config import Config
 from exporter.exposition import Exposition, negotiate
 from exporter.fleet import Fleet
 from exporter.landing import render_landing
+from exporter.negotiation import accepts_gzip
 from exporter.sessions_endpoint import sessions_handler
 from exporter.webconfig import WebConfig
 
@@ -47,13 +47,13 @@ async def landing(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """Content negotiation as prometheus_client does it; the body comes from the cache."""
+    """The body comes from the cache, in one of the exporter's own formats, labelled with the
+    exporter's own Content-Type for it (never text echoed from the request)."""
     app = request.app
-    encoder, content_type = negotiate(",".join(request.headers.getall(hdrs.ACCEPT, [])))
-    compress = gzip_accepted(request.headers.get(hdrs.ACCEPT_ENCODING, ""))
-    body = app[EXPOSITION].body(app[FLEET].statuses(), app[CLOCK].time(), encoder,
-                                content_type, compress)
-    headers = {hdrs.CONTENT_TYPE: content_type, hdrs.VARY: hdrs.ACCEPT_ENCODING}
+    fmt = negotiate(",".join(request.headers.getall(hdrs.ACCEPT, [])))
+    compress = accepts_gzip(",".join(request.headers.getall(hdrs.ACCEPT_ENCODING, [])))
+    body = app[EXPOSITION].body(app[FLEET].statuses(), app[CLOCK].time(), fmt, compress)
+    headers = {hdrs.CONTENT_TYPE: fmt.content_type, hdrs.VARY: hdrs.ACCEPT_ENCODING}
     if compress:
         headers[hdrs.CONTENT_ENCODING] = "gzip"
     return web.Response(body=body, headers=headers)

@@ -12,11 +12,12 @@ import json
 from collections.abc import Callable, Sequence
 
 import msgspec
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from exporter.appkeys import CLOCK, CONFIG, FLEET
 from exporter.filters import BadQuery, SessionQuery, parse_query
 from exporter.model import SessionIndex
+from exporter.negotiation import accepts_gzip
 from exporter.poller import GatewayStatus
 from exporter.privacy import mask_address
 
@@ -108,6 +109,8 @@ async def sessions_handler(request: web.Request) -> web.Response:
         return web.json_response({"error": str(exc)}, status=400)
     body = render_sessions(statuses, query, request.app[CLOCK].time(),
                            request.app[CONFIG].privacy.mask_addresses)
-    response = web.Response(body=body, content_type="application/json")
-    response.enable_compression()
+    response = web.Response(body=body, content_type="application/json",
+                            headers={hdrs.VARY: hdrs.ACCEPT_ENCODING})
+    if accepts_gzip(",".join(request.headers.getall(hdrs.ACCEPT_ENCODING, []))):
+        response.enable_compression(web.ContentCoding.gzip)
     return response

@@ -8,7 +8,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.appkeys import FLEET
+from exporter.appkeys import EXPOSITION, FLEET
 from exporter.config import Config, GatewayConfig
 from exporter.http import create_app
 from exporter.simulator import WEBDEV_PATH, GatewaySimulator, simulator_app
@@ -99,3 +99,28 @@ async def test_series_cap_folds_and_counts(aiohttp_server: ServerFactory,
     assert folded["ignition_perspective_sessions"] % (distinct - 100) == 0
     assert folded["ignition_perspective_sessions"] >= 2 * (distinct - 100)
     assert folded["ignition_client_sessions"] == 0
+
+
+@pytest.mark.parametrize("accept_encoding", ["gzip;q=0", "*, gzip;q=0", "identity", ""])
+async def test_metrics_not_compressed_when_gzip_refused(exporter: TestClient,
+                                                        accept_encoding: str) -> None:
+    response = await exporter.get("/metrics", headers={"Accept-Encoding": accept_encoding},
+                                  auto_decompress=False)
+    assert "Content-Encoding" not in response.headers
+    assert (await response.read()).startswith(b"# HELP ")
+    assert response.headers["Vary"] == "Accept-Encoding"
+
+
+@pytest.mark.parametrize("accept", [
+    "application/openmetrics-text; version=abc", "application/openmetrics-text; version=+1.0.5",
+    "application/openmetrics-text; version= 1.0.5; escaping=x", "text/plain; version=1..0",
+    "application/openmetrics-text; version=1.0.0; q=x", ";;;,,,",
+])
+async def test_metrics_odd_accept_gets_one_of_the_exporters_formats(exporter: TestClient,
+                                                                    accept: str) -> None:
+    response = await exporter.get("/metrics", headers={"Accept": accept})
+    assert response.status == 200
+    assert response.headers["Content-Type"] in {
+        "text/plain; version=0.0.4; charset=utf-8",
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"}
+    assert exporter.app[EXPOSITION].cached_bodies <= 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import time
 from dataclasses import dataclass, field
@@ -189,3 +190,19 @@ async def test_landing_page_links_session_queries(setup: Setup) -> None:
     assert '<a href="/sessions?gateway=plant-a">plant-a</a>' in html
     assert "/sessions?username=bi.*" in html
     assert "<td>up</td>" in html
+
+
+@pytest.mark.parametrize(("accept_encoding", "encoding"), [
+    ("gzip", "gzip"), ("gzip;q=0", None), ("deflate;q=0.5, gzip;q=0", None), ("", None),
+    ("*", "gzip"),
+])
+async def test_compression_follows_q_values_and_varies(setup: Setup, accept_encoding: str,
+                                                       encoding: str | None) -> None:
+    response = await setup.client.get("/sessions", headers={"Accept-Encoding": accept_encoding},
+                                      auto_decompress=False)
+    assert response.status == 200
+    assert response.headers.get("Content-Encoding") == encoding
+    assert response.headers["Vary"] == "Accept-Encoding"
+    body = await response.read()
+    raw = gzip.decompress(body) if encoding else body
+    assert len(json.loads(raw)["perspective"]) == 7
