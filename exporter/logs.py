@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from aiohttp.http_exceptions import HttpProcessingError
@@ -13,12 +15,47 @@ from aiohttp.http_exceptions import HttpProcessingError
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
 
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(char: str) -> str:
+    """One character as it may appear between quotes: every control character (and anything
+    else a terminal would not print as itself) becomes a visible escape, so text a gateway or
+    a client sent can neither forge a log line nor rewrite one on screen."""
+    if char in _ESCAPES:
+        return _ESCAPES[char]
+    if char.isprintable():
+        return char
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 \
+        else f"\\U{code:08x}"
+
+
 def _quote(value: object) -> str:
     text = str(value)
-    if text and not any(c in text for c in ' "=\\\n\t') and text.isprintable():
+    if text and text.isprintable() and not any(c in text for c in ' "=\\'):
         return text
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return f'"{escaped}"'
+    return '"' + "".join(map(_escape, text)) + '"'
+
+
+class Episode:
+    """One log line when a limit starts being hit, never one per hit: a flood of idle sockets
+    or of failed logins must not become a flood of log lines. The episode ends after `quiet`
+    seconds without a hit; the next hit starts a new one, and logs again."""
+
+    def __init__(self, logger: logging.Logger, message: str, quiet: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._logger = logger
+        self._message = message
+        self._quiet = quiet
+        self._clock = clock
+        self._last_hit: float | None = None
+
+    def hit(self, **fields: object) -> None:
+        now = self._clock()
+        if self._last_hit is None or now - self._last_hit > self._quiet:
+            self._logger.warning(self._message, extra=fields)
+        self._last_hit = now
 
 
 class LogfmtFormatter(logging.Formatter):
