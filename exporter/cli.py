@@ -7,23 +7,26 @@ import asyncio
 import contextlib
 import logging
 import signal
-import ssl
 import sys
-from collections.abc import AsyncIterator, Sequence
-
-from aiohttp import web
+from collections.abc import Sequence
 
 from exporter import __version__, webdev_script
 from exporter.config import Config, ConfigError, GatewayConfig, load_config
-from exporter.http import create_app
+from exporter.http import create_app, gateway_connection_limit
 from exporter.logs import setup_logging
+from exporter.server import (
+    DEFAULT_MAX_CONNECTIONS,
+    EXIT_CANNOT_LISTEN,
+    MIN_CONNECTIONS,
+    Limits,
+    ListenError,
+    running_site,
+)
 from exporter.simulator import WEBDEV_PATH, GatewaySimulator, simulator_app
 from exporter.webconfig import WebConfig, load_web_config
 
 DEFAULT_PORT = 9871
 DEFAULT_LISTEN = f"0.0.0.0:{DEFAULT_PORT}"
-# Requests still running when a stop signal arrives get this long to finish.
-SHUTDOWN_GRACE_SECONDS = 3.0
 DEMO_SESSION_LIMIT = 60
 
 log = logging.getLogger("exporter")
@@ -34,6 +37,13 @@ def parse_listen(value: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
     return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def positive_int(value: str) -> int:
+    if not value.isdigit() or int(value) < MIN_CONNECTIONS:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least "
+                                         f"{MIN_CONNECTIONS}, got {value!r}")
+    return int(value)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
                         metavar="HOST:PORT", help=f"where to serve (default {DEFAULT_LISTEN})")
     parser.add_argument("--web.config.file", dest="web_config", metavar="FILE",
                         help="exporter-toolkit web configuration: TLS, basic auth, headers")
+    parser.add_argument("--web.max-connections", dest="max_connections", type=positive_int,
+                        default=DEFAULT_MAX_CONNECTIONS, metavar="N",
+                        help="connections served at once (default %(default)s); idle ones are "
+                             "dropped to make room, then new ones refused")
     parser.add_argument("--log-level", default="info",
                         choices=["debug", "info", "warning", "error"])
     parser.add_argument("--check-config", action="store_true",
@@ -62,21 +76,6 @@ def build_parser() -> argparse.ArgumentParser:
 def demo_config(url: str) -> Config:
     return Config(gateways=(GatewayConfig(name="demo", url=url, poll_interval=5.0, timeout=4.0,
                                           stale_after=20.0, session_limit=DEMO_SESSION_LIMIT),))
-
-
-@contextlib.asynccontextmanager
-async def running_site(app: web.Application, host: str, port: int,
-                       ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[str]:
-    """Serve `app`; yields the address actually bound (port 0 picks a free one)."""
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
-        bound_host, bound_port = runner.addresses[0][:2]
-        scheme = "https" if ssl_context else "http"
-        yield f"{scheme}://{bound_host}:{bound_port}"
-    finally:
-        await runner.cleanup()
 
 
 def _stop_event() -> asyncio.Event:
@@ -99,7 +98,8 @@ def _ignore_further_sigterm() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-async def serve(config: Config | None, web_config: WebConfig, host: str, port: int) -> None:
+async def serve(config: Config | None, web_config: WebConfig, host: str, port: int,
+                max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
     stop = _stop_event()
     async with contextlib.AsyncExitStack() as stack:
         if config is None:
@@ -109,8 +109,10 @@ async def serve(config: Config | None, web_config: WebConfig, host: str, port: i
             config = demo_config(gateway_url + WEBDEV_PATH)
             log.info("demo gateway started", extra={"url": config.gateways[0].url})
         app = create_app(config, web_config=web_config)
+        limits = Limits(max_connections=max_connections,
+                        reserved_files=gateway_connection_limit(config) + 64)
         address = await stack.enter_async_context(
-            running_site(app, host, port, web_config.ssl_context))
+            running_site(app, host, port, web_config.ssl_context, limits))
         log.info("listening", extra={"address": address, "gateways": len(config.gateways),
                                      "version": __version__})
         await stop.wait()
@@ -149,5 +151,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{args.web_config}: OK, {web_config.scheme}, "
                   f"{len(web_config.basic_auth_users)} basic auth user(s)")
         return 0
-    asyncio.run(serve(config, web_config, *args.listen))
+    try:
+        asyncio.run(serve(config, web_config, *args.listen, args.max_connections))
+    except ListenError as exc:
+        print(f"ignition-exporter: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_LISTEN
     return 0

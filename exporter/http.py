@@ -24,9 +24,14 @@ from exporter.webconfig import WebConfig
 USER_AGENT = f"ignition-exporter/{__version__}"
 
 
+def gateway_connection_limit(config: Config) -> int:
+    """How many connections to gateways may be open at once (each takes a file descriptor)."""
+    return max(100, 2 * len(config.gateways))
+
+
 async def http_client_ctx(app: web.Application) -> AsyncIterator[None]:
     """One connection pool for every gateway; per-gateway TLS is chosen per request."""
-    connector = aiohttp.TCPConnector(limit=max(100, 2 * len(app[CONFIG].gateways)))
+    connector = aiohttp.TCPConnector(limit=gateway_connection_limit(app[CONFIG]))
     async with aiohttp.ClientSession(connector=connector,
                                      headers={"User-Agent": USER_AGENT}) as session:
         app[HTTP_CLIENT] = session

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -48,3 +49,29 @@ def test_parse_listen_rejects(text: str) -> None:
     import argparse
     with pytest.raises(argparse.ArgumentTypeError):
         parse_listen(text)
+
+
+def test_port_in_use_is_one_line_and_exit_status_3(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "config.yml"
+    config.write_text("gateways:\n  - {name: a, url: 'http://127.0.0.1:1/x'}\n")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        status = main(["--config", str(config), "--listen", f"127.0.0.1:{port}"])
+    err = capsys.readouterr().err
+    assert status == 3
+    assert f"ignition-exporter: cannot listen on 127.0.0.1:{port}: another process is using " \
+           "it: stop that process or choose another --listen\n" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("value", ["0", "7", "-5", "many", "1e3"])
+def test_max_connections_must_be_a_sensible_number(
+        value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--demo", "--web.max-connections", value])
+    assert exited.value.code == 2
+    assert "--web.max-connections: expected a whole number of at least 8" in \
+        capsys.readouterr().err

@@ -1,0 +1,320 @@
+"""The exporter's own HTTP server: where it listens, and the limits that keep it answering.
+
+Anyone who can reach the port can open connections, so every connection is bounded:
+- a request's headers must arrive within `header_timeout` of the connection opening (or of
+  the first byte of a following request on a kept-alive connection), or it is dropped;
+- at most `max_connections` are open at once. At the cap, the connection that has been
+  quiet longest without a request in progress is dropped to make room, so idle sockets
+  cannot lock out a scrape; only when every connection is busy is the newcomer refused,
+  with a canned 503 and no parsing;
+- the soft open-file limit is raised to the hard limit at start (as Go programs do), and the
+  cap is lowered to what the remaining file descriptors allow;
+- when a limit is hit, one log line per episode, never one per socket.
+
+aiohttp's `AppRunner` serves the application; the listening socket is an asyncio server
+whose protocol factory wraps aiohttp's (the runner's public `server`) with this
+bookkeeping, so no private attribute of either is touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import ssl
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from exporter.logs import Episode
+
+log = logging.getLogger("exporter.server")
+
+# Exit status when the address cannot be listened on (2 is a configuration error).
+EXIT_CANNOT_LISTEN = 3
+DEFAULT_MAX_CONNECTIONS = 512
+# Below this many connections the exporter is not worth running: refuse to start instead.
+MIN_CONNECTIONS = 8
+_REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\n"
+            b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: 21\r\n\r\n"
+            b"too many connections\n")
+_ACCEPT_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    header_timeout: float = 10.0
+    # Longer than the usual scrape intervals, so Prometheus reuses its connection; idle
+    # kept-alive connections are the first to go at the cap anyway.
+    keepalive_timeout: float = 120.0
+    # Requests in flight get this long after a stop signal; then their connections are cut,
+    # which leaves time to exit within the 3 s the README promises.
+    shutdown_grace: float = 2.0
+    # File descriptors kept for everything but served connections (the gateway connection
+    # pool, log and configuration files, the listening socket).
+    reserved_files: int = 164
+
+
+class ListenError(Exception):
+    """The address cannot be listened on: said in one line, with what to do."""
+
+    def __init__(self, host: str, port: int, error: OSError) -> None:
+        self.host, self.port, self.errno = host, port, error.errno
+        if error.errno == errno.EADDRINUSE:
+            advice = "another process is using it: stop that process or choose another --listen"
+        elif error.errno == errno.EACCES:
+            advice = "permission denied (ports below 1024 need privileges): choose another --listen"
+        else:
+            advice = f"{error.strerror or error}: check --listen"
+        super().__init__(f"cannot listen on {host}:{port}: {advice}")
+
+
+def raise_open_file_limit() -> int | None:
+    """Raise the soft RLIMIT_NOFILE to the hard limit; the soft limit now in force, or None
+    where the platform has no such limit (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    targets = [hard] if hard != resource.RLIM_INFINITY else [1 << 20, 10240]
+    for target in targets:
+        if soft != resource.RLIM_INFINITY and soft >= target:
+            break
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            break
+        except (ValueError, OSError):
+            continue
+    return int(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+
+
+def connection_cap(limits: Limits, open_files: int | None) -> int:
+    """`max_connections`, lowered to what the open-file limit leaves (and said so)."""
+    if open_files is None or open_files - limits.reserved_files >= limits.max_connections:
+        return limits.max_connections
+    cap = max(MIN_CONNECTIONS, open_files - limits.reserved_files)
+    log.warning("open file limit allows fewer connections than --web.max-connections; raise "
+                "it (systemd LimitNOFILE=, ulimit -n)",
+                extra={"open_files": open_files, "max_connections": cap})
+    return cap
+
+
+class _Connection(asyncio.Protocol):
+    """One accepted connection: aiohttp's protocol inside, the limits' bookkeeping around."""
+
+    def __init__(self, tracker: ConnectionTracker) -> None:
+        self._tracker = tracker
+        self.inner: asyncio.Protocol | None = None
+        self.transport: asyncio.Transport | None = None
+        self.busy = 0  # requests whose handler is running
+        self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def idle(self) -> bool:
+        """No handler running and nothing left to send: dropping it loses no answer."""
+        return not self.busy and self.transport is not None \
+            and self.transport.get_write_buffer_size() == 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        if not self._tracker.admit(self):
+            transport.write(_REFUSAL)  # type: ignore[attr-defined]
+            transport.close()
+            return
+        self.inner = self._tracker.make_protocol()
+        self.inner.connection_made(transport)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        if self.inner is None:
+            return
+        self._tracker.touch(self)
+        if not self.busy and self._timer is None:
+            self._arm()  # the first bytes of another request on a kept-alive connection
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received() if self.inner else None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        self._tracker.forget(self)
+        if self.inner is not None:
+            self.inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        if self.inner is not None:
+            self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.inner is not None:
+            self.inner.resume_writing()
+
+    def request_started(self) -> None:
+        self.busy += 1
+        self._disarm()
+
+    def request_finished(self) -> None:
+        self.busy -= 1
+        self._tracker.touch(self)
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _arm(self) -> None:
+        self._timer = asyncio.get_running_loop().call_later(
+            self._tracker.limits.header_timeout, self._headers_too_slow)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _headers_too_slow(self) -> None:
+        self._timer = None
+        self._tracker.header_timeouts.hit(timeout=self._tracker.limits.header_timeout)
+        self.abort()
+
+
+class ConnectionTracker:
+    """The protocol factory for the listening socket: counts, times and, at the cap, makes
+    room. Connections are kept least recently active first."""
+
+    def __init__(self, make_protocol: Callable[[], asyncio.Protocol], limits: Limits,
+                 cap: int) -> None:
+        self.make_protocol = make_protocol
+        self.limits = limits
+        self.cap = cap
+        self._live: OrderedDict[object, _Connection] = OrderedDict()  # by transport
+        self.at_cap = Episode(log, "connection limit reached: dropping idle connections and "
+                              "refusing new ones while every connection is busy")
+        self.header_timeouts = Episode(log, "closing connections that did not send request "
+                                       "headers in time")
+
+    def __call__(self) -> _Connection:
+        return _Connection(self)
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._live)
+
+    def admit(self, connection: _Connection) -> bool:
+        if len(self._live) >= self.cap:
+            self.at_cap.hit(max_connections=self.cap)
+            victim = next((c for c in self._live.values() if c.idle), None)
+            if victim is None:
+                return False
+            self.forget(victim)
+            victim.abort()
+        self._live[connection.transport] = connection
+        return True
+
+    def touch(self, connection: _Connection) -> None:
+        if connection.transport in self._live:
+            self._live.move_to_end(connection.transport)
+
+    def forget(self, connection: _Connection) -> None:
+        self._live.pop(connection.transport, None)
+
+    def abort_all(self) -> None:
+        for connection in list(self._live.values()):
+            connection.abort()
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Marks a connection busy while its handler runs: no header timer, not dropped."""
+        connection = self._live.get(request.transport)
+        if connection is None:
+            return await handler(request)
+        connection.request_started()
+        try:
+            return await handler(request)
+        finally:
+            connection.request_finished()
+
+
+def _exception_handler(exhausted: Episode) -> Callable[[asyncio.AbstractEventLoop,
+                                                         dict[str, Any]], None]:
+    """asyncio logs a traceback every time accept() fails for want of file descriptors;
+    one line per episode says the same."""
+
+    def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        error = context.get("exception")
+        if isinstance(error, OSError) and error.errno in _ACCEPT_ERRNOS \
+                and "accept" in str(context.get("message", "")):
+            exhausted.hit(error=error.strerror)
+            return
+        loop.default_exception_handler(context)
+
+    return handle
+
+
+@contextlib.contextmanager
+def _quiet_accept_errors() -> Any:
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(_exception_handler(Episode(
+        log, "out of file descriptors: cannot accept connections; raise the open file limit "
+        "or lower --web.max-connections")))
+    try:
+        yield
+    finally:
+        loop.set_exception_handler(previous)
+
+
+async def _listen(tracker: ConnectionTracker, host: str, port: int,
+                  ssl_context: ssl.SSLContext | None) -> asyncio.Server:
+    loop = asyncio.get_running_loop()
+    try:
+        return await loop.create_server(
+            tracker, host, port, ssl=ssl_context, backlog=128,
+            ssl_handshake_timeout=tracker.limits.header_timeout if ssl_context else None)
+    except OSError as exc:
+        raise ListenError(host, port, exc) from None
+
+
+def _protocol_factory(runner: web.AppRunner) -> Callable[[], asyncio.Protocol]:
+    def make() -> asyncio.Protocol:
+        assert runner.server is not None, "set up before the first connection"
+        return runner.server()
+
+    return make
+
+
+@contextlib.asynccontextmanager
+async def running_site(app: web.Application, host: str, port: int,
+                       ssl_context: ssl.SSLContext | None = None,
+                       limits: Limits | None = None) -> AsyncIterator[str]:
+    """Serve `app` within `limits`; yields the address actually bound (port 0 picks a free
+    one). On exit: stop listening, let requests in flight finish for `shutdown_grace`,
+    then cut what is left."""
+    limits = limits or Limits()
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=limits.shutdown_grace,
+                           keepalive_timeout=limits.keepalive_timeout)
+    tracker = ConnectionTracker(_protocol_factory(runner), limits,
+                                connection_cap(limits, raise_open_file_limit()))
+    app.middlewares.insert(0, tracker.middleware)
+    await runner.setup()
+    try:
+        with _quiet_accept_errors():
+            server = await _listen(tracker, host, port, ssl_context)
+            try:
+                bound_host, bound_port = server.sockets[0].getsockname()[:2]
+                yield f"{'https' if ssl_context else 'http'}://{bound_host}:{bound_port}"
+            finally:
+                server.close()
+    finally:
+        cut = asyncio.get_running_loop().call_later(limits.shutdown_grace, tracker.abort_all)
+        try:
+            await runner.cleanup()
+        finally:
+            cut.cancel()

@@ -1,0 +1,190 @@
+"""The server's limits, over real sockets on loopback: header timeout, connection cap, what is
+logged, the open-file limit and a port in use. Every test opens a bounded number of sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from exporter.server import Limits, ListenError, connection_cap, running_site
+
+RELEASE = web.AppKey("release", asyncio.Event)
+STARTED = web.AppKey("started", asyncio.Event)
+SHORT = Limits(max_connections=8, header_timeout=0.5, shutdown_grace=1.0)
+
+
+def app_with_slow_route() -> web.Application:
+    app = web.Application()
+    app[RELEASE] = asyncio.Event()
+    app[STARTED] = asyncio.Event()
+
+    async def quick(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def slow(request: web.Request) -> web.Response:
+        request.app[STARTED].set()
+        await request.app[RELEASE].wait()
+        return web.Response(text="done")
+
+    app.router.add_get("/", quick)
+    app.router.add_get("/slow", slow)
+    return app
+
+
+@pytest.fixture
+async def served(request: pytest.FixtureRequest) -> AsyncIterator[tuple[web.Application, str]]:
+    limits = getattr(request, "param", SHORT)
+    app = app_with_slow_route()
+    async with running_site(app, "127.0.0.1", 0, limits=limits) as url:
+        yield app, url
+
+
+async def idle_socket(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    return await asyncio.open_connection(host, int(port))
+
+
+async def closed_by_server(reader: asyncio.StreamReader, within: float = 5.0) -> bool:
+    """True once the server has closed or reset the connection; False if it is still open
+    after `within` seconds."""
+    try:
+        async with asyncio.timeout(within):
+            while await reader.read(65536):
+                pass
+    except TimeoutError:
+        return False
+    except ConnectionError:
+        return True
+    return True
+
+
+async def get(url: str, path: str = "/") -> tuple[int, str]:
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as http, \
+            http.get(url + path, timeout=aiohttp.ClientTimeout(total=10)) as response:
+        return response.status, await response.text()
+
+
+def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "exporter.server" and r.levelno >= logging.WARNING]
+
+
+async def test_connection_without_request_headers_is_closed(
+        served: tuple[web.Application, str], caplog: pytest.LogCaptureFixture) -> None:
+    _, url = served
+    silent = [await idle_socket(url) for _ in range(5)]
+    trickle_reader, trickle = await idle_socket(url)
+    trickle.write(b"GET / HTTP/1.1\r\nHost: x\r\n")
+    for _ in range(3):  # a header line now and then never completes the request
+        await asyncio.sleep(0.2)
+        trickle.write(b"X-Slow: 1\r\n")
+    assert await closed_by_server(trickle_reader)
+    for reader, _ in silent:
+        assert await closed_by_server(reader)
+    assert warnings(caplog) == [
+        "closing connections that did not send request headers in time"]
+    assert await get(url) == (200, "ok")  # a prompt request is unaffected
+
+
+async def test_kept_alive_connection_is_timed_again_for_its_next_request(
+        served: tuple[web.Application, str]) -> None:
+    _, url = served
+    reader, writer = await idle_socket(url)
+    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert b"200 OK" in await reader.readuntil(b"ok")
+    assert not await closed_by_server(reader, within=0.8), "kept alive while idle"
+    writer.write(b"GET / HTTP/1.1\r\n")  # the next request starts, and stalls
+    assert await closed_by_server(reader)
+
+
+async def test_at_the_cap_idle_connections_make_room(
+        served: tuple[web.Application, str], caplog: pytest.LogCaptureFixture) -> None:
+    _, url = served
+    idle = [await idle_socket(url) for _ in range(3 * SHORT.max_connections)]
+    assert await get(url) == (200, "ok")
+    # The oldest idle connections were dropped, the newest are still open.
+    assert await closed_by_server(idle[0][0], within=1)
+    assert not await closed_by_server(idle[-1][0], within=0.1)
+    assert warnings(caplog)[0].startswith("connection limit reached")
+    assert len(warnings(caplog)) == 1, "one line for the whole episode"
+
+
+async def test_at_the_cap_busy_connections_are_kept_and_newcomers_refused(
+        served: tuple[web.Application, str]) -> None:
+    app, url = served
+    busy = [asyncio.create_task(get(url, "/slow")) for _ in range(SHORT.max_connections)]
+    try:
+        async with asyncio.timeout(10):
+            while True:  # every slot holds a request in progress
+                status, text = await get(url)
+                if status == 503:
+                    break
+                await asyncio.sleep(0.05)
+        assert text == "too many connections\n"
+    finally:
+        app[RELEASE].set()
+    assert await asyncio.gather(*busy) == [(200, "done")] * SHORT.max_connections
+    assert await get(url) == (200, "ok")
+
+
+async def test_stop_cuts_a_request_that_outlives_the_grace() -> None:
+    """aiohttp alone waits up to twice its shutdown timeout (for the handler, then again
+    after cancelling it); the grace is what the README promises, so what is left is cut."""
+    app = app_with_slow_route()
+    site = running_site(app, "127.0.0.1", 0, limits=SHORT)
+    url = await site.__aenter__()
+    request = asyncio.create_task(get(url, "/slow"))
+    await app[STARTED].wait()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await site.__aexit__(None, None, None)
+    stopped_after = loop.time() - started
+    with pytest.raises(aiohttp.ClientError):
+        await request
+    assert stopped_after < SHORT.shutdown_grace + 0.5, stopped_after
+
+
+async def test_port_in_use_is_one_clear_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ListenError) as caught:
+            async with running_site(app_with_slow_route(), "127.0.0.1", port):
+                pass
+    assert str(caught.value) == (
+        f"cannot listen on 127.0.0.1:{port}: another process is using it: stop that process "
+        "or choose another --listen")
+
+
+def test_cap_is_lowered_to_what_open_files_allow(caplog: pytest.LogCaptureFixture) -> None:
+    limits = Limits(max_connections=512, reserved_files=164)
+    assert connection_cap(limits, None) == 512
+    assert connection_cap(limits, 4096) == 512
+    assert not caplog.records
+    assert connection_cap(limits, 256) == 92
+    assert caplog.records[0].max_connections == 92
+
+
+def test_soft_open_file_limit_is_raised_to_the_hard_limit() -> None:
+    resource = pytest.importorskip("resource")
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard <= 256:
+        pytest.skip(f"the hard limit ({hard}) leaves nothing to raise")
+    code = ("import resource; from exporter.server import raise_open_file_limit; "
+            "print(resource.getrlimit(resource.RLIMIT_NOFILE)[0], raise_open_file_limit())")
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)))
+    before, after = map(int, out.stdout.split())
+    assert before == 256
+    assert after == hard if hard != resource.RLIM_INFINITY else after > 256
