@@ -28,6 +28,7 @@ from exporter.webconfig import WebConfig, load_web_config
 DEFAULT_PORT = 9871
 DEFAULT_LISTEN = f"0.0.0.0:{DEFAULT_PORT}"
 DEMO_SESSION_LIMIT = 60
+DEMO_GATEWAY_CONNECTIONS = 16  # its only client is the exporter's own poller
 
 log = logging.getLogger("exporter")
 
@@ -105,7 +106,8 @@ async def serve(config: Config | None, web_config: WebConfig, host: str, port: i
         if config is None:
             simulator = GatewaySimulator(name="demo-gateway", target_sessions=40)
             gateway_url = await stack.enter_async_context(
-                running_site(simulator_app(simulator), "127.0.0.1", 0))
+                running_site(simulator_app(simulator), "127.0.0.1", 0,
+                             limits=Limits(max_connections=DEMO_GATEWAY_CONNECTIONS)))
             config = demo_config(gateway_url + WEBDEV_PATH)
             log.info("demo gateway started", extra={"url": config.gateways[0].url})
         app = create_app(config, web_config=web_config)

@@ -16,6 +16,7 @@ import socket
 import ssl
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,8 @@ class ExporterProcess:
     def __init__(self, tmp_path: Path, *args: str, name: str = "exporter",
                  client_ssl: ssl.SSLContext | None = None,
                  headers: dict[str, str] | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None,
+                 preexec: Callable[[], None] | None = None) -> None:
         self.log = tmp_path / f"{name}.log"
         self.args = [sys.executable, "-m", "exporter", *args, "--listen", "127.0.0.1:0"]
         self.process: subprocess.Popen[bytes] | None = None
@@ -68,11 +70,13 @@ class ExporterProcess:
         self.client_ssl = client_ssl  # how test requests reach a TLS exporter
         self.headers = headers or {}  # e.g. credentials, sent with every test request
         self.env = {**os.environ, **(env or {})}
+        self.preexec = preexec  # run in the child before the exporter starts (resource limits)
 
     async def __aenter__(self) -> ExporterProcess:
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(self.args, stderr=log, stdout=log,
-                                            stdin=subprocess.DEVNULL, env=self.env)
+                                            stdin=subprocess.DEVNULL, env=self.env,
+                                            preexec_fn=self.preexec)
 
         async def listening() -> str | None:
             assert self.process is not None
