@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.processes import basic_auth
+from tests.strategies import accepts, encodings
 
 ALLOWED = {200, 400, 401, 404, 405, 414}
 PASSWORD = "fuzz-pass"
@@ -45,7 +46,8 @@ def exporter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, in
     finally:
         process.terminate()
         process.wait(timeout=10)
-    assert "Traceback" not in log.read_text(), log.read_text()
+    text = log.read_text()
+    assert "Traceback" not in text and "level=error" not in text, text[-5000:]
 
 
 text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=300)
@@ -58,8 +60,12 @@ paths = st.sampled_from(["/sessions", "/metrics", "/", "/healthz", "/sessions/",
 raw_queries = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=200)
 headers = st.dictionaries(
     st.sampled_from(["Accept", "Accept-Encoding", "Range", "If-None-Match", "X-Forwarded-For",
-                     "Content-Type", "Cookie"]), header_text, max_size=4)
-auth = st.sampled_from([VALID_AUTH]) | header_text.map(lambda t: "Basic " + t) | st.none()
+                     "Content-Type", "Cookie"]), header_text, max_size=4) | st.fixed_dictionaries(
+    {"Accept": accepts, "Accept-Encoding": encodings})
+long_password = basic_auth("prometheus", "p" * 100)["Authorization"]
+unknown_long = basic_auth("nobody", "p" * 73)["Authorization"]
+auth = st.sampled_from([VALID_AUTH, long_password, unknown_long]) \
+    | header_text.map(lambda t: "Basic " + t) | st.none()
 
 
 @settings(max_examples=300, deadline=None,
