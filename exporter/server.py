@@ -56,7 +56,7 @@ class Limits:
     keepalive_timeout: float = 120.0
     # Requests in flight get this long after a stop signal; then their connections are cut,
     # which leaves time to exit within the 3 s the README promises.
-    shutdown_grace: float = 2.0
+    shutdown_grace: float = 1.5
     # File descriptors kept for everything but served connections (the gateway connection
     # pool, log and configuration files, the listening socket).
     reserved_files: int = 164
