@@ -18,6 +18,7 @@ from exporter.server import (
     DEFAULT_MAX_CONNECTIONS,
     EXIT_CANNOT_LISTEN,
     MIN_CONNECTIONS,
+    OTHER_FILES,
     Limits,
     ListenError,
     running_site,
@@ -40,7 +41,7 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-def positive_int(value: str) -> int:
+def connection_count(value: str) -> int:
     if not value.isdigit() or int(value) < MIN_CONNECTIONS:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least "
                                          f"{MIN_CONNECTIONS}, got {value!r}")
@@ -62,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
                         metavar="HOST:PORT", help=f"where to serve (default {DEFAULT_LISTEN})")
     parser.add_argument("--web.config.file", dest="web_config", metavar="FILE",
                         help="exporter-toolkit web configuration: TLS, basic auth, headers")
-    parser.add_argument("--web.max-connections", dest="max_connections", type=positive_int,
+    parser.add_argument("--web.max-connections", dest="max_connections", type=connection_count,
                         default=DEFAULT_MAX_CONNECTIONS, metavar="N",
                         help="connections served at once (default %(default)s); idle ones are "
                              "dropped to make room, then new ones refused")
@@ -112,7 +113,7 @@ async def serve(config: Config | None, web_config: WebConfig, host: str, port: i
             log.info("demo gateway started", extra={"url": config.gateways[0].url})
         app = create_app(config, web_config=web_config)
         limits = Limits(max_connections=max_connections,
-                        reserved_files=gateway_connection_limit(config) + 64)
+                        reserved_files=gateway_connection_limit(config) + OTHER_FILES)
         address = await stack.enter_async_context(
             running_site(app, host, port, web_config.ssl_context, limits))
         log.info("listening", extra={"address": address, "gateways": len(config.gateways),

@@ -37,6 +37,9 @@ log = logging.getLogger("exporter.server")
 # Exit status when the address cannot be listened on (2 is a configuration error).
 EXIT_CANNOT_LISTEN = 3
 DEFAULT_MAX_CONNECTIONS = 512
+# File descriptors besides served connections and the gateway connection pool: log and
+# configuration files, listening sockets, the event loop's own, worker threads' needs.
+OTHER_FILES = 64
 # Below this many connections the exporter is not worth running: refuse to start instead.
 MIN_CONNECTIONS = 8
 _REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\n"
@@ -57,9 +60,9 @@ class Limits:
     # Requests in flight get this long after a stop signal; then their connections are cut,
     # which leaves time to exit within the 3 s the README promises.
     shutdown_grace: float = 1.5
-    # File descriptors kept for everything but served connections (the gateway connection
-    # pool, log and configuration files, the listening socket).
-    reserved_files: int = 164
+    # File descriptors kept for everything but served connections: the gateway connection
+    # pool (100 by default) and the rest.
+    reserved_files: int = 100 + OTHER_FILES
 
 
 class ListenError(Exception):
