@@ -2,7 +2,8 @@
 
 Anyone who can reach the port can open connections, so every connection is bounded:
 - a request's headers must arrive within `header_timeout` of the connection opening (or of
-  the first byte of a following request on a kept-alive connection), or it is dropped;
+  the first byte of a following request on a kept-alive connection), or it is dropped (one
+  timer checks every connection a few times a timeout, rather than a timer per request);
 - at most `max_connections` are open at once. At the cap, the connection that has been
   quiet longest without a request in progress is dropped to make room, so idle sockets
   cannot lock out a scrape; only when every connection is busy is the newcomer refused,
@@ -118,7 +119,9 @@ class _Connection(asyncio.Protocol):
         self.inner: asyncio.Protocol | None = None
         self.transport: asyncio.Transport | None = None
         self.busy = 0  # requests whose handler is running
-        self._timer: asyncio.TimerHandle | None = None
+        # Since when request headers are awaited (loop time); None while there is no request
+        # or its handler runs.
+        self.waiting_since: float | None = None
 
     @property
     def idle(self) -> bool:
@@ -134,21 +137,21 @@ class _Connection(asyncio.Protocol):
             return
         self.inner = self._tracker.make_protocol()
         self.inner.connection_made(transport)
-        self._arm()
+        self.waiting_since = self._tracker.now()
 
     def data_received(self, data: bytes) -> None:
         if self.inner is None:
             return
         self._tracker.touch(self)
-        if not self.busy and self._timer is None:
-            self._arm()  # the first bytes of another request on a kept-alive connection
+        if not self.busy and self.waiting_since is None:
+            # The first bytes of another request on a kept-alive connection.
+            self.waiting_since = self._tracker.now()
         self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:
         return self.inner.eof_received() if self.inner else None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
         self._tracker.forget(self)
         if self.inner is not None:
             self.inner.connection_lost(exc)
@@ -163,7 +166,7 @@ class _Connection(asyncio.Protocol):
 
     def request_started(self) -> None:
         self.busy += 1
-        self._disarm()
+        self.waiting_since = None
 
     def request_finished(self) -> None:
         self.busy -= 1
@@ -172,20 +175,6 @@ class _Connection(asyncio.Protocol):
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
-
-    def _arm(self) -> None:
-        self._timer = asyncio.get_running_loop().call_later(
-            self._tracker.limits.header_timeout, self._headers_too_slow)
-
-    def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _headers_too_slow(self) -> None:
-        self._timer = None
-        self._tracker.header_timeouts.hit(timeout=self._tracker.limits.header_timeout)
-        self.abort()
 
 
 class ConnectionTracker:
@@ -198,6 +187,9 @@ class ConnectionTracker:
         self.limits = limits
         self.cap = cap
         self._live: OrderedDict[object, _Connection] = OrderedDict()  # by transport
+        self._loop = asyncio.get_running_loop()
+        self._sweep_every = min(1.0, limits.header_timeout / 4)
+        self._sweeper: asyncio.TimerHandle | None = None
         self.at_cap = Episode(log, "connection limit reached: dropping idle connections and "
                               "refusing new ones while every connection is busy")
         self.header_timeouts = Episode(log, "closing connections that did not send request "
@@ -205,6 +197,28 @@ class ConnectionTracker:
 
     def __call__(self) -> _Connection:
         return _Connection(self)
+
+    def now(self) -> float:
+        return self._loop.time()
+
+    def start(self) -> None:
+        """Check for connections whose request headers are late, a few times a timeout:
+        one timer for all connections, not one per request."""
+        self._sweeper = self._loop.call_later(self._sweep_every, self._sweep)
+
+    def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+
+    def _sweep(self) -> None:
+        deadline = self.now() - self.limits.header_timeout
+        late = [c for c in self._live.values()
+                if c.waiting_since is not None and c.waiting_since <= deadline]
+        for connection in late:
+            self.header_timeouts.hit(timeout=self.limits.header_timeout)
+            connection.abort()
+        self.start()
 
     @property
     def open_connections(self) -> int:
@@ -310,6 +324,7 @@ async def running_site(app: web.Application, host: str, port: int,
     try:
         with _quiet_accept_errors():
             server = await _listen(tracker, host, port, ssl_context)
+            tracker.start()
             try:
                 bound_host, bound_port = server.sockets[0].getsockname()[:2]
                 yield f"{'https' if ssl_context else 'http'}://{bound_host}:{bound_port}"
@@ -321,3 +336,4 @@ async def running_site(app: web.Application, host: str, port: int,
             await runner.cleanup()
         finally:
             cut.cancel()
+            tracker.stop()
