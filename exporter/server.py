@@ -220,10 +220,6 @@ class ConnectionTracker:
             connection.abort()
         self.start()
 
-    @property
-    def open_connections(self) -> int:
-        return len(self._live)
-
     def admit(self, connection: _Connection) -> bool:
         if len(self._live) >= self.cap:
             self.at_cap.hit(max_connections=self.cap)

@@ -78,6 +78,10 @@ def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
             if r.name == "exporter.server" and r.levelno >= logging.WARNING]
 
 
+def errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
 async def test_connection_without_request_headers_is_closed(
         served: tuple[web.Application, str], caplog: pytest.LogCaptureFixture) -> None:
     _, url = served
@@ -116,6 +120,7 @@ async def test_at_the_cap_idle_connections_make_room(
     assert not await closed_by_server(idle[-1][0], within=0.1)
     assert warnings(caplog)[0].startswith("connection limit reached")
     assert len(warnings(caplog)) == 1, "one line for the whole episode"
+    assert not errors(caplog)
 
 
 async def test_at_the_cap_busy_connections_are_kept_and_newcomers_refused(
@@ -136,7 +141,8 @@ async def test_at_the_cap_busy_connections_are_kept_and_newcomers_refused(
     assert await get(url) == (200, "ok")
 
 
-async def test_stop_cuts_a_request_that_outlives_the_grace() -> None:
+async def test_stop_cuts_a_request_that_outlives_the_grace(
+        caplog: pytest.LogCaptureFixture) -> None:
     """aiohttp alone waits up to twice its shutdown timeout (for the handler, then again
     after cancelling it); the grace is what the README promises, so what is left is cut."""
     app = app_with_slow_route()
@@ -151,6 +157,7 @@ async def test_stop_cuts_a_request_that_outlives_the_grace() -> None:
     with pytest.raises(aiohttp.ClientError):
         await request
     assert stopped_after < SHORT.shutdown_grace + 0.5, stopped_after
+    assert not errors(caplog)
 
 
 async def test_port_in_use_is_one_clear_error() -> None:

@@ -79,6 +79,8 @@ async def test_stop_within_three_seconds_despite_a_slow_reader(
             exited_after = loop.time() - signalled
     assert status == 0
     assert exited_after < 3.0, f"exited {exited_after:.1f} s after SIGTERM"
+    text = exporter.log.read_text()
+    assert "Traceback" not in text and "level=error" not in text, text[-3000:]
 
 
 def test_port_in_use_exits_3_with_one_line(tmp_path: Path) -> None:
