@@ -19,6 +19,7 @@ from exporter.server import Limits, ListenError, connection_cap, running_site
 RELEASE = web.AppKey("release", asyncio.Event)
 STARTED = web.AppKey("started", asyncio.Event)
 SHORT = Limits(max_connections=8, header_timeout=0.5, shutdown_grace=1.0)
+CAPPED = Limits(max_connections=8, header_timeout=30, shutdown_grace=1.0)  # no timeouts
 
 
 def app_with_slow_route() -> web.Application:
@@ -110,10 +111,11 @@ async def test_kept_alive_connection_is_timed_again_for_its_next_request(
     assert await closed_by_server(reader)
 
 
+@pytest.mark.parametrize("served", [CAPPED], indirect=True)
 async def test_at_the_cap_idle_connections_make_room(
         served: tuple[web.Application, str], caplog: pytest.LogCaptureFixture) -> None:
     _, url = served
-    idle = [await idle_socket(url) for _ in range(3 * SHORT.max_connections)]
+    idle = [await idle_socket(url) for _ in range(3 * CAPPED.max_connections)]
     assert await get(url) == (200, "ok")
     # The oldest idle connections were dropped, the newest are still open.
     assert await closed_by_server(idle[0][0], within=1)
@@ -123,10 +125,11 @@ async def test_at_the_cap_idle_connections_make_room(
     assert not errors(caplog)
 
 
+@pytest.mark.parametrize("served", [CAPPED], indirect=True)
 async def test_at_the_cap_busy_connections_are_kept_and_newcomers_refused(
         served: tuple[web.Application, str]) -> None:
     app, url = served
-    busy = [asyncio.create_task(get(url, "/slow")) for _ in range(SHORT.max_connections)]
+    busy = [asyncio.create_task(get(url, "/slow")) for _ in range(CAPPED.max_connections)]
     try:
         async with asyncio.timeout(10):
             while True:  # every slot holds a request in progress
@@ -137,7 +140,7 @@ async def test_at_the_cap_busy_connections_are_kept_and_newcomers_refused(
         assert text == "too many connections\n"
     finally:
         app[RELEASE].set()
-    assert await asyncio.gather(*busy) == [(200, "done")] * SHORT.max_connections
+    assert await asyncio.gather(*busy) == [(200, "done")] * CAPPED.max_connections
     assert await get(url) == (200, "ok")
 
 
