@@ -255,7 +255,7 @@ class ConnectionTracker:
             connection.request_finished()
 
 
-def _exception_handler(exhausted: Episode) -> Callable[[asyncio.AbstractEventLoop,
+def accept_error_handler(exhausted: Episode) -> Callable[[asyncio.AbstractEventLoop,
                                                          dict[str, Any]], None]:
     """asyncio logs a traceback every time accept() fails for want of file descriptors;
     one line per episode says the same."""
@@ -275,7 +275,7 @@ def _exception_handler(exhausted: Episode) -> Callable[[asyncio.AbstractEventLoo
 def _quiet_accept_errors() -> Any:
     loop = asyncio.get_running_loop()
     previous = loop.get_exception_handler()
-    loop.set_exception_handler(_exception_handler(Episode(
+    loop.set_exception_handler(accept_error_handler(Episode(
         log, "out of file descriptors: cannot accept connections; raise the open file limit "
         "or lower --web.max-connections")))
     try:

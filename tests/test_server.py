@@ -4,6 +4,7 @@ logged, the open-file limit and a port in use. Every test opens a bounded number
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
 import subprocess
@@ -14,7 +15,14 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from exporter.server import Limits, ListenError, connection_cap, running_site
+from exporter.logs import Episode
+from exporter.server import (
+    Limits,
+    ListenError,
+    accept_error_handler,
+    connection_cap,
+    running_site,
+)
 
 RELEASE = web.AppKey("release", asyncio.Event)
 STARTED = web.AppKey("started", asyncio.Event)
@@ -198,3 +206,20 @@ def test_soft_open_file_limit_is_raised_to_the_hard_limit() -> None:
     before, after = map(int, out.stdout.split())
     assert before == 256
     assert after == hard if hard != resource.RLIM_INFINITY else after > 256
+
+
+def test_accept_failing_for_want_of_files_is_one_line_per_episode(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """asyncio logs a traceback each time accept() fails with EMFILE (the 18,000 lines)."""
+    loop = asyncio.new_event_loop()
+    try:
+        handle = accept_error_handler(Episode(logging.getLogger("exporter.server"), "out"))
+        emfile = OSError(errno.EMFILE, "Too many open files")
+        for _ in range(100):
+            handle(loop, {"message": "socket.accept() out of system resource",
+                          "exception": emfile})
+        assert warnings(caplog) == ["out"]
+        handle(loop, {"message": "something else", "exception": ValueError("x")})
+        assert errors(caplog) == ["something else"]  # the default handler, as before
+    finally:
+        loop.close()
