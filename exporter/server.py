@@ -308,8 +308,9 @@ async def running_site(app: web.Application, host: str, port: int,
                        ssl_context: ssl.SSLContext | None = None,
                        limits: Limits | None = None) -> AsyncIterator[str]:
     """Serve `app` within `limits`; yields the address actually bound (port 0 picks a free
-    one). On exit: stop listening, let requests in flight finish for `shutdown_grace`,
-    then cut what is left."""
+    one). `app` gets a first middleware that tells the bookkeeping when a handler runs.
+    On exit: stop listening, let requests in flight finish for `shutdown_grace`, then cut
+    what is left."""
     limits = limits or Limits()
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=limits.shutdown_grace,
                            keepalive_timeout=limits.keepalive_timeout)
