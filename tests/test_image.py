@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_tool
-from tests.debian import HOST_CA_BUNDLE, base_image
+from tests.debian import HOST_CA_BUNDLE, base_image, require_root
 from tests.processes import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,6 +44,7 @@ def build(buildah: str, base: str, tag: str) -> None:
 def image() -> Iterator[str]:
     buildah, podman = require_tool("buildah"), require_tool("podman")
     require_tool("runc")
+    require_root()
     base = base_image(podman)
     tag = f"localhost/ignition-exporter-test:{uuid.uuid4().hex[:12]}"
     build(buildah, base, tag)
