@@ -35,7 +35,7 @@ def run(*command: str, timeout: float = 120) -> str:
 def build(buildah: str, base: str, tag: str) -> None:
     """`buildah bud` in docker format; pip inside trusts the host's CAs (see tests/debian.py)."""
     run(buildah, "bud", "--format", "docker", "--isolation", "chroot", "--network", "host",
-        "--layers=false", "--build-arg", f"BASE_IMAGE={base}",
+        "--layers=false", "--force-rm", "--build-arg", f"BASE_IMAGE={base}",
         "-v", f"{HOST_CA_BUNDLE}:/etc/ssl/certs/ca-certificates.crt:ro",
         "-t", tag, str(ROOT), timeout=900)
 

@@ -31,7 +31,7 @@ UNIT = ROOT / "deploy" / "ignition-exporter.service"
 CHECKOUT = Path("/srv/ignition-exporter")  # inside the fresh Debian
 GATEWAY_PORT = 8088
 CHECKOUT_IGNORE = shutil.ignore_patterns(".git", ".venv", "__pycache__", "*.egg-info", "build",
-                                         "dist", ".*_cache", ".hypothesis")
+                                         "dist", ".*_cache", ".hypothesis", "node_modules")
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
