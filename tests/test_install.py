@@ -2,11 +2,15 @@
 systemd unit starts it.
 
 systemd itself cannot run here, so the unit is emulated: its `ExecStartPre` and `ExecStart`
-run under its `User=`, with `LimitNOFILE=`, with `ProtectSystem=strict` (the whole tree
-read-only), `ProtectHome=yes` (empty /home and /root) and `PrivateTmp=yes`, in a mount and
-network namespace of their own. The fresh Debian is a debootstrap root (tests/debian.py); the
-install commands run in it with the README's `sudo` as a no-op (everything runs as root) and
-the repository's working tree as the checkout they expect.
+run under its `User=` and `Group=`, with `LimitNOFILE=`, `NoNewPrivileges=yes`,
+`ProtectSystem=strict` (the whole tree read-only), `ProtectHome=yes` (empty /home and /root)
+and `PrivateTmp=yes`, in mount, PID and network namespaces of their own. Its seccomp-based
+settings (`MemoryDenyWriteExecute=`, `RestrictAddressFamilies=`, `SystemCallArchitectures=`,
+...) and `PrivateDevices=` are not emulated; `systemd-analyze verify` checks their syntax.
+
+The fresh Debian is a debootstrap root (tests/debian.py); the install commands run in it with
+the README's `sudo` as a no-op (everything runs as root) and a copy of the repository's
+working tree as the checkout they expect.
 """
 
 from __future__ import annotations
@@ -80,13 +84,20 @@ def install(root: Path, config: str) -> None:
         """), network=True, timeout=900)
 
 
-def user_ids(root: Path, user: str) -> tuple[int, int]:
-    """UID and GID of USER in the fresh Debian's /etc/passwd (made by the README's useradd)."""
-    for line in (root / "etc" / "passwd").read_text().splitlines():
+def account(root: Path, database: str, name: str) -> list[str]:
+    """NAME's fields in the fresh Debian's /etc/passwd or /etc/group (made by the install)."""
+    for line in (root / "etc" / database).read_text().splitlines():
         fields = line.split(":")
-        if fields[0] == user:
-            return int(fields[2]), int(fields[3])
-    pytest.fail(f"the install made no user {user!r}")
+        if fields[0] == name:
+            return fields
+    pytest.fail(f"the install made no {database} entry {name!r}")
+
+
+def unit_ids(root: Path) -> tuple[int, int]:
+    """The UID of the unit's User= and the GID of its Group=, as the install made them."""
+    unit = unit_settings()
+    return int(account(root, "passwd", unit["User"])[2]), int(account(root, "group",
+                                                                      unit["Group"])[2])
 
 
 def gateway_command() -> str:
@@ -126,10 +137,11 @@ def start_as_the_unit(root: Path, out: Path) -> str:
     unit = unit_settings()
     assert unit["ProtectSystem"] == "strict" and unit["ProtectHome"] == "yes"
     assert unit["PrivateTmp"] == "yes" and "DynamicUser" not in unit
-    uid, gid = user_ids(root, unit["User"])
+    assert unit["NoNewPrivileges"] == "yes"
+    uid, gid = unit_ids(root)
     environment = (f"env -i PATH={PATH} LANG=C.UTF-8 USER={unit['User']} "
                    f"LOGNAME={unit['User']} HOME=/nonexistent")
-    as_user = f"{environment} chroot --userspec={uid}:{gid} {root}"
+    as_user = f"setpriv --no-new-privs {environment} chroot --userspec={uid}:{gid} {root}"
     return run_in_namespace(textwrap.dedent(f"""
         ip link set lo up
         mount --bind {root} {root}
@@ -139,7 +151,7 @@ def start_as_the_unit(root: Path, out: Path) -> str:
         mount -o remount,bind,ro {root}
         mount -t tmpfs -o ro,mode=0755 tmpfs {root}/home
         mount -t tmpfs -o ro,mode=0700 tmpfs {root}/root
-        if touch {root}/etc/ignition-exporter/probe 2>/dev/null; then exit 97; fi
+        if touch {root}/etc/probe 2>/dev/null; then echo "the tree is writable" >&2; exit 1; fi
         test -z "$(ls -A {root}/root)" && test -z "$(ls -A {root}/home)"
         ( {gateway_command()} ) &
         gateway=$!
@@ -160,7 +172,7 @@ def start_as_the_unit(root: Path, out: Path) -> str:
 @pytest.mark.slow
 def test_readme_install_gives_a_service_that_starts(tmp_path: Path) -> None:
     require_root()
-    for tool in ("debootstrap", "chroot", "ip"):
+    for tool in ("debootstrap", "chroot", "ip", "setpriv"):
         require_tool(tool)
     root = unpack_rootfs(tmp_path / "debian")
     config = f"gateways:\n  - name: plant\n    url: http://127.0.0.1:{GATEWAY_PORT}{WEBDEV_PATH}\n"
@@ -173,9 +185,11 @@ def test_readme_install_gives_a_service_that_starts(tmp_path: Path) -> None:
     assert 'ignition_up{gateway="plant"} 1.0' in metrics, output[-3000:] + log[-3000:]
     assert "ignition_perspective_sessions" in metrics
     assert (out / "healthz.txt").read_text() == "200"
-    uid, gid = user_ids(root, unit_settings()["User"])
-    assert re.search(rf"^Uid:\s+{uid}\s", (out / "status.txt").read_text(), re.MULTILINE)
+    uid, gid = unit_ids(root)
     assert uid != 0 and gid != 0
+    status = (out / "status.txt").read_text()
+    assert re.search(rf"^Uid:\s+{uid}\s", status, re.MULTILINE), status
+    assert re.search(rf"^Gid:\s+{gid}\s", status, re.MULTILINE), status
     assert int(unit_settings()["LimitNOFILE"]) >= 65536
     assert (out / "limits.txt").read_text().split()[3:5] == [str(file_limit())] * 2
     assert (out / "exit.txt").read_text().strip() == "0", log[-3000:]
