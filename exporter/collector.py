@@ -177,6 +177,10 @@ def health_families(statuses: Sequence[GatewayStatus]) -> list[Metric]:
                               "Perspective sessions the gateway's licence allows "
                               "(session_limit in the exporter's configuration)",
                               labels=["gateway"])
+    stale_after = GaugeMetricFamily("ignition_exporter_stale_after_seconds",
+                                    "Age of the last successful poll past which the gateway's "
+                                    "session series are dropped (stale_after), so alerts can "
+                                    "follow the configuration", labels=["gateway"])
     info = GaugeMetricFamily("ignition_gateway_info",
                              "Name and version the gateway reports about itself" + _AS_OF,
                              labels=["gateway", "system_name", "version"])
@@ -196,7 +200,8 @@ def health_families(statuses: Sequence[GatewayStatus]) -> list[Metric]:
         invalid.add_metric([gateway], status.invalid_sessions)
         if status.gateway.session_limit is not None:
             limit.add_metric([gateway], status.gateway.session_limit)
-    return [up, duration, lag, last_success, errors, invalid, limit, info]
+        stale_after.add_metric([gateway], status.gateway.stale_after)
+    return [up, duration, lag, last_success, errors, invalid, limit, stale_after, info]
 
 
 FOLDABLE = ("ignition_perspective_sessions", "ignition_client_sessions")

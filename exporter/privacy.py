@@ -12,7 +12,13 @@ import hmac
 import ipaddress
 from dataclasses import dataclass, field
 
+from exporter.aggregate import OTHER
+
 USERNAME_LABEL_MODES = ("keep", "hash", "drop")
+# Username values that name nobody: Ignition's and the 8.3 REST API's "no one logged in", the
+# series cap's fold (aggregate.OTHER), and a username the gateway left out. They are never
+# hashed, so alerts that exclude them keep matching whatever username_label is.
+PLACEHOLDER_USERNAMES = frozenset({"Unauthenticated", "anonymous", OTHER, ""})
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,10 +33,10 @@ class Privacy:
 
     def username(self, value: str) -> str:
         """The label value for a username under this policy."""
-        if self.username_label == "keep":
-            return value
         if self.username_label == "drop":
             return ""
+        if self.username_label == "keep" or value in PLACEHOLDER_USERNAMES:
+            return value
         assert self.hash_key is not None
         return "u_" + hmac.new(self.hash_key, value.encode(), hashlib.sha256).hexdigest()[:16]
 

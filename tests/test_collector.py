@@ -125,6 +125,17 @@ async def test_session_limit_only_where_configured(clock: FakeClock) -> None:
     assert limits == {"limited": 250}
 
 
+async def test_stale_after_follows_each_gateways_configuration(clock: FakeClock) -> None:
+    from dataclasses import replace
+    pollers = [GatewayPoller(replace(GATEWAY, name="slow", stale_after=600),
+                             ScriptedSource(clock, down()), idle_after=60, clock=clock),
+               GatewayPoller(GATEWAY, ScriptedSource(clock, down()), idle_after=60,
+                             clock=clock)]
+    got = samples(pollers, clock)
+    assert got[key("ignition_exporter_stale_after_seconds", gateway="slow")] == 600
+    assert got[key("ignition_exporter_stale_after_seconds", gateway="plant-a")] == 60
+
+
 async def test_gateway_never_polled_is_down(clock: FakeClock) -> None:
     p = GatewayPoller(GATEWAY, ScriptedSource(clock, down()), idle_after=60, clock=clock)
     got = samples([p], clock)

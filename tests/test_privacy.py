@@ -37,6 +37,13 @@ def test_username_hash_is_stable_keyed_and_opaque() -> None:
     assert Privacy(username_label="drop").username("jsmith") == ""
 
 
+@pytest.mark.parametrize("placeholder", ["Unauthenticated", "anonymous", "__other__", ""])
+def test_placeholders_are_never_hashed(placeholder: str) -> None:
+    """They name nobody, and the per-user alerts exclude them by these exact values."""
+    assert Privacy(username_label="hash", hash_key=b"k").username(placeholder) == placeholder
+    assert Privacy(username_label="drop").username(placeholder) == ""
+
+
 async def start(aiohttp_server: ServerFactory, aiohttp_client: ClientFactory,
                 web_config: WebConfig | None = None, **options: object) -> TestClient:
     simulator = GatewaySimulator(seed=4, clock=FakeClock())
@@ -60,9 +67,26 @@ async def test_hashed_usernames(aiohttp_server: ServerFactory,
     client = await start(aiohttp_server, aiohttp_client, privacy=privacy)
     text = await (await client.get("/metrics")).text()
     names = usernames(text, "ignition_perspective_sessions")
+    assert "Unauthenticated" in names  # a placeholder, never hashed
+    names -= {"Unauthenticated"}
     assert names and all(re.fullmatch(r"u_[0-9a-f]{16}", str(n)) for n in names)
     assert privacy.username("jsmith") in names | usernames(text, "ignition_client_sessions")
     assert "jsmith" not in text and "operator1" not in text
+
+
+async def test_hashed_usernames_keep_placeholders(aiohttp_server: ServerFactory,
+                                                  aiohttp_client: ClientFactory) -> None:
+    """Under hash, the series cap's fold keeps its placeholder name in /metrics, next to
+    hashed real users."""
+    privacy = Privacy(username_label="hash", hash_key=b"site-key")
+    client = await start(aiohttp_server, aiohttp_client, privacy=privacy,
+                         max_series_per_metric=5)
+    text = await (await client.get("/metrics")).text()
+    names = usernames(text, "ignition_perspective_sessions")
+    assert "__other__" in names
+    hashed = names - {"Unauthenticated", "__other__"}
+    assert hashed and all(re.fullmatch(r"u_[0-9a-f]{16}", str(n)) for n in hashed)
+    assert "__other__" in usernames(text, "ignition_client_sessions")
 
 
 async def test_dropped_usernames(aiohttp_server: ServerFactory,
