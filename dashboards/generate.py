@@ -1,23 +1,68 @@
 """Generates dashboards/ignition-sessions.json, the Grafana dashboard for this exporter.
 
 Run `python dashboards/generate.py` after changing a panel and commit both files; a test fails
-when the committed JSON differs from what this script produces. Panels are plain data below:
-a title, a kind, PromQL targets and a size. Queries use the recording rules from
-rules/ignition.rules.yml where one exists.
+when the committed JSON differs from what this script produces. The JSON is built with
+Grafana's own `grafana-foundation-sdk` (pinned to the Grafana release it targets), so its
+shape is Grafana's schema rather than a hand-kept copy of it.
+
+Panels are plain data below (`ROWS`): a title, a kind, PromQL targets and a size. To add a
+row, append a `Row` to `ROWS`; layout, ids, data sources and variables follow. Every query
+selects with `job`, `instance`, `gateway` and, where the metric has one, `project`, and takes
+`max by` over the copies that exporter replicas or extra scrape jobs produce, so sums are not
+doubled (the rules in rules/ignition.rules.yml do the same).
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from grafana_foundation_sdk.builders import dashboard as dash
+from grafana_foundation_sdk.builders import gauge, prometheus, stat, table, timeseries
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import dashboard as model
+from grafana_foundation_sdk.models.prometheus import PromQueryFormat
+
 OUTPUT = Path(__file__).resolve().parent / "ignition-sessions.json"
-DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
-GW = 'gateway=~"$gateway"'
-GW_PROJECT = 'gateway=~"$gateway", project=~"$project"'
+DATASOURCE = model.DataSourceRef(type_val="prometheus", uid="${datasource}")
+
+# Label matchers for the dashboard's variables.
+TARGET = 'job=~"$job", instance=~"$instance"'
+GW = f'{TARGET}, gateway=~"$gateway"'
+GW_PROJECT = f'{GW}, project=~"$project"'
+# Usernames that name nobody (see exporter/privacy.py), left out of per-user views.
+PLACEHOLDERS = 'username!~"|Unauthenticated|anonymous|__other__"'
+
+
+def sessions(extra: str = "") -> str:
+    """Perspective sessions, one copy of each series across replicas and jobs."""
+    return (f"max by (gateway, project, scope, username) "
+            f"(ignition_perspective_sessions{{{GW_PROJECT}{extra}}})")
+
+
+def clients() -> str:
+    return ("max by (gateway, project, username, kind) "
+            f"(ignition_client_sessions{{{GW_PROJECT}}})")
+
+
+def by_scope(metric: str, range_function: str = "") -> str:
+    """A per-scope metric, one copy of each series; `range_function` (rate) over it first."""
+    selected = f"{metric}{{{GW_PROJECT}}}"
+    if range_function:
+        selected = f"{range_function}({selected}[$__rate_interval])"
+    return f"max by (gateway, project, scope) ({selected})"
+
+
+def by_gateway(metric: str) -> str:
+    return f"max by (gateway) ({metric}{{{GW}}})"
+
+
+# Designer sessions do not count against a Perspective licence.
+LICENSED = "sum by (gateway) (" + sessions(', scope!="designer"') + ")"
 
 
 @dataclass(frozen=True)
@@ -36,7 +81,9 @@ class Panel:
     unit: str = "short"
     width: int = 8
     height: int = 8
-    options: dict[str, Any] = field(default_factory=dict)
+    min: float | None = None
+    max: float | None = None
+    thresholds: tuple[tuple[float | None, str], ...] = ((None, "green"),)
 
 
 @dataclass(frozen=True)
@@ -45,186 +92,210 @@ class Row:
     panels: tuple[Panel, ...]
 
 
-ROWS = (
-    Row("Overview", (
-        Panel("Perspective sessions", "stat", (
-            Target(f"sum(gateway:ignition_perspective_sessions:sum{{{GW}}})"),),
-            "Live Perspective sessions on the selected gateways, as of the last poll.",
-            width=6, height=5),
-        Panel("Vision clients and Designers", "stat", (
-            Target(f"sum by (kind) (gateway_kind:ignition_client_sessions:sum{{{GW}}})",
-                   "{{kind}}"),),
-            "Rows of system.util.getSessionInfo: Vision clients and Designers.",
-            width=6, height=5),
-        Panel("Perspective licence used", "gauge", (
-            Target(f"gateway:ignition_perspective_licence_usage:ratio{{{GW}}}", "{{gateway}}"),),
-            "Licensed sessions (designer scope excluded) against session_limit, per gateway "
-            "that sets one.", unit="percentunit", width=6, height=5,
-            options={"min": 0, "max": 1, "thresholds": [(None, "green"), (0.9, "orange"),
-                                                        (1, "red")]}),
-        Panel("Gateways up", "stat", (
-            Target(f"sum(ignition_up{{{GW}}})", "up"),
-            Target(f"count(ignition_up{{{GW}}})", "configured")),
-            "Gateways whose last poll succeeded, out of those configured.",
-            width=6, height=5),
-    )),
-    Row("Sessions", (
-        Panel("Sessions by project", "timeseries", (
-            Target(f"sum by (gateway, project) "
-                   f"(gateway_project:ignition_perspective_sessions:sum{{{GW_PROJECT}}})",
-                   "{{gateway}} / {{project}}"),),
-            "Perspective sessions per project.", width=12),
-        Panel("Sessions by scope", "timeseries", (
-            Target(f"sum by (scope) (ignition_perspective_sessions{{{GW_PROJECT}}})",
-                   "{{scope}}"),),
-            "Perspective sessions per scope: browser, ios, android, designer.", width=12),
-        Panel("Top users by session count", "table", (
-            Target(f"topk(20, sum by (gateway, username) "
-                   f"(ignition_perspective_sessions{{{GW_PROJECT}}}))", instant=True),),
-            "The 20 users holding the most Perspective sessions right now.", width=8),
-        Panel("Users holding more than one session", "table", (
-            Target(f"sum by (gateway, username) "
-                   f"(ignition_perspective_sessions{{{GW_PROJECT}}}) > 1", instant=True),),
-            "Users with several concurrent sessions: shared accounts, forgotten tabs.",
-            width=8),
-        Panel("Idle sessions", "timeseries", (
-            Target(f"sum by (gateway, project) "
-                   f"(ignition_perspective_idle_sessions{{{GW_PROJECT}}})",
-                   "{{gateway}} / {{project}}"),),
-            "Sessions whose lastComm exceeds idle_after: zombies holding licence seats.",
-            width=8),
-        Panel("Licensed sessions against the limit", "timeseries", (
-            Target(f"gateway:ignition_perspective_licensed_sessions:sum{{{GW}}}",
-                   "{{gateway}} sessions"),
-            Target(f"ignition_perspective_session_limit{{{GW}}}", "{{gateway}} limit")),
-            "Perspective sessions that count against the licence, and session_limit.",
-            width=24),
-    )),
-    Row("Traffic", (
-        Panel("Bytes sent by project", "timeseries", (
-            Target(f"sum by (gateway, project) (rate(ignition_perspective_sent_bytes_total"
-                   f"{{{GW_PROJECT}}}[$__rate_interval]))", "{{gateway}} / {{project}}"),),
-            "Bytes per second that Perspective sessions sent to the gateway.", unit="Bps"),
-        Panel("Active pages by project", "timeseries", (
-            Target(f"sum by (gateway, project) "
-                   f"(ignition_perspective_active_pages{{{GW_PROJECT}}})",
-                   "{{gateway}} / {{project}}"),),
-            "Open Perspective pages, summed over sessions."),
-        Panel("Vision clients and Designers over time", "timeseries", (
-            Target(f"sum by (gateway, kind) (ignition_client_sessions{{{GW_PROJECT}}})",
-                   "{{gateway}} / {{kind}}"),),
-            "Vision clients and Designers per gateway."),
-    )),
-    Row("Exporter health", (
-        Panel("Gateway up", "timeseries", (
-            Target(f"ignition_up{{{GW}}}", "{{gateway}}"),),
-            "1 when the last poll of the gateway succeeded.", width=6,
-            options={"min": 0, "max": 1}),
-        Panel("Poll duration", "timeseries", (
-            Target(f"ignition_exporter_poll_duration_seconds{{{GW}}}", "{{gateway}}"),),
-            "How long the last poll of each gateway took.", unit="s", width=6),
-        Panel("Poll errors by reason", "timeseries", (
-            Target(f"sum by (gateway, reason) (increase(ignition_exporter_poll_errors_total"
-                   f"{{{GW}}}[$__rate_interval]))", "{{gateway}} {{reason}}"),),
-            "Failed polls: timeout, connect, http, auth, decode, schema, too_large.",
-            width=6),
-        Panel("Data age", "timeseries", (
-            Target(f"time() - ignition_exporter_last_success_timestamp_seconds{{{GW}}}",
-                   "{{gateway}}"),),
-            "Seconds since the last successful poll; session series vanish past stale_after.",
-            unit="s", width=6),
-    )),
-)
+OVERVIEW = Row("Overview", (
+    Panel("Perspective sessions", "stat", (Target(f"sum({sessions()})"),),
+          "Live Perspective sessions on the selected gateways and projects, as of the last "
+          "poll.", width=6, height=5),
+    Panel("Vision clients and Designers", "stat", (
+        Target(f"sum by (kind) ({clients()})", "{{kind}}"),),
+        "Rows of system.util.getSessionInfo: Vision clients and Designers.",
+        width=6, height=5),
+    Panel("Perspective licence used", "gauge", (
+        Target(f"{LICENSED} / on (gateway) "
+               f"{by_gateway('ignition_perspective_session_limit')}", "{{gateway}}"),),
+        "Licensed sessions (designer scope excluded) of the selected projects against "
+        "session_limit, per gateway that sets one.", unit="percentunit", width=6, height=5,
+        min=0, max=1, thresholds=((None, "green"), (0.9, "orange"), (1, "red"))),
+    Panel("Gateways up", "stat", (
+        Target(f"sum({by_gateway('ignition_up')})", "up"),
+        Target(f"count({by_gateway('ignition_up')})", "configured")),
+        "Gateways that at least one exporter polled successfully, out of those configured.",
+        width=6, height=5),
+))
+
+SESSIONS = Row("Sessions", (
+    Panel("Sessions by project", "timeseries", (
+        Target(f"sum by (gateway, project) ({sessions()})", "{{gateway}} / {{project}}"),),
+        "Perspective sessions per project.", width=12),
+    Panel("Sessions by scope", "timeseries", (
+        Target(f"sum by (scope) ({sessions()})", "{{scope}}"),),
+        "Perspective sessions per scope: browser, ios, android, designer.", width=12),
+    Panel("Top users by session count", "table", (
+        Target(f"topk(20, sum by (gateway, username) ({sessions()}))", instant=True),),
+        "The 20 users holding the most Perspective sessions right now.", width=8),
+    Panel("Users holding more than one session", "table", (
+        Target(f"sum by (gateway, username) ({sessions(', ' + PLACEHOLDERS)}) > 1",
+               instant=True),),
+        "Logged-in users with several concurrent sessions: shared accounts, forgotten tabs "
+        "(Unauthenticated, anonymous and __other__ are left out).", width=8),
+    Panel("Idle sessions", "timeseries", (
+        Target(f"sum by (gateway, project) "
+               f"({by_scope('ignition_perspective_idle_sessions')})",
+               "{{gateway}} / {{project}}"),),
+        "Sessions whose lastComm exceeds idle_after: zombies holding licence seats.",
+        width=8),
+    Panel("Licensed sessions against the limit", "timeseries", (
+        Target(LICENSED, "{{gateway}} sessions"),
+        Target(by_gateway("ignition_perspective_session_limit"), "{{gateway}} limit")),
+        "Perspective sessions of the selected projects that count against the licence, and "
+        "session_limit.", width=24),
+))
+
+TRAFFIC = Row("Traffic", (
+    Panel("Bytes sent by project", "timeseries", (
+        Target(f"sum by (gateway, project) "
+               f"({by_scope('ignition_perspective_sent_bytes_total', 'rate')})",
+               "{{gateway}} / {{project}}"),),
+        "Bytes per second that Perspective sessions sent to the gateway.", unit="Bps"),
+    Panel("Active pages by project", "timeseries", (
+        Target(f"sum by (gateway, project) "
+               f"({by_scope('ignition_perspective_active_pages')})",
+               "{{gateway}} / {{project}}"),),
+        "Open Perspective pages, summed over sessions."),
+    Panel("Vision clients and Designers by project", "timeseries", (
+        Target(f"sum by (gateway, project, kind) ({clients()})",
+               "{{gateway}} / {{project}} / {{kind}}"),),
+        "Vision clients and Designers per gateway and project."),
+))
+
+# Per exporter instance: here a replica that falls behind or fails must stand out.
+HEALTH = Row("Exporter health", (
+    Panel("Gateway up", "timeseries", (
+        Target(f"ignition_up{{{GW}}}", "{{gateway}} ({{instance}})"),),
+        "1 when the exporter's last poll of the gateway succeeded.", width=8, min=0, max=1),
+    Panel("Poll errors by reason", "timeseries", (
+        Target(f"sum by (instance, gateway, reason) (increase("
+               f"ignition_exporter_poll_errors_total{{{GW}}}[$__rate_interval]))",
+               "{{gateway}} {{reason}} ({{instance}})"),),
+        "Failed polls: timeout, connect, http, auth, decode, schema, too_large.", width=8),
+    Panel("Data age", "timeseries", (
+        Target(f"time() - ignition_exporter_last_success_timestamp_seconds{{{GW}}}",
+               "{{gateway}} ({{instance}})"),),
+        "Seconds since the last successful poll; session series vanish past stale_after.",
+        unit="s", width=8),
+    Panel("Poll duration", "timeseries", (
+        Target(f"ignition_exporter_poll_duration_seconds{{{GW}}}",
+               "{{gateway}} ({{instance}})"),),
+        "How long the last poll of each gateway took.", unit="s", width=8),
+    Panel("Poll lag", "timeseries", (
+        Target(f"ignition_exporter_poll_lag_seconds{{{GW}}}", "{{gateway}} ({{instance}})"),),
+        "How late the last poll started against its schedule: above zero, the exporter is "
+        "too busy to keep time.", unit="s", width=8),
+    Panel("Invalid sessions", "timeseries", (
+        Target(f"sum by (instance, gateway) (increase("
+               f"ignition_exporter_invalid_sessions_total{{{GW}}}[$__rate_interval]))",
+               "{{gateway}} ({{instance}})"),),
+        "Sessions the gateway sent malformed, skipped by the exporter.", width=8),
+    Panel("Folded series", "timeseries", (
+        Target(f"sum by (instance, metric) (increase("
+               f"ignition_exporter_folded_series_total{{{TARGET}}}[$__rate_interval]))",
+               "{{metric}} ({{instance}})"),),
+        "Series folded into username=\"__other__\" by max_series_per_metric: if it rises, "
+        "raise the cap or use username_label: drop.", width=8),
+    Panel("Gateway versions", "table", (
+        Target(f"max without (instance, job) (ignition_gateway_info{{{GW}}})",
+               instant=True),),
+        "What each gateway reports about itself, as of the last successful poll.",
+        width=16),
+))
+
+ROWS = (OVERVIEW, SESSIONS, TRAFFIC, HEALTH)
 
 
-def _variable(name: str, label: str, query: str) -> dict[str, Any]:
-    return {
-        "name": name, "label": label, "type": "query", "datasource": DATASOURCE,
-        "query": {"query": query, "refId": f"{name}-values"}, "definition": query,
-        "refresh": 2, "multi": True, "includeAll": True, "allValue": ".*",
-        "current": {"selected": True, "text": ["All"], "value": ["$__all"]}, "sort": 1,
-    }
+def _multi_variable(name: str, label: str, query: str) -> dash.QueryVariable:
+    return (dash.QueryVariable(name).label(label).datasource(DATASOURCE)
+            .query({"query": query, "refId": f"{name}-values"})
+            .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
+            .sort(model.VariableSort.ALPHABETICAL_ASC)
+            .multi(True).include_all(True).all_value(".*")
+            .current(model.VariableOption(selected=True, text=["All"], value=["$__all"])))
 
 
-VARIABLES = (
-    {"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus",
-     "current": {}, "hide": 0},
-    _variable("gateway", "Gateway", "label_values(ignition_up, gateway)"),
-    _variable("project", "Project",
-              'label_values(ignition_perspective_sessions{gateway=~"$gateway"}, project)'),
-)
+def variables() -> list[dash.DatasourceVariable | dash.QueryVariable]:
+    """Data source, then each variable narrowed by the ones before it. Project covers
+    Perspective and Vision/Designer metrics: a project with only Vision clients can be
+    chosen too."""
+    return [
+        dash.DatasourceVariable("datasource").label("Data source").type("prometheus")
+        .current(model.VariableOption(selected=True, text="default", value="default")),
+        _multi_variable("job", "Job", "label_values(ignition_exporter_build_info, job)"),
+        _multi_variable("instance", "Instance",
+                        'label_values(ignition_exporter_build_info{job=~"$job"}, instance)'),
+        _multi_variable("gateway", "Gateway", f"label_values(ignition_up{{{TARGET}}}, gateway)"),
+        _multi_variable("project", "Project", "label_values({__name__=~\"ignition_perspective"
+                        f"_sessions|ignition_client_sessions\", {GW}}}, project)"),
+    ]
 
 
-def _field_config(panel: Panel) -> dict[str, Any]:
-    defaults: dict[str, Any] = {"unit": panel.unit}
-    for key in ("min", "max"):
-        if key in panel.options:
-            defaults[key] = panel.options[key]
-    steps = panel.options.get("thresholds", [(None, "green")])
-    defaults["thresholds"] = {"mode": "absolute",
-                              "steps": [{"value": v, "color": c} for v, c in steps]}
-    return {"defaults": defaults, "overrides": []}
+PANEL_KINDS: dict[str, Callable[[], Any]] = {
+    "stat": stat.Panel, "gauge": gauge.Panel, "timeseries": timeseries.Panel,
+    "table": table.Panel,
+}
 
 
-def _panel_json(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
-    targets = []
-    for i, target in enumerate(panel.targets):
-        entry: dict[str, Any] = {"datasource": DATASOURCE, "expr": target.expr,
-                                 "refId": chr(ord("A") + i), "legendFormat": target.legend}
-        if target.instant:
-            entry.update(instant=True, range=False, format="table")
-        targets.append(entry)
-    out: dict[str, Any] = {
-        "id": panel_id, "type": panel.kind, "title": panel.title,
-        "description": panel.description, "datasource": DATASOURCE,
-        "gridPos": {"x": x, "y": y, "w": panel.width, "h": panel.height},
-        "fieldConfig": _field_config(panel), "targets": targets,
-    }
+def _query(target: Target, ref_id: str) -> prometheus.Dataquery:
+    query = (prometheus.Dataquery().expr(target.expr).ref_id(ref_id).datasource(DATASOURCE)
+             .legend_format(target.legend))
+    if target.instant:
+        query = query.instant().format(PromQueryFormat.TABLE)
+    return query
+
+
+def _thresholds(panel: Panel) -> dash.ThresholdsConfig:
+    return (dash.ThresholdsConfig().mode(model.ThresholdsMode.ABSOLUTE)
+            .steps([model.Threshold(value=v, color=c) for v, c in panel.thresholds]))
+
+
+def _panel(panel: Panel, panel_id: int) -> Any:
+    builder = (PANEL_KINDS[panel.kind]().id(panel_id).title(panel.title)
+               .description(panel.description).datasource(DATASOURCE)
+               .height(panel.height).span(panel.width).unit(panel.unit)
+               .thresholds(_thresholds(panel))
+               .targets([_query(t, chr(ord("A") + i)) for i, t in enumerate(panel.targets)]))
+    if panel.min is not None:
+        builder = builder.min(panel.min)
+    if panel.max is not None:
+        builder = builder.max(panel.max)
     if panel.kind == "table":
-        out["transformations"] = [{"id": "organize", "options": {
-            "excludeByName": {"Time": True}, "renameByName": {"Value": "sessions"}}}]
-    return out
+        builder = builder.with_transformation(model.DataTransformerConfig(
+            id_val="organize", options={"excludeByName": {"Time": True},
+                                        "renameByName": {"Value": "value"}}))
+    return builder
 
 
-def build() -> dict[str, Any]:
-    panels: list[dict[str, Any]] = []
-    y = 0
+def build() -> model.Dashboard:
+    board = (dash.Dashboard("Ignition sessions").uid("ignition-sessions")
+             .description("Perspective sessions, Vision clients and Designers per gateway, "
+                          "project, scope and user, and the exporter's own health.")
+             .tags(["ignition", "scada", "sessions"]).timezone("browser").editable()
+             .tooltip(model.DashboardCursorSync.CROSSHAIR).refresh("30s").version(1)
+             .time("now-6h", "now").variables(variables()))  # type: ignore[arg-type]
     next_id = 1
     for row in ROWS:
-        panels.append({"id": next_id, "type": "row", "title": row.title, "collapsed": False,
-                       "gridPos": {"x": 0, "y": y, "w": 24, "h": 1}, "panels": []})
+        board = board.with_row(dash.Row(row.title).id(next_id).collapsed(False))
         next_id += 1
-        y += 1
-        x, row_height = 0, 0
         for panel in row.panels:
-            if x + panel.width > 24:
-                x, y, row_height = 0, y + row_height, 0
-            panels.append(_panel_json(panel, next_id, x, y))
+            board = board.with_panel(_panel(panel, next_id))
             next_id += 1
-            x += panel.width
-            row_height = max(row_height, panel.height)
-        y += row_height
-    return {
-        "uid": "ignition-sessions",
-        "title": "Ignition sessions",
-        "description": "Perspective sessions, Vision clients and Designers per gateway, "
-                       "project, scope and user, from the Ignition exporter.",
-        "tags": ["ignition", "scada", "sessions"],
-        "timezone": "browser",
-        "editable": True,
-        "graphTooltip": 1,
-        "refresh": "30s",
-        "schemaVersion": 39,
-        "version": 1,
-        "time": {"from": "now-6h", "to": "now"},
-        "templating": {"list": list(VARIABLES)},
-        "annotations": {"list": []},
-        "panels": panels,
-    }
+    return board.build()
+
+
+# The SDK writes the interval variable's settings into every variable; Grafana's schema
+# (@grafana/schema 12 and later) knows them on interval variables only.
+INTERVAL_ONLY = ("auto", "auto_count", "auto_min")
+
+
+def as_json(board: model.Dashboard) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(json.dumps(board, cls=JSONEncoder))
+    for variable in data["templating"]["list"]:
+        if variable["type"] != "interval":
+            for key in INTERVAL_ONLY:
+                variable.pop(key, None)
+    return data
 
 
 def render() -> str:
-    return json.dumps(build(), indent=2, ensure_ascii=False) + "\n"
+    return json.dumps(as_json(build()), indent=2, ensure_ascii=False, sort_keys=True) + "\n"
 
 
 def main() -> int:

@@ -1,22 +1,32 @@
-"""The Grafana dashboard: generated from code, and every query returns data from a real
-Prometheus that scraped the exporter in demo mode with the recording rules loaded."""
+"""The Grafana dashboard: generated with Grafana's SDK, valid against Grafana's own Dashboard
+type, every query honours every variable, and every query returns data from a real
+Prometheus that scraped the exporter in demo mode (under two jobs) with the rules loaded."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.conftest import require_tool
 from tests.processes import ExporterProcess, PrometheusServer
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "dashboards" / "ignition-sessions.json"
+SCHEMA_CHECK = ROOT / "dashboards" / "schema-check"
 RULES = ROOT / "rules" / "ignition.rules.yml"
+VARIABLES = ("job", "instance", "gateway", "project")
+# Metrics that carry a project label, and those without a gateway label.
+WITH_PROJECT = {"ignition_perspective_sessions", "ignition_perspective_active_pages",
+                "ignition_perspective_idle_sessions", "ignition_perspective_recent_sent_bytes",
+                "ignition_perspective_sent_bytes_total", "ignition_client_sessions"}
+WITHOUT_GATEWAY = {"ignition_exporter_folded_series_total", "ignition_exporter_build_info"}
 
 
 def generator() -> Any:
@@ -32,6 +42,10 @@ def dashboard() -> dict[str, Any]:
     return dict(json.loads(DASHBOARD.read_text()))
 
 
+def variables() -> dict[str, dict[str, Any]]:
+    return {v["name"]: v for v in dashboard()["templating"]["list"]}
+
+
 def test_committed_json_is_what_the_generator_makes() -> None:
     assert DASHBOARD.read_text() == generator().render(), \
         "run: python dashboards/generate.py"
@@ -39,32 +53,41 @@ def test_committed_json_is_what_the_generator_makes() -> None:
 
 def test_dashboard_shape() -> None:
     board = dashboard()
-    variables = {v["name"]: v for v in board["templating"]["list"]}
-    assert variables["datasource"]["type"] == "datasource"
-    for name in ("gateway", "project"):
-        assert variables[name]["multi"] and variables[name]["includeAll"]
+    assert board["schemaVersion"] >= 41
+    found = variables()
+    assert list(found) == ["datasource", *VARIABLES]
+    source = found["datasource"]
+    assert source["type"] == "datasource" and source["query"] == "prometheus"
+    assert source["current"]["text"] and source["current"]["value"]
+    for name in VARIABLES:
+        assert found[name]["multi"] and found[name]["includeAll"]
+        assert found[name]["current"] == {"selected": True, "text": ["All"],
+                                          "value": ["$__all"]}
     titles = {p["title"] for p in board["panels"]}
     for wanted in ("Perspective sessions", "Sessions by project", "Sessions by scope",
                    "Top users by session count", "Users holding more than one session",
                    "Idle sessions", "Bytes sent by project", "Active pages by project",
                    "Vision clients and Designers", "Gateway up", "Poll duration",
-                   "Poll errors by reason", "Data age", "Perspective licence used"):
+                   "Poll errors by reason", "Data age", "Perspective licence used",
+                   "Poll lag", "Folded series", "Invalid sessions", "Gateway versions"):
         assert wanted in titles
     ids = [p["id"] for p in board["panels"]]
     assert len(ids) == len(set(ids))
     for panel in board["panels"]:
         if panel["type"] != "row":
             assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+            for target in panel["targets"]:
+                assert target["datasource"] == panel["datasource"]
 
 
-def runnable(query: str) -> str:
-    """A panel or variable query as Prometheus itself would run it once Grafana filled in
-    the variables with "All"."""
-    label_values = re.fullmatch(r"label_values\((.*),\s*(\w+)\)", query)
-    if label_values:
-        query = f"group by ({label_values.group(2)}) ({label_values.group(1)})"
-    return (query.replace("$gateway", ".*").replace("$project", ".*")
-            .replace("$__rate_interval", "1m"))
+def test_project_variable_covers_perspective_and_vision() -> None:
+    query = variables()["project"]["query"]["query"]
+    assert "ignition_perspective_sessions" in query and "ignition_client_sessions" in query
+
+
+def selectors(expr: str) -> list[tuple[str, str]]:
+    """(metric, matchers) of every series selector in a query."""
+    return re.findall(r"([a-z_:]+)\{([^}]*)\}", expr)
 
 
 def all_queries() -> list[tuple[str, str]]:
@@ -76,14 +99,72 @@ def all_queries() -> list[tuple[str, str]]:
     return queries
 
 
+def test_every_panel_honours_every_variable() -> None:
+    missing = []
+    for name, query in all_queries():
+        if name.startswith("variable"):
+            continue
+        assert selectors(query), f"{name} selects nothing: {query}"
+        for metric, matchers in selectors(query):
+            wanted = ["job", "instance"]
+            wanted += [] if metric in WITHOUT_GATEWAY else ["gateway"]
+            wanted += ["project"] if metric in WITH_PROJECT else []
+            missing += [f"{name}: {metric} ignores ${v}" for v in wanted
+                        if f'{v}=~"${v}"' not in matchers]
+    assert not missing, "\n".join(missing)
+
+
+def test_sdk_reads_back_everything_it_wrote() -> None:
+    """The JSON survives Grafana's SDK model both ways with nothing lost or added."""
+    from grafana_foundation_sdk.models.dashboard import Dashboard
+
+    board = dashboard()
+    assert generator().as_json(Dashboard.from_json(board)) == board
+
+
+def test_json_is_valid_against_grafanas_dashboard_type() -> None:
+    """`tsc --strict` checks the JSON, as an object literal, against @grafana/schema's
+    Dashboard type: required fields (a variable's current text and value), types, enum
+    values, and no unknown keys."""
+    npm = require_tool("npm")
+    installed = SCHEMA_CHECK / "node_modules" / ".package-lock.json"
+    lock = SCHEMA_CHECK / "package-lock.json"
+    if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime:
+        done = subprocess.run([npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund"],
+                              cwd=SCHEMA_CHECK, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+    (SCHEMA_CHECK / "dashboard.ts").write_text(
+        'import type { JsonDashboard } from "./json";\n\n'
+        f"export const dashboard: JsonDashboard = {DASHBOARD.read_text().strip()};\n")
+    tsc = SCHEMA_CHECK / "node_modules" / ".bin" / "tsc"
+    result = subprocess.run([str(tsc), "-p", str(SCHEMA_CHECK)], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def runnable(query: str) -> str:
+    """A panel or variable query as Prometheus itself would run it once Grafana filled in
+    the variables with "All"."""
+    label_values = re.fullmatch(r"label_values\((.*),\s*(\w+)\)", query)
+    if label_values:
+        query = f"group by ({label_values.group(2)}) ({label_values.group(1)})"
+    for name in VARIABLES:
+        query = query.replace(f"${name}", ".*")
+    return query.replace("$__rate_interval", "1m")
+
+
 @pytest.mark.slow
 async def test_every_query_returns_data(tmp_path: Path) -> None:
+    """One exporter scraped under two jobs, as a second Prometheus job or a replica would
+    make it: every query answers, and totals are not doubled."""
     async with ExporterProcess(tmp_path, "--demo") as exporter:
         await exporter.wait_for_metric('ignition_up{gateway="demo"} 1.0')
+        target = {"static_configs": [{"targets": [exporter.url[7:]]}]}
         async with PrometheusServer(
-                tmp_path, [{"job_name": "ignition",
-                            "static_configs": [{"targets": [exporter.url[7:]]}]}],
+                tmp_path, [{"job_name": "ignition", **target},
+                           {"job_name": "ignition-dr", **target}],
                 rule_files=[str(RULES)]) as prometheus:
+            await prometheus.wait_for_query('ignition_up{job="ignition-dr"}')
             empty = []
             for name, query in all_queries():
                 try:
@@ -91,3 +172,14 @@ async def test_every_query_returns_data(tmp_path: Path) -> None:
                 except pytest.fail.Exception:
                     empty.append(f"{name}: {query}")
             assert not empty, "queries that return nothing:\n" + "\n".join(empty)
+            await assert_not_doubled(prometheus)
+
+
+async def assert_not_doubled(prometheus: PrometheusServer) -> None:
+    """The dashboard's total and the rules' against one job's own sum, in one evaluation
+    (the two jobs scrape at different moments, so allow the demo's drift, not a doubling)."""
+    total = next(runnable(q) for n, q in all_queries() if "'Perspective sessions'" in n)
+    one_job = 'sum(ignition_perspective_sessions{job="ignition"})'
+    for query in (total, "sum(gateway:ignition_perspective_sessions:sum)"):
+        [sample] = await prometheus.wait_for_query(f"({query}) / {one_job}")
+        assert 0.7 < float(sample["value"][1]) < 1.4, (query, sample)
