@@ -130,7 +130,28 @@ class ExporterProcess:
         return str(await _wait_for(found, timeout, f"{needle!r} in /metrics", self.log))
 
 
-class PrometheusServer:
+class QueryAPI:
+    """Instant queries over Prometheus' HTTP API, which VictoriaMetrics serves too."""
+
+    url: str
+    log: Path
+
+    async def query(self, promql: str) -> list[dict[str, Any]]:
+        async with aiohttp.ClientSession() as http, http.get(
+                self.url + "/api/v1/query", params={"query": promql}) as response:
+            body = json.loads(await response.read())
+        assert body["status"] == "success", body
+        return list(body["data"]["result"])
+
+    async def wait_for_query(self, promql: str, timeout: float = 30) -> list[dict[str, Any]]:
+        async def answered() -> list[dict[str, Any]] | None:
+            return await self.query(promql) or None
+
+        return list(await _wait_for(answered, timeout, f"PromQL {promql!r} to return data",
+                                    self.log))
+
+
+class PrometheusServer(QueryAPI):
     """A real Prometheus (Debian's `prometheus`) scraping the given targets every second."""
 
     def __init__(self, tmp_path: Path, scrape_configs: list[dict[str, Any]],
@@ -179,19 +200,6 @@ class PrometheusServer:
             self.process.kill()
             self.process.wait()
 
-    async def query(self, promql: str) -> list[dict[str, Any]]:
-        async with aiohttp.ClientSession() as http, http.get(
-                self.url + "/api/v1/query", params={"query": promql}) as response:
-            body = json.loads(await response.read())
-        assert body["status"] == "success", body
-        return list(body["data"]["result"])
-
-    async def wait_for_query(self, promql: str, timeout: float = 30) -> list[dict[str, Any]]:
-        async def answered() -> list[dict[str, Any]] | None:
-            return await self.query(promql) or None
-
-        return list(await _wait_for(answered, timeout, f"PromQL {promql!r} to return data",
-                                    self.log))
 
 
 def basic_auth(user: str, password: str) -> dict[str, str]:

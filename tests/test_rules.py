@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 import yaml
 
 from tests.conftest import require_tool
+from tests.victoria import victoria_with_rules
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES_DIR = ROOT / "rules"
@@ -89,3 +91,45 @@ def test_every_default_threshold_is_used_by_its_alert() -> None:
     for name in defaults:
         assert f'alert="{name}"' in recorded, f"no threshold rule reads {name}'s"
         assert name in {a["alert"] for a in alerts()}
+
+
+def replicated(*samples: str, minutes: int = 10) -> str:
+    """The samples as two replicas and a second job would store them, every 15 s up to now."""
+    now = int(time.time() * 1000)
+    copies = ('instance="exp-1:9871", job="ignition"', 'instance="exp-2:9871", job="ignition"',
+              'instance="exp-1:9871", job="ignition-dr"')
+    return "\n".join(f"{name}{{{labels}, {copy}}} {value} {t}"
+                     for t in range(now - minutes * 60_000, now + 1, 15_000)
+                     for copy in copies
+                     for name, labels, value in (s.split("|") for s in samples)) + "\n"
+
+
+@pytest.mark.slow
+async def test_rules_evaluate_in_victoriametrics_with_replicas(tmp_path: Path) -> None:
+    """vmalert evaluates every rule against a real VictoriaMetrics holding three copies of
+    each series: no rule fails (no many-to-many join), sums are not tripled, and a site's
+    thresholds apply."""
+    async with victoria_with_rules(tmp_path, [RULES, SITE_THRESHOLDS]) as victoria:
+        await victoria.import_text(replicated(
+            'ignition_perspective_sessions|gateway="plant-a", project="P", scope="browser", '
+            'username="jsmith"|95',
+            'ignition_perspective_sessions|gateway="plant-a", project="P", scope="designer", '
+            'username="eng"|20',
+            'ignition_perspective_session_limit|gateway="plant-a"|100',
+            'ignition_up|gateway="plant-a"|1',
+            'ignition_exporter_build_info|version="0.1.0"|1'))
+        [ratio] = await victoria.wait_for_query(  # vmalert's first rounds, chained
+            'gateway:ignition_perspective_licence_usage:ratio{gateway="plant-a"}', timeout=90)
+        assert float(ratio["value"][1]) == 0.95
+        [total] = await victoria.wait_for_query(
+            'gateway_project:ignition_perspective_sessions:sum{gateway="plant-a"}')
+        assert float(total["value"][1]) == 115
+        [threshold] = await victoria.wait_for_query(
+            'gateway_username:ignition_perspective_sessions:threshold{username="jsmith"}')
+        assert float(threshold["value"][1]) == 8  # the site's default, not the shipped 5
+        rules = await victoria.rules()
+        assert len(rules) == sum(len(g["rules"]) for path in (RULES, SITE_THRESHOLDS)
+                                 for g in yaml.safe_load(path.read_text())["groups"])
+        failing = [(r["name"], r["lastError"]) for r in rules
+                   if r["health"] != "ok" or r["lastError"]]
+        assert not failing, failing
