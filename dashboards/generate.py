@@ -84,6 +84,7 @@ class Panel:
     min: float | None = None
     max: float | None = None
     thresholds: tuple[tuple[float | None, str], ...] = ((None, "green"),)
+    table_value: str | None = "sessions"  # a table's value column: its title, or None to hide
 
 
 @dataclass(frozen=True)
@@ -196,7 +197,7 @@ HEALTH = Row("Exporter health", (
         Target(f"max without (instance, job) (ignition_gateway_info{{{GW}}})",
                instant=True),),
         "What each gateway reports about itself, as of the last successful poll.",
-        width=16),
+        width=16, table_value=None),
 ))
 
 ROWS = (OVERVIEW, SESSIONS, TRAFFIC, HEALTH)
@@ -257,10 +258,16 @@ def _panel(panel: Panel, panel_id: int) -> Any:
     if panel.max is not None:
         builder = builder.max(panel.max)
     if panel.kind == "table":
-        builder = builder.with_transformation(model.DataTransformerConfig(
-            id_val="organize", options={"excludeByName": {"Time": True},
-                                        "renameByName": {"Value": "value"}}))
+        builder = builder.with_transformation(_organize(panel.table_value))
     return builder
+
+
+def _organize(value: str | None) -> model.DataTransformerConfig:
+    """Tables show labels and the value, not the evaluation time."""
+    hidden = {"Time": True} | ({} if value else {"Value": True})
+    renamed = {"Value": value} if value else {}
+    return model.DataTransformerConfig(
+        id_val="organize", options={"excludeByName": hidden, "renameByName": renamed})
 
 
 def build() -> model.Dashboard:
