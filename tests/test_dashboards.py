@@ -124,8 +124,8 @@ def test_sdk_reads_back_everything_it_wrote() -> None:
 
 def test_json_is_valid_against_grafanas_dashboard_type() -> None:
     """`tsc --strict` checks the JSON, as an object literal, against @grafana/schema's
-    Dashboard type: required fields (a variable's current text and value), types, enum
-    values, and no unknown keys."""
+    Dashboard type, of the newest release and of the one the SDK targets: required fields (a
+    variable's current text and value), types, enum values, and no unknown keys."""
     npm = require_tool("npm")
     installed = SCHEMA_CHECK / "node_modules" / ".package-lock.json"
     lock = SCHEMA_CHECK / "package-lock.json"
@@ -133,9 +133,11 @@ def test_json_is_valid_against_grafanas_dashboard_type() -> None:
         done = subprocess.run([npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund"],
                               cwd=SCHEMA_CHECK, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stdout + done.stderr
+    literal = DASHBOARD.read_text().strip()
     (SCHEMA_CHECK / "dashboard.ts").write_text(
-        'import type { JsonDashboard } from "./json";\n\n'
-        f"export const dashboard: JsonDashboard = {DASHBOARD.read_text().strip()};\n")
+        'import type { JsonDashboard, JsonDashboard116 } from "./json";\n\n'
+        f"export const newest: JsonDashboard = {literal};\n\n"
+        f"export const targeted: JsonDashboard116 = {literal};\n")
     tsc = SCHEMA_CHECK / "node_modules" / ".bin" / "tsc"
     result = subprocess.run([str(tsc), "-p", str(SCHEMA_CHECK)], capture_output=True,
                             text=True, timeout=300)
