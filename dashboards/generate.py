@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from grafana_foundation_sdk.builders import dashboard as dash
-from grafana_foundation_sdk.builders import gauge, prometheus, stat, table, timeseries
+from grafana_foundation_sdk.builders import gauge, heatmap, prometheus, stat, table, timeseries
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import dashboard as model
+from grafana_foundation_sdk.models.common import HeatmapCellLayout
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
 OUTPUT = Path(__file__).resolve().parent / "ignition-sessions.json"
@@ -49,12 +50,42 @@ def clients() -> str:
             f"(ignition_client_sessions{{{GW_PROJECT}}})")
 
 
-def by_scope(metric: str, range_function: str = "") -> str:
-    """A per-scope metric, one copy of each series; `range_function` (rate) over it first."""
+def one_copy(metric: str, labels: str, range_function: str = "",
+             window: str = "$__rate_interval") -> str:
+    """A metric with a project label, one copy of each series (`max by` its own `labels`);
+    `range_function` (rate, increase) over `window` first."""
     selected = f"{metric}{{{GW_PROJECT}}}"
     if range_function:
-        selected = f"{range_function}({selected}[$__rate_interval])"
-    return f"max by (gateway, project, scope) ({selected})"
+        selected = f"{range_function}({selected}[{window}])"
+    return f"max by ({labels}) ({selected})"
+
+
+def by_scope(metric: str, range_function: str = "") -> str:
+    """A per-scope metric, one copy of each series; `range_function` (rate) over it first."""
+    return one_copy(metric, "gateway, project, scope", range_function)
+
+
+# The lifecycle metrics' own labels: Perspective per scope, Vision and Designer per kind.
+PERSPECTIVE_KEY = "gateway, project, scope"
+CLIENT_KEY = "gateway, project, kind"
+
+
+def per_hour(metric: str, key: str, by: str = "") -> str:
+    """Sessions counted by a lifecycle counter in the hour before each point."""
+    return f"sum{f' by ({by})' if by else ''} ({one_copy(metric, key, 'increase', '1h')})"
+
+
+def durations(window: str) -> str:
+    """The Perspective duration histogram's buckets: sessions that ended within `window`."""
+    return ("sum by (le) (" + one_copy("ignition_perspective_session_duration_seconds_bucket",
+                                       f"{PERSPECTIVE_KEY}, le", "increase", window) + ")")
+
+
+def ages(by: str = "le") -> str:
+    """The age gauge histogram's buckets: the open sessions, as of the last poll."""
+    return (f"sum by ({by}) ("
+            + one_copy("ignition_perspective_session_age_seconds_bucket",
+                       f"{PERSPECTIVE_KEY}, le") + ")")
 
 
 def by_gateway(metric: str) -> str:
@@ -70,12 +101,13 @@ class Target:
     expr: str
     legend: str = ""
     instant: bool = False
+    heatmap: bool = False  # histogram buckets, which Grafana turns into counts per bucket
 
 
 @dataclass(frozen=True)
 class Panel:
     title: str
-    kind: str  # stat, gauge, timeseries, table
+    kind: str  # stat, gauge, timeseries, table, heatmap (whose unit is its buckets')
     targets: tuple[Target, ...]
     description: str
     unit: str = "short"
@@ -200,7 +232,44 @@ HEALTH = Row("Exporter health", (
         width=16, table_value=None),
 ))
 
-ROWS = (OVERVIEW, SESSIONS, TRAFFIC, HEALTH)
+# Logins, logouts, how long sessions last and how old the open ones are (see the README's
+# "Session lifecycle"). Durations come from sessions that ended, ages from those still open.
+LIFECYCLE = Row("Session lifecycle", (
+    Panel("Perspective logins and logouts per hour", "timeseries", (
+        Target(per_hour("ignition_perspective_sessions_started_total", PERSPECTIVE_KEY),
+               "logins"),
+        Target(per_hour("ignition_perspective_sessions_ended_total", PERSPECTIVE_KEY),
+               "logouts")),
+        "Perspective sessions that started and ended in the hour before each point. A "
+        "session that starts and ends between two polls is not seen.", width=12),
+    Panel("Vision and Designer logins and logouts per hour", "timeseries", (
+        Target(per_hour("ignition_client_sessions_started_total", CLIENT_KEY, "kind"),
+               "{{kind}} logins"),
+        Target(per_hour("ignition_client_sessions_ended_total", CLIENT_KEY, "kind"),
+               "{{kind}} logouts")),
+        "Vision clients and Designers that opened and closed in the hour before each point.",
+        width=12),
+    Panel("Session duration", "heatmap", (
+        Target(durations("$__rate_interval"), "{{le}}", heatmap=True),),
+        "How long the Perspective sessions that ended lasted, per bucket of the duration "
+        "histogram: a quick look, a task, a shift, a wall screen.", unit="s", width=12),
+    Panel("Session duration quantiles", "timeseries", (
+        Target(f"histogram_quantile(0.5, {durations('1h')})", "median"),
+        Target(f"histogram_quantile(0.9, {durations('1h')})", "90th percentile")),
+        "Of the Perspective sessions that ended in the hour before each point, interpolated "
+        "within the histogram's buckets; empty for an hour without a logout.", unit="s",
+        width=12),
+    Panel("Session age", "heatmap", (Target(ages(), "{{le}}", heatmap=True),),
+        "The open Perspective sessions per age bucket, as of each poll: sessions climb the "
+        "buckets as they stay open.", unit="s", width=16),
+    Panel("Oldest session age bucket", "stat", (
+        Target(f"histogram_quantile(1, {ages('gateway, le')})", "{{gateway}}"),),
+        "Upper bound of the age bucket holding each gateway's oldest open Perspective "
+        "session (the oldest is at most this old); 1 week means a week or more.", unit="s",
+        width=8),
+))
+
+ROWS = (OVERVIEW, SESSIONS, TRAFFIC, HEALTH, LIFECYCLE)
 
 
 def _multi_variable(name: str, label: str, query: str) -> dash.QueryVariable:
@@ -228,9 +297,19 @@ def variables() -> list[dash.DatasourceVariable | dash.QueryVariable]:
     ]
 
 
-PANEL_KINDS: dict[str, Callable[[], Any]] = {
-    "stat": stat.Panel, "gauge": gauge.Panel, "timeseries": timeseries.Panel,
-    "table": table.Panel,
+def _heatmap(panel: Panel) -> heatmap.Panel:
+    """Prometheus' own buckets (`le`, upper bounds in the panel's unit), not re-bucketed by
+    Grafana; the cells count sessions."""
+    return (heatmap.Panel().calculate(False)
+            .rows_frame(heatmap.RowsHeatmapOptions().layout(HeatmapCellLayout.LE))
+            .y_axis(heatmap.YAxisConfig().unit(panel.unit))
+            .cell_values(heatmap.CellValues().unit("short")))
+
+
+PANEL_KINDS: dict[str, Callable[[Panel], Any]] = {
+    "stat": lambda _: stat.Panel(), "gauge": lambda _: gauge.Panel(),
+    "timeseries": lambda _: timeseries.Panel(), "table": lambda _: table.Panel(),
+    "heatmap": _heatmap,
 }
 
 
@@ -239,6 +318,8 @@ def _query(target: Target, ref_id: str) -> prometheus.Dataquery:
              .legend_format(target.legend))
     if target.instant:
         query = query.instant().format(PromQueryFormat.TABLE)
+    if target.heatmap:
+        query = query.format(PromQueryFormat.HEATMAP)
     return query
 
 
@@ -248,7 +329,7 @@ def _thresholds(panel: Panel) -> dash.ThresholdsConfig:
 
 
 def _panel(panel: Panel, panel_id: int) -> Any:
-    builder = (PANEL_KINDS[panel.kind]().id(panel_id).title(panel.title)
+    builder = (PANEL_KINDS[panel.kind](panel).id(panel_id).title(panel.title)
                .description(panel.description).datasource(DATASOURCE)
                .height(panel.height).span(panel.width).unit(panel.unit)
                .thresholds(_thresholds(panel))

@@ -25,7 +25,13 @@ VARIABLES = ("job", "instance", "gateway", "project")
 # Metrics that carry a project label, and those without a gateway label.
 WITH_PROJECT = {"ignition_perspective_sessions", "ignition_perspective_active_pages",
                 "ignition_perspective_idle_sessions", "ignition_perspective_recent_sent_bytes",
-                "ignition_perspective_sent_bytes_total", "ignition_client_sessions"}
+                "ignition_perspective_sent_bytes_total", "ignition_client_sessions",
+                "ignition_perspective_sessions_started_total",
+                "ignition_perspective_sessions_ended_total",
+                "ignition_perspective_session_duration_seconds_bucket",
+                "ignition_perspective_session_age_seconds_bucket",
+                "ignition_client_sessions_started_total", "ignition_client_sessions_ended_total",
+                "ignition_client_session_duration_seconds_bucket"}
 WITHOUT_GATEWAY = {"ignition_exporter_folded_series_total", "ignition_exporter_build_info"}
 
 
@@ -69,7 +75,10 @@ def test_dashboard_shape() -> None:
                    "Idle sessions", "Bytes sent by project", "Active pages by project",
                    "Vision clients and Designers", "Gateway up", "Poll duration",
                    "Poll errors by reason", "Data age", "Perspective licence used",
-                   "Poll lag", "Folded series", "Invalid sessions", "Gateway versions"):
+                   "Poll lag", "Folded series", "Invalid sessions", "Gateway versions",
+                   "Perspective logins and logouts per hour",
+                   "Vision and Designer logins and logouts per hour", "Session duration",
+                   "Session duration quantiles", "Session age", "Oldest session age bucket"):
         assert wanted in titles
     ids = [p["id"] for p in board["panels"]]
     assert len(ids) == len(set(ids))
@@ -78,6 +87,20 @@ def test_dashboard_shape() -> None:
             assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
             for target in panel["targets"]:
                 assert target["datasource"] == panel["datasource"]
+
+
+def test_heatmaps_show_the_histograms_own_buckets() -> None:
+    """Grafana turns cumulative `le` buckets into counts per bucket only for queries in
+    heatmap format, and must not re-bucket them."""
+    heatmaps = [p for p in dashboard()["panels"] if p["type"] == "heatmap"]
+    assert {p["title"] for p in heatmaps} == {"Session duration", "Session age"}
+    for panel in heatmaps:
+        assert panel["options"]["calculate"] is False
+        assert panel["options"]["rowsFrame"]["layout"] == "le"
+        assert panel["options"]["yAxis"]["unit"] == "s"
+        for target in panel["targets"]:
+            assert target["format"] == "heatmap" and target["legendFormat"] == "{{le}}"
+            assert re.match(r"sum by \(le\) \(max by \([a-z, ]*\ble\)", target["expr"])
 
 
 def test_project_variable_covers_perspective_and_vision() -> None:
@@ -155,10 +178,18 @@ def runnable(query: str) -> str:
     return query.replace("$__rate_interval", "1m")
 
 
+def numbers(query: str) -> str:
+    """The query's samples that are numbers: NaN (a quantile of a histogram that observed
+    nothing, a division by zero) is not data on a panel. NaN == NaN is false."""
+    return f"({query}) == ({query})"
+
+
 @pytest.mark.slow
 async def test_every_query_returns_data(tmp_path: Path) -> None:
     """One exporter scraped under two jobs, as a second Prometheus job or a replica would
-    make it: every query answers, and totals are not doubled."""
+    make it: every query answers with numbers, and totals are not doubled. The lifecycle
+    queries over ended sessions (the duration quantiles) have numbers once a session has
+    ended: the demo's seeded simulator ends its first within about 10 s."""
     async with ExporterProcess(tmp_path, "--demo") as exporter:
         await exporter.wait_for_metric('ignition_up{gateway="demo"} 1.0')
         target = {"static_configs": [{"targets": [exporter.url[7:]]}]}
@@ -170,10 +201,10 @@ async def test_every_query_returns_data(tmp_path: Path) -> None:
             empty = []
             for name, query in all_queries():
                 try:
-                    await prometheus.wait_for_query(runnable(query), timeout=20)
+                    await prometheus.wait_for_query(numbers(runnable(query)), timeout=20)
                 except pytest.fail.Exception:
                     empty.append(f"{name}: {query}")
-            assert not empty, "queries that return nothing:\n" + "\n".join(empty)
+            assert not empty, "queries that return no number:\n" + "\n".join(empty)
             await assert_not_doubled(prometheus)
 
 
