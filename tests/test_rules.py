@@ -117,7 +117,13 @@ async def test_rules_evaluate_in_victoriametrics_with_replicas(tmp_path: Path) -
             'username="eng"|20',
             'ignition_perspective_session_limit|gateway="plant-a"|100',
             'ignition_up|gateway="plant-a"|1',
-            'ignition_exporter_build_info|version="0.1.0"|1'))
+            'ignition_exporter_build_info|version="0.1.0"|1',
+            'ignition_perspective_session_age_seconds_bucket|gateway="plant-a", project="P", '
+            'scope="browser", le="259200.0"|2',
+            'ignition_perspective_session_age_seconds_bucket|gateway="plant-a", project="P", '
+            'scope="browser", le="604800.0"|3',
+            'ignition_perspective_session_age_seconds_bucket|gateway="plant-a", project="P", '
+            'scope="browser", le="+Inf"|5'))
         [ratio] = await victoria.wait_for_query(  # vmalert's first rounds, chained
             'gateway:ignition_perspective_licence_usage:ratio{gateway="plant-a"}', timeout=90)
         assert float(ratio["value"][1]) == 0.95
@@ -127,6 +133,12 @@ async def test_rules_evaluate_in_victoriametrics_with_replicas(tmp_path: Path) -
         [threshold] = await victoria.wait_for_query(
             'gateway_username:ignition_perspective_sessions:threshold{username="jsmith"}')
         assert float(threshold["value"][1]) == 8  # the site's default, not the shipped 5
+        [age] = await victoria.wait_for_query(
+            'gateway_project_le:ignition_perspective_session_age_seconds:threshold')
+        assert age["metric"]["le"] == "604800" and float(age["value"][1]) == 604800
+        [older] = await victoria.wait_for_query(  # 2 sessions over 7 days, for: 1h
+            'ALERTS{alertname="IgnitionSessionsOpenTooLong", alertstate="pending"}')
+        assert (older["metric"]["gateway"], older["metric"]["project"]) == ("plant-a", "P")
         rules = await victoria.rules()
         assert len(rules) == sum(len(g["rules"]) for path in (RULES, SITE_THRESHOLDS)
                                  for g in yaml.safe_load(path.read_text())["groups"])
