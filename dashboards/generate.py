@@ -75,10 +75,11 @@ def per_hour(metric: str, key: str, by: str = "") -> str:
     return f"sum{f' by ({by})' if by else ''} ({one_copy(metric, key, 'increase', '1h')})"
 
 
-def durations(window: str) -> str:
-    """The Perspective duration histogram's buckets: sessions that ended within `window`."""
+def durations(range_function: str, window: str) -> str:
+    """The Perspective duration histogram's buckets: sessions that ended within `window`
+    (increase), or per second (rate)."""
     return ("sum by (le) (" + one_copy("ignition_perspective_session_duration_seconds_bucket",
-                                       f"{PERSPECTIVE_KEY}, le", "increase", window) + ")")
+                                       f"{PERSPECTIVE_KEY}, le", range_function, window) + ")")
 
 
 def ages(by: str = "le") -> str:
@@ -250,12 +251,13 @@ LIFECYCLE = Row("Session lifecycle", (
         "Vision clients and Designers that opened and closed in the hour before each point.",
         width=12),
     Panel("Session duration", "heatmap", (
-        Target(durations("$__rate_interval"), "{{le}}", heatmap=True),),
+        Target(f"{durations('rate', '$__rate_interval')} * 3600", "{{le}}", heatmap=True),),
         "How long the Perspective sessions that ended lasted, per bucket of the duration "
-        "histogram: a quick look, a task, a shift, a wall screen.", unit="s", width=12),
+        "histogram (a quick look, a task, a shift, a wall screen); cells count sessions "
+        "ended per hour.", unit="s", width=12),
     Panel("Session duration quantiles", "timeseries", (
-        Target(f"histogram_quantile(0.5, {durations('1h')})", "median"),
-        Target(f"histogram_quantile(0.9, {durations('1h')})", "90th percentile")),
+        Target(f"histogram_quantile(0.5, {durations('increase', '1h')})", "median"),
+        Target(f"histogram_quantile(0.9, {durations('increase', '1h')})", "90th percentile")),
         "Of the Perspective sessions that ended in the hour before each point, interpolated "
         "within the histogram's buckets; empty for an hour without a logout.", unit="s",
         width=12),
