@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from exporter.lifecycle import BUCKETS
 from tests.conftest import require_tool
 from tests.victoria import victoria_with_rules
 
@@ -91,6 +92,17 @@ def test_every_default_threshold_is_used_by_its_alert() -> None:
     for name in defaults:
         assert f'alert="{name}"' in recorded, f"no threshold rule reads {name}'s"
         assert name in {a["alert"] for a in alerts()}
+
+
+def test_age_bounds_are_the_exporters_buckets() -> None:
+    """The age threshold selects its bucket from a table of the bounds: it must list the
+    exporter's buckets exactly, each `le` naming its own value."""
+    [table] = [r["expr"] for g in yaml.safe_load(RULES.read_text())["groups"]
+               for r in g["rules"]
+               if r.get("record") == "le:ignition_perspective_session_age_seconds:bound"]
+    pairs = re.findall(r'vector\(([^)]+)\), "le", "([^"]+)"', table)
+    assert [float(value) for value, _ in pairs] == [*BUCKETS, float("inf")]
+    assert all(float(value) == float(le) for value, le in pairs)
 
 
 def replicated(*samples: str, minutes: int = 10) -> str:
