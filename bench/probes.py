@@ -6,7 +6,8 @@ They run apart from the benchmark so that a server's CPU and memory are its own:
 - `bare`: a bare aiohttp handler returning fixed bytes (the scrape baseline);
 - `client-python`: /metrics the way most Python exporters serve it, prometheus_client
   rendering every scrape from a collector (the comparison the README quotes);
-- `memory`: ingests WebDev documents from files and reports resident memory before and after.
+- `memory`: ingests WebDev documents from files and reports resident memory before and after;
+- `scraper`: GETs a URL on a fixed tick and reports each request's latency from its tick.
 
 Servers print `port=N` on stdout once listening, then serve until killed.
 """
@@ -18,6 +19,8 @@ import asyncio
 import gc
 import json
 import sys
+import time
+import urllib.request
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -47,12 +50,27 @@ class BodySource:
         return partial(decode_webdev, self.body, self.name)
 
 
-async def ingest(body: bytes, name: str) -> GatewayStatus:
+def bench_poller(source: BodySource) -> GatewayPoller:
+    """A poller whose gateway answers what `source` holds."""
+    gateway = GatewayConfig(name=source.name, url="http://bench.invalid/", timeout=600)
+    return GatewayPoller(gateway, source, idle_after=60, clock=SystemClock())
+
+
+def poll(poller: GatewayPoller) -> GatewayStatus:
+    """One poll, on an event loop of its own rather than `asyncio.run`: at its end, Python
+    3.11's `asyncio.run` formats a message holding the repr of its main task's result, which
+    for a large status costs more than the poll itself."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(poller.poll_once())
+    finally:
+        loop.close()
+
+
+def ingest(body: bytes, name: str) -> GatewayStatus:
     """Bytes to the finished status that /metrics and /sessions read: decode, aggregate,
-    byte counter, exactly as a poll does."""
-    gateway = GatewayConfig(name=name, url="http://bench.invalid/", timeout=600)
-    poller = GatewayPoller(gateway, BodySource(body, name), idle_after=60, clock=SystemClock())
-    return await poller.poll_once()
+    byte counter, index, exactly as a poll does."""
+    return poll(bench_poller(BodySource(body, name)))
 
 
 async def _serve(app: web.Application) -> None:
@@ -87,7 +105,7 @@ def bare_app(body: bytes, content_type: str) -> web.Application:
 
 
 def client_python_app(body: bytes) -> web.Application:
-    status = asyncio.run(ingest(body, "gateway"))
+    status = ingest(body, "gateway")
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SessionCollector(lambda: [status], SystemClock()))
     app = web.Application()
@@ -97,14 +115,43 @@ def client_python_app(body: bytes) -> web.Application:
 
 def memory(directory: Path) -> dict[str, int]:
     files = sorted(directory.glob("*.json"))
-    asyncio.run(ingest(b'{"schema": 1}', "warm-up"))  # imports and first-use costs
+    ingest(b'{"schema": 1}', "warm-up")  # imports and first-use costs
     gc.collect()
     before = rss_bytes_self()
-    held = [asyncio.run(ingest(path.read_bytes(), path.stem)) for path in files]
+    # The pollers are held too: what a gateway costs includes the state its poller keeps
+    # from poll to poll (the byte counters' last totals).
+    sources = [BodySource(path.read_bytes(), path.stem) for path in files]
+    pollers = [bench_poller(source) for source in sources]
+    held = [poll(poller) for poller in pollers]
+    for source in sources:
+        source.body = b""  # the answers are the gateways', not the exporter's to hold
     gc.collect()
     after = rss_bytes_self()
     sessions = sum(len(s.perspective) for s in held)
     return {"rss_before": before, "rss_after": after, "sessions": sessions}
+
+
+def scraper(url: str, interval: float, stop: Path) -> list[tuple[float, float]]:
+    """GET `url` every `interval` seconds until the file `stop` exists (at most 10 minutes).
+
+    Each request is due at its tick and its latency is counted from the tick, not from when
+    it was sent: a request held up behind a slow one counts the wait too. Returns (tick in
+    epoch seconds, latency) per answered request; refused connections (the server not yet
+    listening) are not counted."""
+    results: list[tuple[float, float]] = []
+    start = time.monotonic()
+    offset = time.time() - start
+    tick = start
+    while not stop.exists() and tick - start < 600:
+        tick += interval
+        time.sleep(max(0.0, tick - time.monotonic()))
+        try:
+            with urllib.request.urlopen(url, timeout=30) as response:
+                response.read()
+        except OSError:
+            continue
+        results.append((tick + offset, time.monotonic() - tick))
+    return results
 
 
 def rss_bytes_self() -> int:
@@ -114,7 +161,11 @@ def rss_bytes_self() -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("kind", choices=["gateways", "bare", "client-python", "memory"])
+    parser.add_argument("kind", choices=["gateways", "bare", "client-python", "memory",
+                                         "scraper"])
+    parser.add_argument("--url")
+    parser.add_argument("--interval", type=float, default=0.02)
+    parser.add_argument("--stop", type=Path)
     parser.add_argument("--dir", type=Path)
     parser.add_argument("--body", type=Path)
     parser.add_argument("--content-type", default="text/plain; version=0.0.4; charset=utf-8")
@@ -122,6 +173,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.kind == "memory":
         json.dump(memory(args.dir), sys.stdout)
+        return
+    if args.kind == "scraper":
+        print("ready", flush=True)
+        json.dump(scraper(args.url, args.interval, args.stop), sys.stdout)
         return
     if args.kind == "gateways":
         app = gateways_app(args.dir, args.delay)

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import operator
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any, TypeVar
 
-from exporter.model import ClientSession, PerspectiveSession, Snapshot
+from exporter.groups import Groups, SnapshotGroups
+from exporter.model import PerspectiveSession, Snapshot
 
 OTHER = "__other__"
 # Label values longer than this are cut: a megabyte-long "username" from a broken gateway must
@@ -45,6 +47,9 @@ class Aggregates:
     client_sessions: Mapping[ClientKey, int]
     # Series folded into username="__other__" by this poll, per metric name.
     folded: Mapping[str, int] = field(default_factory=dict)
+    # Series this poll had before folding, per capped metric: the gateway's demand on the
+    # series budget.
+    demand: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def total_perspective_sessions(self) -> int:
@@ -89,12 +94,18 @@ def _relabel(grouped: Mapping[tuple[Any, ...], V], labelers: Sequence[Labeler],
     """Raw keys to label keys, merging the values of keys whose labels collide (after a cut,
     say). Each position's label is computed once per distinct raw value: thousands of keys
     share a few hundred users and a handful of projects."""
-    maps = [{raw: to_label(raw) for raw in {key[i] for key in grouped}}
-            for i, to_label in enumerate(labelers)]
-    out: dict[Any, V] = {}
-    for key, value in grouped.items():
-        new = tuple(m[raw] for m, raw in zip(maps, key, strict=True))
-        out[new] = add(out[new], value) if new in out else value
+    if not grouped:
+        return {}
+    columns = list(zip(*grouped, strict=True))
+    labelled = [map({raw: to_label(raw) for raw in set(column)}.__getitem__, column)
+                for column, to_label in zip(columns, labelers, strict=True)]
+    keys = list(zip(*labelled, strict=True))
+    out = dict(zip(keys, grouped.values(), strict=True))
+    if len(out) == len(keys):
+        return out  # no two keys' labels collide: the usual case
+    out = {}
+    for key, value in zip(keys, grouped.values(), strict=True):
+        out[key] = add(out[key], value) if key in out else value
     return out
 
 
@@ -102,34 +113,60 @@ def _username_label(username: Callable[[str], str]) -> Labeler:
     return lambda raw: username(label(raw))
 
 
-def count_perspective(sessions: Iterable[PerspectiveSession],
-                      username: Callable[[str], str] = _keep) -> dict[PerspectiveKey, int]:
-    grouped = Counter((s.project, s.session_scope, s.username) for s in sessions)
-    return _relabel(grouped, (label, scope_label, _username_label(username)),
+def count_perspective(groups: Groups, username: Callable[[str], str] = _keep
+                      ) -> dict[PerspectiveKey, int]:
+    return _relabel(groups.counts(), (label, scope_label, _username_label(username)),
                     operator.add)
 
 
-def total_by_scope(sessions: Iterable[PerspectiveSession],
+def total_by_scope(sessions: Sequence[PerspectiveSession], groups: Groups,
                    idle_after_ms: float) -> dict[ScopeKey, ScopeTotals]:
+    """Sums per group code in one pass over the sessions, then per (project, scope) over the
+    few codes."""
+    pages, idle, recent = _scope_columns(sessions, groups, idle_after_ms)
+    counts = Counter(groups.codes)
     grouped: dict[tuple[str | None, str | None], list[float]] = {}
-    for s in sessions:
-        acc = grouped.get((s.project, s.session_scope))
+    for code, (project, scope, _) in enumerate(groups.keys):
+        acc = grouped.get((project, scope))
         if acc is None:
-            acc = grouped[(s.project, s.session_scope)] = [0, 0.0, 0, 0.0]
-        acc[0] += 1
-        acc[1] += s.active_pages or 0
-        if (s.last_comm or 0) > idle_after_ms:
-            acc[2] += 1
-        acc[3] += s.recent_bytes_sent or 0
+            acc = grouped[(project, scope)] = [0, 0, 0, 0]
+        acc[0] += counts[code]
+        acc[1] += pages[code]
+        acc[2] += idle[code]
+        acc[3] += recent[code]
     totals = {key: ScopeTotals(int(a[0]), a[1], int(a[2]), a[3]) for key, a in grouped.items()}
     return _relabel(totals, (label, scope_label), ScopeTotals.__add__)
 
 
-def count_clients(clients: Iterable[ClientSession],
-                  username: Callable[[str], str] = _keep) -> dict[ClientKey, int]:
-    grouped = Counter((c.project, c.username, c.kind) for c in clients)
-    return _relabel(grouped, (label, _username_label(username), str),
-                    operator.add)
+def _scope_columns(sessions: Sequence[PerspectiveSession], groups: Groups,
+                   idle_after_ms: float) -> tuple[list[float], list[int], list[float]]:
+    """Per group code: active pages, idle sessions, recent bytes."""
+    size = len(groups.keys)
+    pages, idle, recent = [0.0] * size, [0] * size, [0.0] * size
+    for code, page_count, last_comm, recent_bytes in zip(
+            groups.codes, map(_ACTIVE_PAGES, sessions), map(_LAST_COMM, sessions),
+            map(_RECENT_BYTES, sessions), strict=True):
+        if page_count:
+            pages[code] += page_count
+        if last_comm is not None and last_comm > idle_after_ms:
+            idle[code] += 1
+        if recent_bytes:
+            recent[code] += recent_bytes
+    return pages, idle, recent
+
+
+_ACTIVE_PAGES = attrgetter("active_pages")
+_LAST_COMM = attrgetter("last_comm")
+_RECENT_BYTES = attrgetter("recent_bytes_sent")
+
+
+def _kind(is_designer: bool | None) -> str:
+    return "designer" if is_designer else "vision"
+
+
+def count_clients(groups: Groups, username: Callable[[str], str] = _keep
+                  ) -> dict[ClientKey, int]:
+    return _relabel(groups.counts(), (label, _username_label(username), _kind), operator.add)
 
 
 def fold(counts: Mapping[tuple[str, str, str], int], limit: int, user_at: int
@@ -151,20 +188,32 @@ def fold(counts: Mapping[tuple[str, str, str], int], limit: int, user_at: int
     return kept, len(ranked) - limit
 
 
+PERSPECTIVE_SESSIONS = "ignition_perspective_sessions"
+CLIENT_SESSIONS = "ignition_client_sessions"
+CAPPED = (PERSPECTIVE_SESSIONS, CLIENT_SESSIONS)  # the metrics with a username label
+
+
 def aggregate(snapshot: Snapshot, idle_after_seconds: float,
               username: Callable[[str], str] = _keep,
-              max_series: int | None = None) -> Aggregates:
+              max_series: int | Mapping[str, int] | None = None,
+              groups: SnapshotGroups | None = None) -> Aggregates:
     """`username` maps each username label value (the privacy policy: keep, hash, drop);
-    `max_series` caps the series of each metric with a username label."""
-    sessions = count_perspective(snapshot.perspective, username)
-    clients = count_clients(snapshot.clients, username)
+    `max_series` caps the series of each metric with a username label (one cap for both, or
+    one per metric name); `groups` are the snapshot's, when the caller has them already."""
+    groups = groups or SnapshotGroups.of(snapshot)
+    sessions = count_perspective(groups.perspective, username)
+    clients = count_clients(groups.clients, username)
+    demand = {PERSPECTIVE_SESSIONS: len(sessions), CLIENT_SESSIONS: len(clients)}
     folded: dict[str, int] = {}
     if max_series is not None:
-        sessions, folded["ignition_perspective_sessions"] = fold(sessions, max_series, 2)
-        clients, folded["ignition_client_sessions"] = fold(clients, max_series, 1)
+        caps = dict.fromkeys(CAPPED, max_series) if isinstance(max_series, int) else max_series
+        sessions, folded[PERSPECTIVE_SESSIONS] = fold(sessions, caps[PERSPECTIVE_SESSIONS], 2)
+        clients, folded[CLIENT_SESSIONS] = fold(clients, caps[CLIENT_SESSIONS], 1)
     return Aggregates(
         perspective_sessions=sessions,
-        scopes=total_by_scope(snapshot.perspective, idle_after_seconds * 1000),
+        scopes=total_by_scope(snapshot.perspective, groups.perspective,
+                              float(idle_after_seconds * 1000)),
         client_sessions=clients,
         folded=folded,
+        demand=demand,
     )

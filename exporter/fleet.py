@@ -9,9 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import aiohttp
 
+from exporter.budget import SeriesBudget
 from exporter.clock import Clock
 from exporter.config import Config
-from exporter.poller import GatewayPoller, GatewayStatus
+from exporter.poller import DigestTurns, GatewayPoller, GatewayStatus
 from exporter.sources import make_source
 
 
@@ -30,16 +31,19 @@ class Fleet:
         self._cpu: ThreadPoolExecutor | None = None
 
     def start(self, session: aiohttp.ClientSession) -> None:
-        # Each gateway gets an equal share of the series budget, so the total stays bounded.
-        share = max(1, self.config.max_series_per_metric // len(self.config.gateways))
+        # The series budget is shared by need (budget.py), so the total stays bounded.
+        budget = SeriesBudget(self.config.max_series_per_metric,
+                              [gateway.name for gateway in self.config.gateways])
         # One thread for big gateways' decoding and aggregation: the work is CPU-bound
         # Python, so more threads would only contend for the GIL; one keeps the event loop
         # free for scrapes while a big gateway is digested.
         self._cpu = ThreadPoolExecutor(max_workers=1, thread_name_prefix="digest")
+        turns = DigestTurns()
         self.pollers = tuple(
             GatewayPoller(gateway, make_source(gateway, session, self._clock),
                           idle_after=self.config.idle_after, clock=self._clock, rng=self._rng,
-                          privacy=self.config.privacy, max_series=share, cpu=self._cpu)
+                          privacy=self.config.privacy, max_series=budget, cpu=self._cpu,
+                          turns=turns)
             for gateway in self.config.gateways
         )
         self._tasks = [asyncio.create_task(poller.run(), name=f"poll {poller.gateway.name}")

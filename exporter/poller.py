@@ -8,17 +8,20 @@ so a reader always sees one consistent poll and never a half-updated one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import random
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
-from exporter.aggregate import EMPTY, Aggregates, ScopeKey, aggregate
+from exporter.aggregate import CAPPED, EMPTY, Aggregates, ScopeKey, aggregate
+from exporter.budget import SeriesBudget
 from exporter.clock import Clock
 from exporter.config import GatewayConfig
+from exporter.groups import SnapshotGroups
 from exporter.lifecycle import NOTHING_YET, GatewayLifecycle
 from exporter.model import SessionIndex, Snapshot
 from exporter.privacy import Privacy
@@ -38,6 +41,25 @@ _NO_ERRORS: Mapping[Reason, int] = MappingProxyType(dict.fromkeys(Reason, 0))
 THREAD_THRESHOLD_SESSIONS = 20_000
 # An unexpected exception's text is cut to this in the failure's detail.
 DETAIL_MAX_CHARS = 200
+
+
+class DigestTurns:
+    """At most one inline digest per pass of the event loop, shared by a fleet's pollers.
+
+    When many gateways answer at once their polls become ready together, and the loop would
+    run all their digests back to back before it looked at its sockets again: a scrape
+    arriving then would wait behind every one of them. A poll takes its turn here, yields once
+    while holding it, and digests on the next pass, after the loop has read its sockets; the
+    next poll's turn comes only on the pass after that. A scrape waits behind one digest."""
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        async with self._lock:
+            await asyncio.sleep(0)
+            yield
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,8 +110,8 @@ class GatewayStatus:
 class GatewayPoller:
     def __init__(self, gateway: GatewayConfig, source: Source, *, idle_after: float,
                  clock: Clock, rng: random.Random | None = None,
-                 privacy: Privacy | None = None, max_series: int | None = None,
-                 cpu: Executor | None = None) -> None:
+                 privacy: Privacy | None = None, max_series: int | SeriesBudget | None = None,
+                 cpu: Executor | None = None, turns: DigestTurns | None = None) -> None:
         self.gateway = gateway
         self._source = source
         self._idle_after = idle_after
@@ -98,6 +120,7 @@ class GatewayPoller:
         # The worker thread, shared by all gateways, for big gateways' decoding and
         # aggregation (None: always inline).
         self._cpu = cpu
+        self._turns = turns or DigestTurns()
         self._clock = clock
         self._rng = rng or random.Random()
         self._sent_bytes = SentBytesCounter()
@@ -126,7 +149,8 @@ class GatewayPoller:
                 decode = await self._source.fetch()
             held = len(self.status.perspective) + len(self.status.clients)
             if self._cpu is None or held <= THREAD_THRESHOLD_SESSIONS:
-                snapshot, digest = self._decode_and_digest(decode)
+                async with self._turns.turn():
+                    snapshot, digest = self._decode_and_digest(decode)
             else:
                 snapshot, digest = await asyncio.get_running_loop().run_in_executor(
                     self._cpu, self._decode_and_digest, decode)
@@ -159,16 +183,28 @@ class GatewayPoller:
         snapshot = decode()
         lifecycle = self.status.lifecycle.after(snapshot, self._clock.time(),
                                                 self.gateway.stale_after)
+        groups = SnapshotGroups.of(snapshot)  # shared: grouping is most of a digest's cost
         return snapshot, Digest(
-            aggregates=aggregate(snapshot, self._idle_after, self._username, self._max_series),
-            perspective=SessionIndex.of(snapshot.perspective, snapshot.perspective_json),
-            clients=SessionIndex.of(snapshot.clients, snapshot.clients_json),
-            sent_bytes=self._sent_bytes.observe(snapshot.perspective),
+            aggregates=aggregate(snapshot, self._idle_after, self._username, self._caps(),
+                                 groups),
+            perspective=SessionIndex.grouped(snapshot.perspective_json, groups.perspective.codes,
+                                             groups.perspective.owners(2, 0)),
+            clients=SessionIndex.grouped(snapshot.clients_json, groups.clients.codes,
+                                         groups.clients.owners(1, 0)),
+            sent_bytes=self._sent_bytes.observe(snapshot.perspective, groups.perspective),
             lifecycle=lifecycle,
         )
 
+    def _caps(self) -> int | dict[str, int] | None:
+        """This poll's series caps: fixed, or this gateway's share of a fleet's budget."""
+        if not isinstance(self._max_series, SeriesBudget):
+            return self._max_series
+        return {metric: self._max_series.limit(self.gateway.name, metric) for metric in CAPPED}
+
     def _succeeded(self, snapshot: Snapshot, digest: Digest, duration: float) -> None:
         previous = self.status
+        if isinstance(self._max_series, SeriesBudget):
+            self._max_series.report(self.gateway.name, digest.aggregates.demand)
         folded = dict(previous.folded_series)
         for metric, count in digest.aggregates.folded.items():
             folded[metric] = folded.get(metric, 0) + count

@@ -8,35 +8,76 @@ total when a session's count went down (the gateway reset it).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import operator
+from array import array
+from collections.abc import Mapping, Sequence
+from itertools import repeat
+from operator import attrgetter
 from types import MappingProxyType
 
 from exporter.aggregate import ScopeKey, scope_key
-from exporter.model import PerspectiveSession
+from exporter.groups import Groups
+from exporter.model import Number, PerspectiveSession
 
 
 class SentBytesCounter:
-    """Owned by one gateway's poller; fed every successful snapshot in order."""
+    """Owned by one gateway's poller; fed every successful snapshot in order.
+
+    The live sessions' last totals are held as two flat arrays, keyed by the hash of the
+    session id: 16 bytes a session rather than a dictionary entry, an id string and a float
+    object (about 150). Two ids whose 64-bit hashes collide would share a counter."""
 
     def __init__(self) -> None:
-        self._last: dict[str | int, float] = {}
+        self._ids = array("q")
+        self._last = array("d")
         self._totals: dict[ScopeKey, float] = {}
 
-    def observe(self, sessions: Iterable[PerspectiveSession]) -> Mapping[ScopeKey, float]:
-        """Add this poll's growth; sessions absent from it are forgotten. Returns the totals."""
-        seen: dict[str | int, float] = {}
+    def observe(self, sessions: Sequence[PerspectiveSession], groups: Groups | None = None
+                ) -> Mapping[ScopeKey, float]:
+        """Add this poll's growth; sessions absent from it are forgotten. Returns the totals.
+        `groups` are the sessions' (`Groups.of_perspective`), when the caller has them."""
+        groups = groups or Groups.of_perspective(sessions)
         growth_by_scope: dict[tuple[str | None, str | None], float] = {}
-        for session in sessions:
-            current = session.total_bytes_sent
-            if session.id is None or current is None or current < 0:
-                continue  # without an id or a total there is nothing to follow
-            previous = self._last.get(session.id)
-            growth = current if previous is None or current < previous else current - previous
-            raw_key = (session.project, session.session_scope)
-            growth_by_scope[raw_key] = growth_by_scope.get(raw_key, 0.0) + growth
-            seen[session.id] = current
-        self._last = seen
-        for raw_key, growth in growth_by_scope.items():
+        for (project, scope, _), grown in zip(groups.keys, self._growth(sessions, groups),
+                                              strict=True):
+            if grown:
+                growth_by_scope[project, scope] = growth_by_scope.get((project, scope), 0) + grown
+        for raw_key, grown in growth_by_scope.items():
             key = scope_key(raw_key)
-            self._totals[key] = self._totals.get(key, 0.0) + growth
+            self._totals[key] = self._totals.get(key, 0.0) + grown
         return MappingProxyType(dict(self._totals))
+
+    def _growth(self, sessions: Sequence[PerspectiveSession], groups: Groups) -> list[float]:
+        """Per group code, the growth of its sessions' totals; remembers this poll's totals."""
+        ids = list(map(_ID, sessions))
+        currents = list(map(_TOTAL, sessions))
+        hashes = list(map(hash, ids))
+        last = dict(zip(self._ids, self._last, strict=True))
+        if None in ids or None in currents or min(currents, default=0) < 0:
+            return self._growth_skipping(groups, ids, hashes, currents, last)
+        # Every session counts: growth is current - previous where previous <= current, and
+        # current in full otherwise (new, or reset), computed without a Python-level loop.
+        previous = list(map(last.get, hashes, repeat(0.0)))
+        kept = map(operator.mul, previous, map(operator.le, previous, currents))
+        self._ids, self._last = array("q", hashes), array("d", currents)
+        return groups.sums(map(operator.sub, currents, kept))
+
+    def _growth_skipping(self, groups: Groups, ids: list[str | int | None], hashes: list[int],
+                         currents: list[Number | None], last: dict[int, float]) -> list[float]:
+        """The same, for a poll where some sessions lack an id or a usable total."""
+        kept_ids, kept_totals = array("q"), array("d")
+        growth = [0.0] * len(groups.keys)
+        for code, id_, key, current in zip(groups.codes, ids, hashes, currents, strict=True):
+            if id_ is None or current is None or current < 0:
+                continue  # without an id or a total there is nothing to follow
+            previous = last.get(key)
+            growth[code] += current if previous is None or current < previous \
+                else current - previous
+            kept_ids.append(key)
+            kept_totals.append(current)
+        self._ids, self._last = kept_ids, kept_totals
+        return growth
+
+
+_ID = attrgetter("id")
+_TOTAL = attrgetter("total_bytes_sent")

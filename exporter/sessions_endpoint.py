@@ -22,9 +22,10 @@ from exporter.poller import GatewayStatus
 from exporter.privacy import mask_address
 
 _WHITESPACE_OR_OPEN = frozenset(b"{ \t\r\n")
+Session = memoryview | bytes  # one session's JSON, as the gateway sent it
 
 
-def append_with_gateway(out: list[bytes | memoryview], raw: msgspec.Raw | bytes,
+def append_with_gateway(out: list[bytes | memoryview], raw: Session,
                         suffix: bytes) -> None:
     """Append the gateway's object to a JSON array being built, with `"gateway": name` added.
 
@@ -53,17 +54,17 @@ def gateway_entry(status: GatewayStatus, now: float) -> dict[str, object]:
     }
 
 
-Rewrite = Callable[[msgspec.Raw | bytes], msgspec.Raw | bytes]
+Rewrite = Callable[[Session], Session]
 
 
-def _unchanged(raw: msgspec.Raw | bytes) -> msgspec.Raw | bytes:
+def _unchanged(raw: Session) -> Session:
     return raw
 
 
 def masking(key: str) -> Rewrite:
     """Re-encode a returned session with its address masked (only returned ones pay this)."""
 
-    def rewrite(raw: msgspec.Raw | bytes) -> bytes:
+    def rewrite(raw: Session) -> bytes:
         item = msgspec.json.decode(raw)
         if isinstance(item, dict) and key in item:
             item[key] = mask_address(item[key])

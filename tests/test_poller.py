@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Callable
 
 import pytest
 
+from exporter.budget import SeriesBudget
 from exporter.config import GatewayConfig
 from exporter.model import Snapshot
-from exporter.poller import GatewayPoller
+from exporter.poller import DigestTurns, GatewayPoller
 from exporter.sources import Reason
 from tests.conftest import FakeClock
 from tests.fakes import ScriptedSource, down
@@ -156,3 +158,42 @@ async def test_lag_is_how_late_a_poll_started() -> None:
     p = poller(clock, ScriptedSource(clock, GOOD, takes=1.0))
     await run_briefly(p, 8)
     assert p.status.last_lag == pytest.approx(0.5)
+
+
+async def test_digests_take_turns_with_the_event_loop() -> None:
+    """Gateways answering at once are digested one per pass of the loop, so anything else
+    ready (a scrape) runs between two of them."""
+    turns = DigestTurns()
+    events: list[str] = []
+
+    async def digest(name: str) -> None:
+        async with turns.turn():
+            events.append(name)
+
+    async def other_work() -> None:
+        for _ in range(12):
+            events.append("loop")
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(digest(f"gw{i}") for i in range(4)), other_work())
+    digests = [i for i, event in enumerate(events) if event != "loop"]
+    assert len(digests) == 4
+    assert all(b - a > 1 for a, b in itertools.pairwise(digests)), events
+
+
+async def test_a_shared_budget_serves_the_small_gateway_in_full(clock: FakeClock) -> None:
+    big = snapshot_of(document([perspective(str(i), f"user{i}") for i in range(30)]))
+    small = snapshot_of(document([perspective(f"s{i}", f"op{i}") for i in range(4)]))
+    budget = SeriesBudget(20, ["big", "small"])
+    pollers = [GatewayPoller(GatewayConfig(name=name, url="http://gw"),
+                             ScriptedSource(clock, snap), idle_after=60, clock=clock,
+                             max_series=budget)
+               for name, snap in (("big", big), ("small", small))]
+    for _ in range(3):
+        statuses = [await p.poll_once() for p in pollers]
+    big_status, small_status = statuses
+    assert small_status.aggregates.folded["ignition_perspective_sessions"] == 0
+    assert len(small_status.aggregates.perspective_sessions) == 4
+    # The big one gets the 16 series the small one leaves, then folds the rest into one.
+    assert big_status.aggregates.folded["ignition_perspective_sessions"] == 30 - 16
+    assert len(big_status.aggregates.perspective_sessions) == 16 + 1

@@ -1,0 +1,88 @@
+"""The series budget (`max_series_per_metric`) shared among gateways by need.
+
+Each gateway's demand is the number of series it had for a metric on its last poll, before
+folding. The budget is water-filled over the demands: every gateway gets its demand up to one
+common level, the level as high as the budget allows. So a gateway needing no more than an
+equal share always keeps all its series, and what small gateways leave unused goes to the big
+ones. To keep series from flapping between their own name and `__other__` as demands move
+from poll to poll, an allocation is kept while it stays fair enough (see `allocate`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+# A kept allocation may fall this far below the water-filled one for a folded gateway before
+# it is recomputed.
+TOLERANCE = 0.1
+
+
+def water_fill(demands: Mapping[str, int], budget: int) -> dict[str, int]:
+    """Each gateway's share: min(demand, level), the level the highest the budget allows.
+
+    Integer shares: the units left below the next level go one each to the gateways still
+    short, in name order, so the result depends on the demands alone."""
+    shares = dict.fromkeys(demands, 0)
+    remaining = budget
+    short = sorted(demands, key=lambda name: (demands[name], name))
+    while short:
+        level = remaining // len(short)
+        if demands[short[0]] > level:
+            break  # everyone left wants more than an equal part of what is left
+        name = short.pop(0)
+        shares[name] = demands[name]
+        remaining -= demands[name]
+    if short:
+        level, extra = divmod(remaining, len(short))
+        for index, name in enumerate(sorted(short)):
+            shares[name] = level + (1 if index < extra else 0)
+    return shares
+
+
+def allocate(demands: Mapping[str, int], budget: int,
+             current: Mapping[str, int] | None = None) -> dict[str, int]:
+    """The water-filled shares, or `current` while it is still acceptable: within the
+    budget, every gateway the water-filling serves in full served in full, and every other
+    gateway at least (1 - TOLERANCE) of its water-filled share."""
+    ideal = water_fill(demands, budget)
+    if current is not None and _acceptable(current, ideal, demands, budget):
+        return dict(current)
+    return ideal
+
+
+def _acceptable(current: Mapping[str, int], ideal: Mapping[str, int],
+                demands: Mapping[str, int], budget: int) -> bool:
+    if current.keys() != ideal.keys() or sum(current.values()) > budget:
+        return False
+    for name, share in ideal.items():
+        wanted = demands[name] if share >= demands[name] else share * (1 - TOLERANCE)
+        if current[name] < wanted:
+            return False
+    return True
+
+
+class SeriesBudget:
+    """One fleet's budget, per metric, fed each gateway's demands after each of its polls.
+
+    A gateway not heard from yet is assumed to want an equal share: the first polls split
+    the budget equally, and need takes over as gateways report."""
+
+    def __init__(self, budget: int, gateways: Iterable[str]) -> None:
+        self.budget = budget
+        self._gateways = tuple(gateways)
+        self._equal = max(1, budget // max(1, len(self._gateways)))
+        self._demands: dict[str, dict[str, int]] = {}
+        self._shares: dict[str, dict[str, int]] = {}
+
+    def limit(self, gateway: str, metric: str) -> int:
+        """The gateway's current share of the metric's budget (at least one series)."""
+        shares = self._shares.get(metric)
+        return self._equal if shares is None else max(1, shares[gateway])
+
+    def report(self, gateway: str, demands: Mapping[str, int]) -> None:
+        """The series the gateway's last poll had per metric, before folding."""
+        for metric, demand in demands.items():
+            known = self._demands.setdefault(metric, {})
+            known[gateway] = demand
+            everyone = {name: known.get(name, self._equal) for name in self._gateways}
+            self._shares[metric] = allocate(everyone, self.budget, self._shares.get(metric))
