@@ -164,25 +164,31 @@ def _merge_trailers(trailers: Iterable[bytes]) -> list[bytes]:
     return [part for header, lines in blocks.items() for part in (header, *lines)]
 
 
-@dataclass(frozen=True, slots=True)
 class _Fragments:
     """One gateway's (sample lines, trailing blocks) per family, for fresh and for stale
-    session data."""
+    session data.
 
-    status: GatewayStatus
-    fresh: tuple[tuple[bytes, bytes], ...]
-    stale: tuple[tuple[bytes, bytes], ...]
+    The stale lines are rendered when first needed: most statuses are replaced by the next
+    poll before their data goes stale, and rendering is most of what a changed body costs."""
 
+    def __init__(self, status: GatewayStatus, encoder: Encoder, with_username: bool) -> None:
+        self.status = status
+        self._encoder = encoder
+        self._with_username = with_username
+        fresh_at = status.last_success if status.last_success is not None else math.inf
+        self.fresh = self._lines(fresh_at)
+        self._stale: tuple[tuple[bytes, bytes], ...] | None = None
 
-def _gateway_fragments(status: GatewayStatus, encoder: Encoder, with_username: bool
-                       ) -> _Fragments:
-    def lines(now: float) -> tuple[tuple[bytes, bytes], ...]:
-        families = (session_families([status], now, with_username) + health_families([status])
-                    + lifecycle_families([status], now))
-        return tuple(_samples(text) for text in _render(families, encoder))
+    @property
+    def stale(self) -> tuple[tuple[bytes, bytes], ...]:
+        if self._stale is None:
+            self._stale = self._lines(math.inf)
+        return self._stale
 
-    fresh_at = status.last_success if status.last_success is not None else math.inf
-    return _Fragments(status, lines(fresh_at), lines(math.inf))
+    def _lines(self, now: float) -> tuple[tuple[bytes, bytes], ...]:
+        families = (session_families([self.status], now, self._with_username)
+                    + health_families([self.status]) + lifecycle_families([self.status], now))
+        return tuple(_samples(text) for text in _render(families, self._encoder))
 
 
 @dataclass(slots=True)
@@ -230,12 +236,19 @@ class Exposition:
                 [_split(text)[0] for text in rendered[:-1]], rendered[-1])
         return cached
 
+    def prepare(self, status: GatewayStatus) -> None:
+        """Render a new status's lines in every format served so far, before it is
+        published: then a scrape only assembles. Called from the poller's worker thread; a
+        scrape that still finds a status unrendered renders it itself."""
+        for fmt in list(self._bodies):
+            self._fragments_for(status, fmt)
+
     def _fragments_for(self, status: GatewayStatus, fmt: Format) -> _Fragments:
         key = (status.gateway.name, fmt)
         cached = self._fragments.get(key)
         if cached is None or cached.status is not status:
-            cached = self._fragments[key] = _gateway_fragments(status, fmt.encoder,
-                                                               self._with_username)
+            cached = self._fragments[key] = _Fragments(status, fmt.encoder,
+                                                       self._with_username)
         return cached
 
     def _assemble(self, statuses: Sequence[GatewayStatus], fresh: Sequence[bool],

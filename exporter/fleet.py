@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import aiohttp
@@ -12,15 +14,19 @@ import aiohttp
 from exporter.budget import SeriesBudget
 from exporter.clock import Clock
 from exporter.config import Config
-from exporter.poller import DigestTurns, GatewayPoller, GatewayStatus
+from exporter.poller import GatewayPoller, GatewayStatus
 from exporter.sources import make_source
+
+SWITCH_INTERVAL = 0.001  # seconds; Python's default is 0.005
 
 
 class Fleet:
     """Starts one task per gateway and keeps every task, so `stop()` can await them all."""
 
-    def __init__(self, config: Config, clock: Clock, rng: random.Random | None = None) -> None:
+    def __init__(self, config: Config, clock: Clock, rng: random.Random | None = None,
+                 prepare: Callable[[GatewayStatus], None] | None = None) -> None:
         self.config = config
+        self._prepare = prepare  # readers' work on each new status, before it is published
         self._clock = clock
         self._rng = rng or random.Random()
         self.pollers: tuple[GatewayPoller, ...] = ()
@@ -34,16 +40,19 @@ class Fleet:
         # The series budget is shared by need (budget.py), so the total stays bounded.
         budget = SeriesBudget(self.config.max_series_per_metric,
                               [gateway.name for gateway in self.config.gateways])
-        # One thread for big gateways' decoding and aggregation: the work is CPU-bound
+        # One thread for every gateway's decoding and aggregation: the work is CPU-bound
         # Python, so more threads would only contend for the GIL; one keeps the event loop
-        # free for scrapes while a big gateway is digested.
+        # free for scrapes while gateways are digested.
         self._cpu = ThreadPoolExecutor(max_workers=1, thread_name_prefix="digest")
-        turns = DigestTurns()
+        # While that thread digests, the event loop's thread waits for the interpreter after
+        # every socket read; by default up to 5 ms each time. At 1 ms a round of 20 gateways
+        # measured 20 % faster and scrapes during it 2-10 times quicker.
+        sys.setswitchinterval(SWITCH_INTERVAL)
         self.pollers = tuple(
             GatewayPoller(gateway, make_source(gateway, session, self._clock),
                           idle_after=self.config.idle_after, clock=self._clock, rng=self._rng,
                           privacy=self.config.privacy, max_series=budget, cpu=self._cpu,
-                          turns=turns)
+                          prepare=self._prepare)
             for gateway in self.config.gateways
         )
         self._tasks = [asyncio.create_task(poller.run(), name=f"poll {poller.gateway.name}")

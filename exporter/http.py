@@ -93,10 +93,10 @@ def create_app(config: Config, *, web_config: WebConfig | None = None,
     app = web.Application(middlewares=_middlewares(config, web_config))
     app[CONFIG] = config
     app[CLOCK] = clock
-    app[FLEET] = Fleet(config, clock, rng)
+    app[EXPOSITION] = Exposition(config.privacy.has_username_label)
+    app[FLEET] = Fleet(config, clock, rng, prepare=app[EXPOSITION].prepare)
     if web_config.headers:
         app.on_response_prepare.append(_extra_headers(web_config.headers))
-    app[EXPOSITION] = Exposition(config.privacy.has_username_label)
     app.cleanup_ctx.append(http_client_ctx)
     app.cleanup_ctx.append(polling_ctx)
     app.router.add_get("/", landing)

@@ -8,14 +8,14 @@ so a reader always sees one consistent poll and never a half-updated one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import random
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
+from typing import TypeVar
 
 from exporter.aggregate import CAPPED, EMPTY, Aggregates, ScopeKey, aggregate
 from exporter.budget import SeriesBudget
@@ -34,32 +34,10 @@ log = logging.getLogger(__name__)
 # gateways configured together do not all poll in the same instant.
 JITTER_SHARE = 0.1
 _NO_ERRORS: Mapping[Reason, int] = MappingProxyType(dict.fromkeys(Reason, 0))
-# A gateway whose last poll held more sessions than this is decoded and aggregated in the
-# worker thread: its digest would hold the event loop for over a tenth of a second. Smaller
-# ones are digested inline, which is faster (no GIL hand-offs) and holds the loop only
-# briefly, one gateway at a time.
-THREAD_THRESHOLD_SESSIONS = 20_000
 # An unexpected exception's text is cut to this in the failure's detail.
 DETAIL_MAX_CHARS = 200
-
-
-class DigestTurns:
-    """At most one inline digest per pass of the event loop, shared by a fleet's pollers.
-
-    When many gateways answer at once their polls become ready together, and the loop would
-    run all their digests back to back before it looked at its sockets again: a scrape
-    arriving then would wait behind every one of them. A poll takes its turn here, yields once
-    while holding it, and digests on the next pass, after the loop has read its sockets; the
-    next poll's turn comes only on the pass after that. A scrape waits behind one digest."""
-
-    def __init__(self) -> None:
-        self._lock = asyncio.Lock()
-
-    @contextlib.asynccontextmanager
-    async def turn(self) -> AsyncIterator[None]:
-        async with self._lock:
-            await asyncio.sleep(0)
-            yield
+A = TypeVar("A")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,16 +89,19 @@ class GatewayPoller:
     def __init__(self, gateway: GatewayConfig, source: Source, *, idle_after: float,
                  clock: Clock, rng: random.Random | None = None,
                  privacy: Privacy | None = None, max_series: int | SeriesBudget | None = None,
-                 cpu: Executor | None = None, turns: DigestTurns | None = None) -> None:
+                 cpu: Executor | None = None,
+                 prepare: Callable[[GatewayStatus], None] | None = None) -> None:
         self.gateway = gateway
         self._source = source
         self._idle_after = idle_after
         self._username = (privacy or Privacy()).username
         self._max_series = max_series
-        # The worker thread, shared by all gateways, for big gateways' decoding and
-        # aggregation (None: always inline).
+        # The worker thread, shared by all gateways, for decoding and aggregation (None:
+        # inline).
         self._cpu = cpu
-        self._turns = turns or DigestTurns()
+        # Readers' work on a new status (rendering its samples), done in the worker thread
+        # before the status is published.
+        self._prepare = prepare
         self._clock = clock
         self._rng = rng or random.Random()
         self._sent_bytes = SentBytesCounter()
@@ -147,14 +128,11 @@ class GatewayPoller:
         try:
             async with asyncio.timeout(self.gateway.timeout):
                 decode = await self._source.fetch()
-            held = len(self.status.perspective) + len(self.status.clients)
-            if self._cpu is None or held <= THREAD_THRESHOLD_SESSIONS:
-                async with self._turns.turn():
-                    snapshot, digest = self._decode_and_digest(decode)
-            else:
-                snapshot, digest = await asyncio.get_running_loop().run_in_executor(
-                    self._cpu, self._decode_and_digest, decode)
-            self._succeeded(snapshot, digest, self._clock.monotonic() - started)
+            snapshot, digest = await self._in_worker(self._decode_and_digest, decode)
+            status = self._succeeded(snapshot, digest, self._clock.monotonic() - started)
+            if self._prepare is not None:
+                await self._in_worker(self._prepare, status)
+            self.status = status
             return self.status
         except TimeoutError:
             error = SourceError(self.gateway.name, Reason.TIMEOUT,
@@ -176,6 +154,16 @@ class GatewayPoller:
         text = text if len(text) <= DETAIL_MAX_CHARS else text[:DETAIL_MAX_CHARS] + "…"
         return SourceError(self.gateway.name, Reason.DECODE, f"unexpected {type(exc).__name__} "
                            f"while reading the answer{': ' + text if text else ''}")
+
+    async def _in_worker(self, work: Callable[[A], R], argument: A) -> R:
+        """CPU-bound work off the event loop, in the worker thread (inline without one).
+
+        Every digest goes there, small ones too: inline, a round of gateways answering at
+        once would hold the loop for the whole round, and a scrape needs several passes of
+        the loop. In the thread, the loop gets the interpreter back every few milliseconds."""
+        if self._cpu is None:
+            return work(argument)
+        return await asyncio.get_running_loop().run_in_executor(self._cpu, work, argument)
 
     def _decode_and_digest(self, decode: Decode) -> tuple[Snapshot, Digest]:
         """The CPU-heavy part of a poll. Touches nothing readers see; polls of one gateway
@@ -201,14 +189,15 @@ class GatewayPoller:
             return self._max_series
         return {metric: self._max_series.limit(self.gateway.name, metric) for metric in CAPPED}
 
-    def _succeeded(self, snapshot: Snapshot, digest: Digest, duration: float) -> None:
+    def _succeeded(self, snapshot: Snapshot, digest: Digest, duration: float) -> GatewayStatus:
+        """The status after this successful poll; the caller publishes it."""
         previous = self.status
         if isinstance(self._max_series, SeriesBudget):
             self._max_series.report(self.gateway.name, digest.aggregates.demand)
         folded = dict(previous.folded_series)
         for metric, count in digest.aggregates.folded.items():
             folded[metric] = folded.get(metric, 0) + count
-        self.status = replace(
+        status = replace(
             previous,
             up=True,
             polls=previous.polls + 1,
@@ -236,6 +225,7 @@ class GatewayPoller:
         if snapshot.warnings != previous.warnings and snapshot.warnings:
             log.warning("gateway reports a problem", extra={
                 "gateway": self.gateway.name, "warnings": "; ".join(snapshot.warnings)})
+        return status
 
     def _failed(self, error: SourceError, duration: float) -> None:
         previous = self.status

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 from collections.abc import Callable
 
@@ -12,7 +11,7 @@ import pytest
 from exporter.budget import SeriesBudget
 from exporter.config import GatewayConfig
 from exporter.model import Snapshot
-from exporter.poller import DigestTurns, GatewayPoller
+from exporter.poller import GatewayPoller, GatewayStatus
 from exporter.sources import Reason
 from tests.conftest import FakeClock
 from tests.fakes import ScriptedSource, down
@@ -160,25 +159,18 @@ async def test_lag_is_how_late_a_poll_started() -> None:
     assert p.status.last_lag == pytest.approx(0.5)
 
 
-async def test_digests_take_turns_with_the_event_loop() -> None:
-    """Gateways answering at once are digested one per pass of the loop, so anything else
-    ready (a scrape) runs between two of them."""
-    turns = DigestTurns()
-    events: list[str] = []
+async def test_a_new_status_is_prepared_before_it_is_published(clock: FakeClock) -> None:
+    seen: list[tuple[int, int]] = []
+    poller: GatewayPoller
 
-    async def digest(name: str) -> None:
-        async with turns.turn():
-            events.append(name)
+    def prepare(status: GatewayStatus) -> None:
+        seen.append((status.polls, poller.status.polls))
 
-    async def other_work() -> None:
-        for _ in range(12):
-            events.append("loop")
-            await asyncio.sleep(0)
-
-    await asyncio.gather(*(digest(f"gw{i}") for i in range(4)), other_work())
-    digests = [i for i, event in enumerate(events) if event != "loop"]
-    assert len(digests) == 4
-    assert all(b - a > 1 for a, b in itertools.pairwise(digests)), events
+    poller = GatewayPoller(GATEWAY, ScriptedSource(clock, GOOD), idle_after=60, clock=clock,
+                           prepare=prepare)
+    await poller.poll_once()
+    await poller.poll_once()
+    assert seen == [(1, 0), (2, 1)]  # readers still saw the previous status meanwhile
 
 
 async def test_a_shared_budget_serves_the_small_gateway_in_full(clock: FakeClock) -> None:
