@@ -169,6 +169,10 @@ def count_clients(groups: Groups, username: Callable[[str], str] = _keep
     return _relabel(groups.counts(), (label, _username_label(username), _kind), operator.add)
 
 
+_LABELS = operator.itemgetter(0)
+_COUNT = operator.itemgetter(1)
+
+
 def fold(counts: Mapping[tuple[str, str, str], int], limit: int, user_at: int
          ) -> tuple[dict[tuple[str, str, str], int], int]:
     """Keep at most `limit` series; fold the rest into username `__other__`.
@@ -180,7 +184,11 @@ def fold(counts: Mapping[tuple[str, str, str], int], limit: int, user_at: int
     """
     if len(counts) <= limit:
         return dict(counts), 0
-    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    # Largest first, ties by labels: two sorts with C-level keys (the second is stable, and
+    # a reversed sort keeps equal items in order), several times faster than one with a
+    # Python key when thousands of series are ranked on every poll.
+    ranked = sorted(counts.items(), key=_LABELS)
+    ranked.sort(key=_COUNT, reverse=True)
     kept = dict(ranked[:limit])
     for key, value in ranked[limit:]:
         other = (*key[:user_at], OTHER, *key[user_at + 1:])

@@ -10,6 +10,7 @@ codes; everything else works on the codes and on the few distinct keys.
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ class Groups:
     def of(cls, keys: Iterable[Key]) -> Groups:
         code_of: dict[Key, int] = {}
         codes = [code_of.setdefault(key, len(code_of)) for key in keys]
-        return cls(tuple(code_of), codes)
+        return cls(tuple(map(_interned, code_of)), codes)
 
     @classmethod
     def of_perspective(cls, sessions: Sequence[PerspectiveSession]) -> Groups:
@@ -63,6 +64,13 @@ class Groups:
             if value:
                 out[code] += value
         return out
+
+
+def _interned(key: Key) -> Key:
+    """The key with its strings interned: every decoded string is an object of its own, and
+    the distinct keys outlive the poll (in the metrics and the /sessions index), so equal
+    names across keys, polls and gateways share one object."""
+    return tuple(sys.intern(value) if type(value) is str else value for value in key)
 
 
 @dataclass(frozen=True, slots=True)

@@ -117,9 +117,12 @@ class SessionIndex:
     @classmethod
     def grouped(cls, raw: Sequence[msgspec.Raw | bytes], codes: Sequence[int],
                 owners: tuple[Owner, ...]) -> SessionIndex:
-        """From codes computed already: `codes[i]` is session i's index in `owners`."""
+        """From codes computed already: `codes[i]` is session i's index in `owners`, which may
+        hold a pair more than once (the codes of a finer grouping)."""
+        distinct = Groups.of(owners)
         blocks, ends = _compressed_blocks(raw)
-        return cls(blocks, ends, array("I", codes), owners)
+        return cls(blocks, ends, array("I", map(distinct.codes.__getitem__, codes)),
+                   distinct.keys)
 
     def __len__(self) -> int:
         return len(self.owner_codes)
@@ -158,7 +161,10 @@ _PROJECT = attrgetter("project")
 
 
 def _compressed_blocks(raw: Sequence[msgspec.Raw | bytes]) -> tuple[tuple[bytes, ...], array]:
-    """The sessions' bytes joined and compressed in blocks, and each one's end in its block."""
+    """The sessions' bytes joined and compressed in blocks, and each one's end in its block.
+
+    (Compressing in a thread of its own while the digest went on was tried: the GIL hand-offs
+    between the two made the digest slower, not faster.)"""
     compressor = zstandard.ZstdCompressor(level=_COMPRESSION_LEVEL)
     blocks = []
     ends = array("I")
