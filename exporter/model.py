@@ -106,7 +106,10 @@ class SessionIndex:
     blocks: tuple[bytes, ...] = ()
     ends: array = field(default_factory=lambda: array("I"))
     owner_codes: array = field(default_factory=lambda: array("I"))
-    owners: tuple[Owner, ...] = ()
+    # Per owner code, its username and its project: two flat tuples rather than one of
+    # pairs, a pair object (56 bytes) fewer per distinct owner.
+    usernames: tuple[str | None, ...] = ()
+    projects: tuple[str | None, ...] = ()
 
     @classmethod
     def of(cls, records: Sequence[PerspectiveSession | ClientSession],
@@ -121,8 +124,9 @@ class SessionIndex:
         hold a pair more than once (the codes of a finer grouping)."""
         distinct = Groups.of(owners)
         blocks, ends = _compressed_blocks(raw)
+        usernames, projects = zip(*distinct.keys, strict=True) if distinct.keys else ((), ())
         return cls(blocks, ends, array("I", map(distinct.codes.__getitem__, codes)),
-                   distinct.keys)
+                   usernames, projects)
 
     def __len__(self) -> int:
         return len(self.owner_codes)
@@ -134,8 +138,8 @@ class SessionIndex:
         """The sessions whose (username, project) `wants` accepts, in the gateway's order."""
         if wants is None:
             return self._sessions(range(len(self)))
-        accepted = {code for code, (username, project) in enumerate(self.owners)
-                    if wants(username, project)}
+        owners = zip(self.usernames, self.projects, strict=True)
+        accepted = {code for code, owner in enumerate(owners) if wants(*owner)}
         if not accepted:
             return []
         return self._sessions(compress(range(len(self)), map(accepted.__contains__,
