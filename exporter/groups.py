@@ -38,7 +38,7 @@ class Groups:
     def of(cls, keys: Iterable[Key]) -> Groups:
         code_of: dict[Key, int] = {}
         codes = [code_of.setdefault(key, len(code_of)) for key in keys]
-        return cls(tuple(map(_interned, code_of)), codes)
+        return cls(tuple(code_of), codes)
 
     @classmethod
     def of_perspective(cls, sessions: Sequence[PerspectiveSession]) -> Groups:
@@ -66,11 +66,12 @@ class Groups:
         return out
 
 
-def _interned(key: Key) -> Key:
-    """The key with its strings interned: every decoded string is an object of its own, and
-    the distinct keys outlive the poll (in the metrics and the /sessions index), so equal
-    names across keys, polls and gateways share one object."""
-    return tuple(sys.intern(value) if type(value) is str else value for value in key)
+def shared(values: Sequence[Any]) -> tuple[Any, ...]:
+    """The values with equal strings made one object, interned: every decoded string is an
+    object of its own, and what outlives a poll (the /sessions index, the label values) would
+    otherwise keep a copy per key. Costs a dictionary entry per distinct value."""
+    one = {value: sys.intern(value) if type(value) is str else value for value in set(values)}
+    return tuple(map(one.__getitem__, values))
 
 
 @dataclass(frozen=True, slots=True)

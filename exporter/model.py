@@ -19,7 +19,7 @@ from typing import Annotated, ClassVar
 import msgspec
 import zstandard
 
-from exporter.groups import Groups
+from exporter.groups import Groups, shared
 
 Number = int | float
 # A count, a byte total, a duration or a timestamp as a gateway reports it. Anything negative,
@@ -126,7 +126,7 @@ class SessionIndex:
         blocks, ends = _compressed_blocks(raw)
         usernames, projects = zip(*distinct.keys, strict=True) if distinct.keys else ((), ())
         return cls(blocks, ends, array("I", map(distinct.codes.__getitem__, codes)),
-                   usernames, projects)
+                   shared(usernames), shared(projects))
 
     def __len__(self) -> int:
         return len(self.owner_codes)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from exporter.groups import Groups, SnapshotGroups
+from exporter.groups import Groups, SnapshotGroups, shared
 from tests.payloads import document, perspective, snapshot_of, vision
 
 
@@ -23,11 +23,12 @@ def test_owners_reorder_each_key() -> None:
     assert groups.owners(2, 0) == (("a", "P"), ("b", "Q"))
 
 
-def test_equal_names_in_kept_keys_are_one_object() -> None:
+def test_shared_makes_equal_strings_one_object() -> None:
     first, second = "".join(["op", "erator"]), "".join(["oper", "ator"])
     assert first is not second
-    groups = Groups.of([("P", first), ("Q", second)])
-    assert groups.keys[0][1] is groups.keys[1][1]
+    values = shared([first, None, second, 3])
+    assert values == ("operator", None, "operator", 3)
+    assert values[0] is values[2]
 
 
 def test_a_snapshots_groups() -> None:
