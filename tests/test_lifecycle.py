@@ -262,11 +262,11 @@ async def test_client_sessions_by_client_id_with_creation_time(clock: FakeClock)
     assert gateway.metric("ignition_client_session_duration_seconds_count")[designer] == 0
 
 
-async def test_the_memory_benchmark_holds_the_lifecycle_state() -> None:
+def test_the_memory_benchmark_holds_the_lifecycle_state() -> None:
     """The benchmark's memory figure is resident memory added by the statuses its probe
     keeps; the state compared at the next poll lives in them, so the figure includes it."""
     sessions = [perspective(f"s{i}", project=f"P{i % 3}") for i in range(50)]
-    status = await ingest(encode(document(sessions)), "bench")
+    status = ingest(encode(document(sessions)), "bench")
     assert len(status.lifecycle.perspective.held) == 50
     assert set(status.lifecycle.perspective.shown) == {(f"P{i}", "browser") for i in range(3)}
 
