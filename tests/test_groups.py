@@ -35,7 +35,7 @@ def test_a_snapshots_groups() -> None:
     snap = snapshot_of(document(
         [perspective("1", "u", "P", "browser"), perspective("2", "u", "P", "browser"),
          perspective("3", "v", "P", "ios")],
-        [vision("op", "P"), vision("eng", "P", designer=True)]))
+        [vision("op", "P"), vision("eng", "P", designer=True, client_id="2")]))
     groups = SnapshotGroups.of(snap)
     assert groups.perspective.codes == [0, 0, 1]
     assert groups.perspective.keys == (("P", "browser", "u"), ("P", "ios", "v"))
