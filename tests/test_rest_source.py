@@ -193,3 +193,22 @@ async def test_an_uncommissioned_gateway_is_named_as_such(
     gateway = FaultyGateway(GatewaySimulator(seed=3), mode=Fault.WELCOME)
     error = await rest_failure(await aiohttp_server(faulty_app(gateway)), http)
     assert "'/welcome'" in error.detail and "not commissioned" in error.detail
+
+
+async def test_max_response_size_bounds_the_whole_poll_not_each_page(
+        aiohttp_server: ServerFactory, http: aiohttp.ClientSession) -> None:
+    """Pages each under the limit must not add up past it: the answer a poll holds is every
+    page of every list, and a gateway serving page after full page would otherwise grow the
+    exporter's memory by up to `max_response_size` times MAX_PAGES."""
+    padding = "x" * 1000
+
+    def pages(limit: int, offset: int) -> list[dict[str, Any]]:
+        return [dict(row, username=padding) for row in _sessions(limit, offset)] \
+            if offset < 40 * limit else []
+
+    server = await aiohttp_server(_api(pages))
+    gateway = rest_gateway(str(server.make_url("/")), max_response_bytes=64 * 1024)
+    with pytest.raises(SourceError) as caught:  # 40 pages of about 7 kB: 280 kB in all
+        await poll_source(make_source(gateway, http, FakeClock()))
+    assert caught.value.reason is Reason.TOO_LARGE
+    assert "max_response_size" in caught.value.detail

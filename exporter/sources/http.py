@@ -55,14 +55,18 @@ class GatewayClient:
     def _fail(self, reason: Reason, detail: str) -> SourceError:
         return SourceError(self.gateway.name, reason, detail)
 
-    async def get(self, url: str, params: Mapping[str, str | int] | None = None) -> bytes:
+    async def get(self, url: str, params: Mapping[str, str | int] | None = None,
+                  limit: int | None = None) -> bytes:
+        """The body, at most `limit` bytes (default `max_response_size`): a source reading
+        several answers in one poll passes what is left of the poll's allowance."""
+        limit = self.gateway.max_response_bytes if limit is None else limit
         try:
             async with self._session.get(
                 url, params=params, headers=self._headers, ssl=self._ssl,
                 timeout=self._timeout, allow_redirects=False,
             ) as response:
-                self._check_status(response)
-                return await self._read_capped(response)
+                self._check_status(response, limit)
+                return await self._read_capped(response, limit)
         except SourceError:
             raise
         except TimeoutError:
@@ -81,7 +85,7 @@ class GatewayClient:
         except aiohttp.ClientError as exc:
             raise self._fail(Reason.CONNECT, f"{type(exc).__name__}: {exc}") from None
 
-    def _check_status(self, response: aiohttp.ClientResponse) -> None:
+    def _check_status(self, response: aiohttp.ClientResponse, limit: int) -> None:
         if 300 <= response.status < 400:
             raise self._fail(Reason.HTTP, redirect_detail(
                 response.status, str(response.url), response.headers.get("Location")))
@@ -95,11 +99,10 @@ class GatewayClient:
             raise self._fail(Reason.HTTP, "expected JSON, got an HTML page (a proxy or "
                              "login page?)")
         length = response.content_length
-        if length is not None and length > self.gateway.max_response_bytes:
+        if length is not None and length > limit:
             raise self._too_large()
 
-    async def _read_capped(self, response: aiohttp.ClientResponse) -> bytes:
-        limit = self.gateway.max_response_bytes
+    async def _read_capped(self, response: aiohttp.ClientResponse, limit: int) -> bytes:
         body = bytearray()
         async for chunk in response.content.iter_chunked(_CHUNK):
             body += chunk
@@ -108,8 +111,9 @@ class GatewayClient:
         return bytes(body)
 
     def _too_large(self) -> SourceError:
-        return self._fail(Reason.TOO_LARGE, f"response larger than "
-                          f"{self.gateway.max_response_bytes} bytes (max_response_size)")
+        return self._fail(Reason.TOO_LARGE, f"answer larger than "
+                          f"{self.gateway.max_response_bytes} bytes (max_response_size, "
+                          f"which bounds all the pages of one poll together)")
 
 
 def redirect_detail(status: int, requested: str, location: str | None) -> str:

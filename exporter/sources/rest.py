@@ -76,15 +76,17 @@ class RestSource:
         self._url = lambda path: urljoin(base, path)
 
     async def fetch(self) -> Callable[[], Snapshot]:
+        lists: list[list[msgspec.Raw]] = []
+        left = self.gateway.max_response_bytes  # what the poll's pages may still add up to
         try:
-            perspective = await self._fetch_all(PERSPECTIVE_PATH)
-            vision = await self._fetch_all(VISION_PATH)
-            designers = await self._fetch_all(DESIGNER_PATH)
+            for path in (PERSPECTIVE_PATH, VISION_PATH, DESIGNER_PATH):
+                items, left = await self._fetch_all(path, left)
+                lists.append(items)
         except SourceError as exc:
             if exc.reason is Reason.AUTH:
                 raise SourceError(exc.gateway, exc.reason, f"{exc.detail}; {AUTH_HINT}") from None
             raise
-        return partial(self._decode, perspective, vision, designers, self._clock.time())
+        return partial(self._decode, *lists, self._clock.time())
 
     @staticmethod
     def _decode(perspective_items: list[msgspec.Raw], vision_items: list[msgspec.Raw],
@@ -102,14 +104,19 @@ class RestSource:
             invalid_sessions=perspective.invalid + vision.invalid + designers.invalid,
         )
 
-    async def _fetch_all(self, path: str) -> list[msgspec.Raw]:
-        """Every item of one route, page by page; each page is only split into items here."""
+    async def _fetch_all(self, path: str, left: int) -> tuple[list[msgspec.Raw], int]:
+        """Every item of one route, page by page (each page is only split into items here),
+        and how many of the `left` bytes the pages did not use.
+
+        The items are views into the pages, so every page is held until the poll is
+        digested: `max_response_size` bounds all the pages of a poll together, not each."""
         items: list[msgspec.Raw] = []
         limit = self.gateway.page_size
         previous: list[bytes] | None = None
         for page in range(MAX_PAGES):
-            body = await self._client.get(self._url(path),
+            body = await self._client.get(self._url(path), limit=left,
                                           params={"limit": limit, "offset": page * limit})
+            left -= len(body)
             batch = page_items(body, self.gateway.name)
             signature = [bytes(item) for item in batch[:1]]
             if batch and signature == previous:
@@ -118,7 +125,7 @@ class RestSource:
             previous = signature
             items.extend(batch)
             if len(batch) != limit:  # a short page, or a gateway that ignores `limit`
-                return items
+                return items, left
         raise SourceError(self.gateway.name, Reason.SCHEMA,
                           f"{path} still had data after {MAX_PAGES} pages")
 
