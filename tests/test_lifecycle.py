@@ -404,3 +404,14 @@ def test_label_sets_gone_for_longest_are_forgotten_beyond_the_bound() -> None:
     kept = {labels for labels in state.last_seen if labels not in state.shown}
     # X{k} was last seen when it ended, at poll k + 1: X24 to X29 are still shown
     assert kept == {(f"X{i}", "browser") for i in range(19, 24)}  # the most recently seen
+
+
+def test_integer_ids_whose_hashes_collide_are_distinct_sessions() -> None:
+    """Python's hash of an int is not keyed (hash(-1) == hash(-2), hash(2**61 - 1) == 0), so
+    a gateway numbering its sessions must not have two of them taken for one."""
+    ids: list[str | int] = [-1, -2, 0, 2**61 - 1, 1, "1"]
+    sessions = [PerspectiveSession(id=i, project="P", session_scope="browser", uptime=1000)
+                for i in ids]
+    assert len(perspective_held(sessions)) == len(ids)
+    change = compare(perspective_held(sessions[0:1]), perspective_held(sessions[1:2]))
+    assert {k: (c.started, c.ended) for k, c in change.items()} == {("P", "browser"): (1, 1)}
