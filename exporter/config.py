@@ -215,15 +215,30 @@ def _resolve_timing(raw: Mapping[str, Any], where: str, top: Mapping[str, Any],
     return interval, timeout, stale_after
 
 
+def _url_problem(url: str) -> str | None:
+    """What makes `url` one the exporter cannot request, or None. A host or port that does
+    not parse would otherwise fail every poll, with the whole URL (and any password in it)
+    in the error."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (parsing the port is the check)
+        if parts.scheme in ("http", "https") and parts.hostname:
+            parts.hostname.encode("idna")  # as the client encodes it: labels of 1 to 63
+            return None
+    except ValueError as exc:  # UnicodeError included
+        return f"not a valid URL: {exc}"
+    return f"expected an http:// or https:// URL, got {url!r}"
+
+
 def _resolve_gateway(raw: Mapping[str, Any], where: str, top: Mapping[str, Any],
                      environ: Mapping[str, str], reader: Reader,
                      warnings: list[str]) -> GatewayConfig:
     name, url = raw.get("name", ""), raw.get("url", "")
     if "name" in raw and not name.strip():
         reader.fail(f"{where}.name", "must not be empty")
-    parts = urlsplit(url)
-    if "url" in raw and (parts.scheme not in ("http", "https") or not parts.hostname):
-        reader.fail(f"{where}.url", f"expected an http:// or https:// URL, got {url!r}")
+    problem = _url_problem(url) if "url" in raw else None
+    if problem:
+        reader.fail(f"{where}.url", problem)
     interval, timeout, stale_after = _resolve_timing(raw, where, top, reader)
     if "ca_file" in raw and not Path(raw["ca_file"]).is_file():
         reader.fail(f"{where}.ca_file", f"no such file: {raw['ca_file']}")

@@ -225,3 +225,16 @@ def test_a_rejected_value_is_not_cross_checked_again() -> None:
                                     "timeout": "20s"}, {"url": "http://b"}, {"url": "http://c"}]})
     assert [p.split(":")[0] for p in found] == [
         "gateways[0].poll_interval", "gateways[1].name", "gateways[2].name"]
+
+
+@pytest.mark.parametrize(("url", "why"), [
+    ("http://[::1/metrics", "Invalid IPv6 URL"),
+    ("http://gw:99999/x", "Port out of range"),
+    ("http://gw:port/x", "could not be cast to integer"),
+    ("http://gw..plant/x", "label empty or too long"),
+    ("http://" + "a" * 64 + "/x", "label too long"),
+])
+def test_a_url_that_cannot_be_requested_is_a_config_error(url: str, why: str) -> None:
+    """Not a traceback from --check-config, and not a failure at the first poll."""
+    found = problems({"gateways": [{"name": "a", "url": url}]})
+    assert any(p.startswith("gateways[0].url: ") and why in p for p in found), found

@@ -149,3 +149,11 @@ async def test_a_redirect_loop_is_one_clear_failure(
     error = await fetch(gateway_at(str(server.make_url(WEBDEV_PATH))), http)
     assert error.reason is Reason.HTTP
     assert error.detail.startswith(f"HTTP 302 redirect to '{WEBDEV_PATH}'")
+
+
+async def test_a_url_the_client_refuses_is_not_echoed(http: aiohttp.ClientSession) -> None:
+    """The client's InvalidURL text is the whole URL, password included; the failure's
+    detail reaches the log, the landing page and /sessions, so it must not carry it."""
+    error = await fetch(gateway_at("http://ops:s3cret@a\u2100b:8088/x"), http)
+    assert error.reason is Reason.CONNECT
+    assert "s3cret" not in error.detail and "url" in error.detail

@@ -82,6 +82,9 @@ class GatewayClient:
             raise self._fail(Reason.CONNECT, f"response body cut short: {exc}") from None
         except aiohttp.ClientResponseError as exc:
             raise self._fail(Reason.HTTP, f"malformed HTTP response: {exc.message}") from None
+        except aiohttp.InvalidURL:  # its text is the URL, with any password in it
+            raise self._fail(Reason.CONNECT, "the configured url cannot be requested "
+                             "(check its host and port)") from None
         except aiohttp.ClientError as exc:
             raise self._fail(Reason.CONNECT, f"{type(exc).__name__}: {exc}") from None
 
