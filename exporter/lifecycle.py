@@ -18,8 +18,8 @@ Rules (the README states them for users):
   the process runs.
 
 What is held between polls is compact, because it is paid per session: a 64-bit hash of each
-id (Python's `hash`, keyed per process; integer ids are hashed as strings, see
-`_int_safe_keys`), the index of its label set, and its age.
+id (`model.id_hashes`: Python's `hash`, keyed per process, for integer ids too), the index
+of its label set, and its age.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
 from exporter.aggregate import label, scope_key
-from exporter.model import ClientSession, PerspectiveSession, Snapshot
+from exporter.model import ClientSession, PerspectiveSession, Snapshot, id_hashes
 
 # Seconds: a quick look, five minutes, a quarter hour, an hour, half a shift, a shift, twelve
 # hours, a day, three days, a week (a wall screen that never closes), and beyond.
@@ -117,7 +117,7 @@ class Held:
         only the first is kept. This runs over every session of every poll: one Python loop
         (in `_group`), the rest are C loops (map, set, array)."""
         ids = list(map(fields.id, records))
-        keys = list(map(hash, ids)) if int not in set(map(type, ids)) else _int_safe_keys(ids)
+        keys = id_hashes(ids)
         if len(set(keys)) != len(keys) or None in ids:
             kept = _first_with_id(ids, keys)
             records, keys = [records[i] for i in kept], [keys[i] for i in kept]
@@ -140,14 +140,6 @@ class Held:
 
     def __len__(self) -> int:
         return len(self.ids)
-
-
-def _int_safe_keys(ids: Sequence[str | int | None]) -> list[int]:
-    """Hashes for a list holding integer ids. Python's hash of an int is the int itself modulo
-    2^61 - 1 (and hash(-1) == hash(-2)), not keyed like a string's, so a gateway numbering its
-    sessions could have two taken for one. An int is hashed as a tuple holding its digits:
-    keyed, and apart from the hash of the string id with the same digits."""
-    return [hash((str(i),)) if type(i) is int else hash(i) for i in ids]
 
 
 def _first_with_id(ids: Sequence[object], keys: Sequence[int]) -> list[int]:

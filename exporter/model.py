@@ -30,6 +30,18 @@ Count = (Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
          | Annotated[float, msgspec.Meta(ge=0, le=2.0**63)])
 
 
+def id_hashes(ids: Sequence[str | int | None]) -> list[int]:
+    """A 64-bit hash per session id, keyed per process, to hold ids compactly between polls.
+
+    Python's hash of a string is keyed; of an int it is the int itself modulo 2^61 - 1 (and
+    hash(-1) == hash(-2)), so a gateway numbering its sessions could have two taken for one.
+    An int is hashed as a tuple holding its digits: keyed, and apart from the hash of the
+    string id with the same digits. Lists of string ids keep the C-speed path."""
+    if int not in set(map(type, ids)):
+        return list(map(hash, ids))
+    return [hash((str(i),)) if type(i) is int else hash(i) for i in ids]
+
+
 class PerspectiveSession(msgspec.Struct, frozen=True, rename="camel", gc=False):
     """One entry of `system.perspective.getSessionInfo()`; every field may be absent or null."""
 

@@ -44,3 +44,26 @@ def test_returned_totals_do_not_change_afterwards() -> None:
     first = counter.observe([s("A", 10)])
     counter.observe([s("A", 30)])
     assert first == {("P", "browser"): 10}
+
+
+def test_a_gateway_inventing_projects_cannot_grow_the_totals_for_ever() -> None:
+    """Live label sets are always kept; of those without a session, only the `remember`
+    most recently seen keep their totals (as for the lifecycle counters), so a gateway
+    putting a new project name in every answer holds memory and series to a bound."""
+    counter = SentBytesCounter(remember=3)
+    for poll in range(50):
+        totals = counter.observe([s(f"x{poll}", 10, project=f"made-up-{poll}"),
+                                  s("steady", 100 + poll)])
+    assert len(totals) == 1 + 1 + 3  # the live made-up one, P, and three gone ones
+    assert totals[("P", "browser")] == 149
+    assert {key for key in totals if key[0].startswith("made-up-")} == {
+        (f"made-up-{poll}", "browser") for poll in (46, 47, 48, 49)}
+
+
+def test_integer_ids_whose_hashes_collide_keep_their_own_totals() -> None:
+    """hash(-1) == hash(-2) in Python: with the bare hash, these two unchanging sessions
+    shared one remembered total and the counter grew by 600 at every poll."""
+    counter = SentBytesCounter()
+    sessions = [s(-1, 1000), s(-2, 400)]  # type: ignore[arg-type]
+    assert counter.observe(sessions) == {("P", "browser"): 1400}
+    assert counter.observe(sessions) == {("P", "browser"): 1400}
