@@ -198,3 +198,39 @@ def test_is_designer_accepts_what_a_stringified_java_boolean_gives(value: object
     snap = snapshot_of(document([], [row]))
     assert [c.kind for c in snap.clients] == ([kind] if kind else [])
     assert snap.invalid_sessions == (0 if kind else 1)
+
+
+@pytest.mark.parametrize("text", ["\ud800", "\udc00", "ok\ud83d", "\ude00tail"])
+def test_a_lone_surrogate_escape_costs_nothing(text: str) -> None:
+    """`"\\ud800"` is valid JSON text but no Unicode string (what a cut Java string gives);
+    the decoder refuses it, which lost the whole answer. It reads as U+FFFD, like invalid
+    UTF-8, in the record and in the bytes /sessions serves."""
+    body = encode(document([perspective("a", username=text), perspective("b")],
+                           warnings=[text]))
+    assert b"\\ud" in body  # json.dumps escapes the lone surrogate
+    snap = decode_webdev(body, "g")
+    assert [s.id for s in snap.perspective] == ["a", "b"]
+    assert "\ufffd" in snap.perspective[0].username
+    assert "\ufffd" in json.loads(bytes(snap.perspective_json[0]))["username"]
+    assert "\ufffd" in snap.warnings[0]
+    items = page_items(encode({"items": [perspective("a", username=text)]}), "g")
+    assert decode_records(items, PERSPECTIVE_DECODER).records[0].id == "a"
+
+
+def test_escaped_backslashes_and_surrogate_pairs_are_left_alone() -> None:
+    names = ["\\ud800", "\\\\ud800", "\U0001f600", "\\\U0001f600"]
+    body = encode(document([perspective(str(i), username=n) for i, n in enumerate(names)],
+                           warnings=["\ud800"]))
+    snap = decode_webdev(body, "g")  # the lone one in the warning makes the repair run
+    assert snap.warnings == ("\ufffd",)
+    assert [s.username for s in snap.perspective] == names
+
+
+def test_invalid_utf8_outside_the_sessions_costs_nothing() -> None:
+    """Inside a session it was already replaced; in a warning or the gateway's name it lost
+    the whole answer."""
+    body = encode(document([perspective("a")], warnings=["W-X"])).replace(b"W-X", b"W\xffX")
+    snap = decode_webdev(body.replace(b"Ignition-plant-a", b"plant\xfe"), "g")
+    assert snap.warnings == ("W\ufffdX",)
+    assert snap.reported_name == "plant\ufffd"
+    assert [s.id for s in snap.perspective] == ["a"]

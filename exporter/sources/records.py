@@ -11,6 +11,9 @@ Every source goes through here, for every list, so the rules hold for all of the
   the metrics and `/sessions`. A gateway cannot report one session twice, so a repeat is a
   broken answer; keeping both would count its bytes twice.
 - JSON nested deeper than the decoder can follow costs only the records that contain it.
+- Text that is no Unicode costs nothing: invalid UTF-8 and escapes of lone surrogates
+  (what a Java string cut between the two halves of a pair gives) read as U+FFFD, wherever
+  they are in the answer.
 
 The common case, a list where every record is well-formed, is decoded in one msgspec call
 by the source (`typed_or_none`) and only checked here (`decode_list`); only when that call
@@ -58,6 +61,11 @@ _NEXT_RUN = re.compile(
     rb'(?:[^"\[\]{}]++|"[^"\\]*+(?:\\.[^"\\]*+)*+")*+'
     rb'((?:[\[{][^"\[\]{}]*+)++|(?:[\]}][^"\[\]{}]*+)++|"|\Z)', re.DOTALL)
 _AS_SQUARE = bytes.maketrans(b"{}", b"[]")
+# Every backslash escape, left to right (so `\\` is one escape and the `u` after it is text);
+# a high surrogate escape takes a following low one with it, as one valid pair.
+_ESCAPE = re.compile(rb'\\(?:u[dD][89abAB][0-9a-fA-F]{2}(?:\\u[dD][c-fC-F][0-9a-fA-F]{2})?'
+                     rb'|u[dD][89a-fA-F][0-9a-fA-F]{2}|.)', re.DOTALL)
+_REPLACEMENT_ESCAPE = b"\\ufffd"
 _OPENERS = frozenset(b"[{")
 
 
@@ -156,9 +164,35 @@ def decode_bounded(decoder: msgspec.json.Decoder[D], body: bytes) -> tuple[D, bo
     large to cut within `MAX_BRACKET_RUNS` raises msgspec.DecodeError.
     """
     try:
+        return _decode_or_cut(decoder, body)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        repaired = as_unicode(body)
+        if repaired is body:
+            raise
+        return _decode_or_cut(decoder, repaired)
+
+
+def _decode_or_cut(decoder: msgspec.json.Decoder[D], body: bytes) -> tuple[D, bool]:
+    try:
         return decoder.decode(body), False
     except RecursionError:
         return decoder.decode(cut_deep_values(body, MAX_DEPTH, _MARKER, MAX_BRACKET_RUNS)), True
+
+
+def as_unicode(body: bytes) -> bytes:
+    """`body` with invalid UTF-8 and lone surrogate escapes replaced by U+FFFD, or `body`
+    itself when it has neither. Only run on an answer the decoder refused."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        text = body.decode("utf-8", "replace")
+    repaired = _ESCAPE.sub(_lone_surrogate_replaced, text.encode("utf-8"))
+    return body if repaired == body else repaired
+
+
+def _lone_surrogate_replaced(escape: re.Match[bytes]) -> bytes:
+    text = escape.group()
+    return _REPLACEMENT_ESCAPE if len(text) == 6 and text[2] in b"dD" else text
 
 
 def screened(items: Sequence[msgspec.Raw], cut: bool) -> Sequence[msgspec.Raw]:
