@@ -4,6 +4,9 @@ Anyone who can reach the port can open connections, so every connection is bound
 - a request's headers must arrive within `header_timeout` of the connection opening (or of
   the first byte of a following request on a kept-alive connection), or it is dropped (one
   timer checks every connection a few times a timeout, rather than a timer per request);
+- an answer the client takes no byte of for `send_timeout` is dropped with its connection
+  (checked by the same timer), so clients that ask and never read cannot hold the
+  connection slots, and a copy of the answer each, for ever;
 - at most `max_connections` are open at once. At the cap, the connection that has been
   quiet longest without a request in progress is dropped to make room, so idle sockets
   cannot lock out a scrape; only when every connection is busy is the newcomer refused,
@@ -55,6 +58,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class Limits:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     header_timeout: float = 10.0
+    # A client that takes no byte of its answer for this long is gone or hostile. Generous:
+    # a reader that takes any bytes at all is never cut.
+    send_timeout: float = 30.0
     # Longer than the usual scrape intervals, so Prometheus reuses its connection; idle
     # kept-alive connections are the first to go at the cap anyway.
     keepalive_timeout: float = 120.0
@@ -122,6 +128,19 @@ class _Connection(asyncio.Protocol):
         # Since when request headers are awaited (loop time); None while there is no request
         # or its handler runs.
         self.waiting_since: float | None = None
+        self._unsent = 0  # bytes of an answer waiting to be sent, at the last check
+        self._stalled_since: float | None = None
+
+    def send_stalled_since(self, now: float) -> float | None:
+        """Since when the client has taken none of the answer waiting to be sent; None when
+        nothing waits. Called by the sweep: "none" means no progress between two checks."""
+        unsent = self.transport.get_write_buffer_size() if self.transport else 0
+        if not unsent:
+            self._stalled_since = None
+        elif unsent < self._unsent or self._stalled_since is None:
+            self._stalled_since = now  # progress (or the first look): timed from here
+        self._unsent = unsent
+        return self._stalled_since
 
     @property
     def idle(self) -> bool:
@@ -188,12 +207,14 @@ class ConnectionTracker:
         self.cap = cap
         self._live: OrderedDict[object, _Connection] = OrderedDict()  # by transport
         self._loop = asyncio.get_running_loop()
-        self._sweep_every = min(1.0, limits.header_timeout / 4)
+        self._sweep_every = min(1.0, limits.header_timeout / 4, limits.send_timeout / 4)
         self._sweeper: asyncio.TimerHandle | None = None
         self.at_cap = Episode(log, "connection limit reached: dropping idle connections and "
                               "refusing new ones while every connection is busy")
         self.header_timeouts = Episode(log, "closing connections that did not send request "
                                        "headers in time")
+        self.send_timeouts = Episode(log, "closing connections that did not read their "
+                                     "answer in time")
 
     def __call__(self) -> _Connection:
         return _Connection(self)
@@ -212,12 +233,16 @@ class ConnectionTracker:
             self._sweeper = None
 
     def _sweep(self) -> None:
-        deadline = self.now() - self.limits.header_timeout
-        late = [c for c in self._live.values()
-                if c.waiting_since is not None and c.waiting_since <= deadline]
-        for connection in late:
-            self.header_timeouts.hit(timeout=self.limits.header_timeout)
-            connection.abort()
+        now = self.now()
+        headers_due, answer_due = now - self.limits.header_timeout, now - self.limits.send_timeout
+        for connection in list(self._live.values()):
+            stalled = connection.send_stalled_since(now)
+            if connection.waiting_since is not None and connection.waiting_since <= headers_due:
+                self.header_timeouts.hit(timeout=self.limits.header_timeout)
+                connection.abort()
+            elif stalled is not None and stalled <= answer_due:
+                self.send_timeouts.hit(timeout=self.limits.send_timeout)
+                connection.abort()
         self.start()
 
     def admit(self, connection: _Connection) -> bool:

@@ -28,6 +28,8 @@ RELEASE = web.AppKey("release", asyncio.Event)
 STARTED = web.AppKey("started", asyncio.Event)
 SHORT = Limits(max_connections=8, header_timeout=0.5, shutdown_grace=1.0)
 CAPPED = Limits(max_connections=8, header_timeout=30, shutdown_grace=1.0)  # no timeouts
+STALLED = Limits(max_connections=8, header_timeout=30, send_timeout=0.5, shutdown_grace=1.0)
+BIG = b"x" * (4 << 20)  # more than a socket takes while its reader reads nothing
 
 
 def app_with_slow_route() -> web.Application:
@@ -43,8 +45,12 @@ def app_with_slow_route() -> web.Application:
         await request.app[RELEASE].wait()
         return web.Response(text="done")
 
+    async def big(_: web.Request) -> web.Response:
+        return web.Response(body=BIG)
+
     app.router.add_get("/", quick)
     app.router.add_get("/slow", slow)
+    app.router.add_get("/big", big)
     return app
 
 
@@ -223,3 +229,50 @@ def test_accept_failing_for_want_of_files_is_one_line_per_episode(
         assert errors(caplog) == ["something else"]  # the default handler, as before
     finally:
         loop.close()
+
+
+async def asking_socket(url: str, path: str, receive_buffer: int | None = None
+                        ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection that has sent a request; `receive_buffer` shrinks what the kernel takes
+    in for it while nobody reads."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    sock = socket.socket()
+    if receive_buffer:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=1 << 21)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    return reader, writer
+
+
+@pytest.mark.parametrize("served", [STALLED], indirect=True)
+async def test_clients_that_never_read_their_answer_are_dropped(
+        served: tuple[web.Application, str], caplog: pytest.LogCaptureFixture) -> None:
+    """Each held the answer in its connection's buffer and, busy sending, could not be
+    dropped at the cap: a few such clients locked every scrape out (503) for ever."""
+    _, url = served
+    stalled = [await asking_socket(url, "/big", receive_buffer=1024)
+               for _ in range(STALLED.max_connections)]
+    async with asyncio.timeout(10):
+        while True:  # refused (503) until the stalled connections have been cut
+            if await get(url) == (200, "ok"):
+                break
+            await asyncio.sleep(0.1)
+    for reader, _ in stalled:  # cut short: the whole answer never arrives
+        assert await closed_by_server(reader)
+    assert "closing connections that did not read their answer in time" in warnings(caplog)
+    assert not errors(caplog)
+
+
+@pytest.mark.parametrize("served", [STALLED], indirect=True)
+async def test_a_slow_reader_that_keeps_reading_is_not_cut(
+        served: tuple[web.Application, str]) -> None:
+    _, url = served
+    reader, _ = await asking_socket(url, "/big")
+    await reader.readuntil(b"\r\n\r\n")
+    received = 0
+    while received < len(BIG):  # 256 kB at a time, pausing half the timeout in between
+        received += len(await reader.read(256 * 1024))
+        await asyncio.sleep(STALLED.send_timeout / 2)
+    assert received == len(BIG)
