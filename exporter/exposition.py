@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -78,12 +79,16 @@ ESCAPED = {
 FORMATS = (TEXT, OPENMETRICS, *ESCAPED.values())
 
 
+_VERSION = re.compile(r"[0-9]+(?:\.[0-9]+)*")
+
+
 def _version(text: str | None) -> tuple[int, ...] | None:
-    """`1.0.0` as (1, 0, 0), absent as (); None when not a version."""
+    """`1.0.0` as (1, 0, 0), absent as (); None when not a version. ASCII digits only:
+    `str.isdigit` is also true for `²`, which `int` refuses (a 500 for that header)."""
     if text is None:
         return ()
-    parts = text.strip().split(".")
-    return tuple(int(p) for p in parts) if all(p.isdigit() for p in parts) else None
+    text = text.strip()
+    return tuple(map(int, text.split("."))) if _VERSION.fullmatch(text) else None
 
 
 def _format_for(media: Preference) -> Format | None:

@@ -102,6 +102,9 @@ async def test_body_is_reused_until_something_changes(clock: FakeClock) -> None:
     ("application/openmetrics-text", OPENMETRICS),
     ("application/openmetrics-text; version=0.0.1", TEXT),
     ("application/openmetrics-text; version=abc", TEXT),
+    ("text/plain; version=\u00b2", TEXT),  # a digit to str.isdigit, not to int
+    ("application/openmetrics-text; version=1.\u00b2", TEXT),
+    ("application/openmetrics-text; version=\u0661.0.0", TEXT),  # not an ASCII digit
     ("application/openmetrics-text; version=abc, application/openmetrics-text", OPENMETRICS),
     ("text/plain;version=1.0.0;escaping=allow-utf-8", TEXT),
     ("text/plain;version=1.0.0;escaping=dots", ESCAPED[("text/plain", "dots")]),
