@@ -43,12 +43,13 @@ class ConfigError(Exception):
 # once (`1h30m`, `500ms`; not `30s1m`, `1m1m` or `1.5m`).
 _DURATION_UNITS = (("y", 365 * 86400), ("w", 7 * 86400), ("d", 86400), ("h", 3600), ("m", 60),
                    ("s", 1), ("ms", 0.001))
-_DURATION = re.compile("".join(rf"(?:(\d+){unit})?" for unit, _ in _DURATION_UNITS))
+# ASCII digits only: `\d` alone also matches other scripts' digits, which Prometheus refuses.
+_DURATION = re.compile("".join(rf"(?:(\d+){unit})?" for unit, _ in _DURATION_UNITS), re.ASCII)
 # Plain seconds, as a YAML number or a string of one; a fraction is allowed (`0.5`).
-_SECONDS = re.compile(r"\d+(?:\.\d+)?")
+_SECONDS = re.compile(r"\d+(?:\.\d+)?", re.ASCII)
 _DURATION_HELP = ("whole numbers with the units y, w, d, h, m, s, ms, largest first and each "
                   "at most once (500ms, 15s, 1m30s), or plain seconds")
-_SIZE = re.compile(r"(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?")
+_SIZE = re.compile(r"(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?", re.ASCII)
 _SIZE_UNITS = {
     None: 1, "B": 1, "KB": 10**3, "KiB": 2**10, "MB": 10**6, "MiB": 2**20, "GB": 10**9,
     "GiB": 2**30,

@@ -71,6 +71,7 @@ def test_durations(text: object, seconds: float) -> None:
     "", "15x", "s", "-5s", 0, True, "1.5.5s", [], "15s 2m", None,
     # Prometheus's grammar: units largest first, each at most once, whole numbers only.
     "1m1m", "30s1m", "1.5m", "1ms1s", "5ms5ms", "1h1d", "1M", "1e3", "0x10", "1_000s",
+    "\u0661\u0665s", "\uff11\uff15", "1\u0665",  # digits, but not ASCII ones (nor Prometheus's)
 ])
 def test_bad_durations(text: object) -> None:
     with pytest.raises(ValueError):
@@ -80,8 +81,9 @@ def test_bad_durations(text: object) -> None:
 def test_sizes() -> None:
     assert parse_size("32MiB") == 32 * 2**20
     assert parse_size(1000) == 1000
-    with pytest.raises(ValueError):
-        parse_size("lots")
+    for bad in ("lots", "\u0663\u0662MiB"):
+        with pytest.raises(ValueError):
+            parse_size(bad)
 
 
 def test_every_problem_is_reported_with_its_location() -> None:
