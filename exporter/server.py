@@ -58,8 +58,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class Limits:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     header_timeout: float = 10.0
-    # A client that takes no byte of its answer for this long is gone or hostile. Generous:
-    # a reader that takes any bytes at all is never cut.
+    # A client that takes no byte of its answer for this long is gone or hostile. Generous,
+    # because progress shows only when the kernel takes more of the answer, which it does in
+    # steps of a third of its send buffer: a reader slower than that per timeout is cut.
     send_timeout: float = 30.0
     # Longer than the usual scrape intervals, so Prometheus reuses its connection; idle
     # kept-alive connections are the first to go at the cap anyway.
@@ -133,11 +134,12 @@ class _Connection(asyncio.Protocol):
 
     def send_stalled_since(self, now: float) -> float | None:
         """Since when the client has taken none of the answer waiting to be sent; None when
-        nothing waits. Called by the sweep: "none" means no progress between two checks."""
+        nothing waits. Called by the sweep. Any change of the bytes waiting is progress: the
+        client took some, or aiohttp added more, which it does only once some have gone."""
         unsent = self.transport.get_write_buffer_size() if self.transport else 0
         if not unsent:
             self._stalled_since = None
-        elif unsent < self._unsent or self._stalled_since is None:
+        elif unsent != self._unsent or self._stalled_since is None:
             self._stalled_since = now  # progress (or the first look): timed from here
         self._unsent = unsent
         return self._stalled_since
