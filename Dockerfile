@@ -7,9 +7,11 @@ ARG BASE_IMAGE=python:3.11.11-slim-bookworm
 
 FROM ${BASE_IMAGE} AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY exporter ./exporter
 COPY ignition ./ignition
+COPY rules ./rules
+COPY dashboards ./dashboards
 # A virtual environment: the same layout on the official image and on a distribution's
 # python3, whose system site-packages is off limits to pip (PEP 668).
 RUN python3 -m venv /opt/ignition-exporter \

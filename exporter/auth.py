@@ -183,17 +183,34 @@ class BasicAuth:
         return ok and hashed is not None
 
 
+class ReplaceableAuth:
+    """A set of users a reload may replace (the web configuration's, or `/sessions`' own): a
+    different set gets a new `BasicAuth` (and so forgets what the old one had verified); the
+    same set keeps it. No users: no check."""
+
+    def __init__(self, users: Mapping[str, bytes]) -> None:
+        self.current: BasicAuth | None = None
+        self._users: Mapping[str, bytes] | None = None
+        self.set_users(users)
+
+    def set_users(self, users: Mapping[str, bytes]) -> None:
+        if users != self._users:
+            self._users = users
+            self.current = BasicAuth(users) if users else None
+
+
 def unauthorized() -> web.Response:
     return web.json_response({"error": "unauthorized"}, status=401,
                              headers={"WWW-Authenticate": f'Basic realm="{REALM}"'})
 
 
-def auth_middleware(everything: BasicAuth | None, sessions: BasicAuth | None) -> Middleware:
+def auth_middleware(everything: ReplaceableAuth, sessions: ReplaceableAuth) -> Middleware:
     """`/sessions` may have users of its own; everything else uses the web config's users."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        guard = sessions if request.path == "/sessions" and sessions else everything
+        own = sessions.current
+        guard = own if request.path == "/sessions" and own else everything.current
         if guard is not None and request.path not in OPEN_PATHS and not await guard.check(
                 request.headers.get("Authorization"), request.remote):
             return unauthorized()

@@ -8,12 +8,13 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 
-from exporter import __version__, webdev_script
+from exporter import __version__, packaged, simulate, webdev_script
+from exporter.appkeys import RELOADER
 from exporter.config import Config, ConfigError, GatewayConfig, load_config
 from exporter.http import create_app, gateway_connection_limit
-from exporter.logs import setup_logging
+from exporter.logs import LOG_FORMATS, setup_logging
 from exporter.server import (
     DEFAULT_MAX_CONNECTIONS,
     EXIT_CANNOT_LISTEN,
@@ -48,30 +49,44 @@ def connection_count(value: str) -> int:
     return int(value)
 
 
+PRINTERS = {"webdev-script": webdev_script.render, "rules": packaged.rules_text,
+            "dashboard": packaged.dashboard_text}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ignition-exporter",
         description="Prometheus exporter for Ignition gateway sessions.")
-    parser.add_argument("command", nargs="?", default="run", choices=["run", "webdev-script"],
+    parser.add_argument("command", nargs="?", default="run",
+                        choices=["run", *PRINTERS, "simulate"],
                         help="run (default) serves metrics; webdev-script prints the "
-                             "gateway-side script and how to install it")
+                             "gateway-side script and how to install it; rules prints the "
+                             "Prometheus alerting and recording rules; dashboard prints the "
+                             "Grafana dashboard; simulate serves a simulated gateway")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--config", metavar="FILE", help="YAML configuration file")
     source.add_argument("--demo", action="store_true",
                         help="poll a simulated gateway running inside this process")
-    parser.add_argument("--listen", type=parse_listen, default=parse_listen(DEFAULT_LISTEN),
-                        metavar="HOST:PORT", help=f"where to serve (default {DEFAULT_LISTEN})")
+    parser.add_argument("--web.listen-address", "--listen", dest="listen", type=parse_listen,
+                        metavar="HOST:PORT",
+                        help=f"where to serve (default {DEFAULT_LISTEN}; for simulate "
+                             f"{simulate.DEFAULT_LISTEN})")
     parser.add_argument("--web.config.file", dest="web_config", metavar="FILE",
                         help="exporter-toolkit web configuration: TLS, basic auth, headers")
     parser.add_argument("--web.max-connections", dest="max_connections", type=connection_count,
                         default=DEFAULT_MAX_CONNECTIONS, metavar="N",
                         help="connections served at once (default %(default)s); idle ones are "
                              "dropped to make room, then new ones refused")
-    parser.add_argument("--log-level", default="info",
+    parser.add_argument("--web.enable-lifecycle", dest="lifecycle", action="store_true",
+                        help="allow POST /-/reload (SIGHUP always reloads)")
+    parser.add_argument("--log.level", "--log-level", dest="log_level", default="info",
                         choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log.format", dest="log_format", default="logfmt",
+                        choices=LOG_FORMATS)
     parser.add_argument("--check-config", action="store_true",
                         help="validate the configuration, print a summary and exit")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    simulate.add_arguments(parser)
     return parser
 
 
@@ -92,16 +107,36 @@ def _stop_event() -> asyncio.Event:
     return stop
 
 
-def _ignore_further_sigterm() -> None:
-    """Shutdown has begun: a repeated SIGTERM must not kill it half-way (for instance after
-    the event loop has closed and its handlers are gone). Ctrl+C still interrupts."""
-    with contextlib.suppress(NotImplementedError, ValueError):
-        asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+# The reload signal (Windows has none). Its default action kills, so the entry point
+# (`exporter/__main__.py`) ignores it from its first lines until this handler replaces that,
+# and shutdown ignores it again.
+HANGUP = getattr(signal, "SIGHUP", None)
+
+
+def _reload_on_hangup(request: Callable[[], None]) -> None:
+    if HANGUP is not None:
+        asyncio.get_running_loop().add_signal_handler(HANGUP, request)
+
+
+def _ignore_further_signals() -> None:
+    """Shutdown has begun: a repeated SIGTERM, or a SIGHUP, must not kill it half-way (for
+    instance after the event loop has closed and its handlers are gone). Ctrl+C still
+    interrupts."""
+    for sig in (signal.SIGTERM, HANGUP):
+        if sig is None:
+            continue
+        with contextlib.suppress(NotImplementedError, ValueError):
+            asyncio.get_running_loop().remove_signal_handler(sig)
+        signal.signal(sig, signal.SIG_IGN)
 
 
 async def serve(config: Config | None, web_config: WebConfig, host: str, port: int,
-                max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
+                max_connections: int = DEFAULT_MAX_CONNECTIONS, *,
+                load: Callable[[], Config] | None = None,
+                load_web: Callable[[], WebConfig] | None = None,
+                lifecycle: bool = False) -> None:
+    """Serve until SIGTERM or SIGINT. `config` None runs the demo; `load` and `load_web` read
+    the configuration and the web configuration again on a reload (None: nothing to read)."""
     stop = _stop_event()
     async with contextlib.AsyncExitStack() as stack:
         if config is None:
@@ -111,25 +146,55 @@ async def serve(config: Config | None, web_config: WebConfig, host: str, port: i
                              limits=Limits(max_connections=DEMO_GATEWAY_CONNECTIONS)))
             config = demo_config(gateway_url + WEBDEV_PATH)
             log.info("demo gateway started", extra={"url": config.gateways[0].url})
-        app = create_app(config, web_config=web_config)
+        app = create_app(config, web_config=web_config, load=load, load_web=load_web,
+                         lifecycle=lifecycle)
         limits = Limits(max_connections=max_connections,
                         reserved_files=gateway_connection_limit(config) + OTHER_FILES)
         address = await stack.enter_async_context(
             running_site(app, host, port, web_config.ssl_context, limits))
+        _reload_on_hangup(app[RELOADER].request)
         log.info("listening", extra={"address": address, "gateways": len(config.gateways),
                                      "version": __version__})
         await stop.wait()
-        _ignore_further_sigterm()
+        _ignore_further_signals()
         log.info("stopping")
     log.info("stopped")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "webdev-script":
-        sys.stdout.write(webdev_script.render())
-        return 0
-    setup_logging(args.log_level)
+async def _simulate(args: argparse.Namespace) -> None:
+    """Serve a simulated gateway until SIGTERM or SIGINT."""
+    stop = _stop_event()
+    host, port = args.listen or parse_listen(simulate.DEFAULT_LISTEN)
+    async with running_site(simulate.build(args), host, port) as address:
+        log.info("listening", extra={"address": address, "simulated_gateway": args.shape})
+        sys.stdout.write(simulate.exporter_config(address, args))
+        sys.stdout.flush()
+        await stop.wait()
+        _ignore_further_signals()
+    log.info("stopped")
+
+
+def _print(command: str) -> int:
+    try:
+        text = PRINTERS[command]()
+    except LookupError as exc:
+        print(f"ignition-exporter {command}: {exc}", file=sys.stderr)
+        return 1
+    sys.stdout.write(text)
+    return 0
+
+
+def _check(args: argparse.Namespace, config: Config | None, web_config: WebConfig) -> int:
+    if config is not None:
+        names = ", ".join(g.name for g in config.gateways)
+        print(f"{args.config}: OK, {len(config.gateways)} gateway(s): {names}")
+    if args.web_config:
+        print(f"{args.web_config}: OK, {web_config.scheme}, "
+              f"{len(web_config.basic_auth_users)} basic auth user(s)")
+    return 0
+
+
+def _exporter(args: argparse.Namespace) -> int:
     if not args.demo and not args.config:
         print("ignition-exporter: give --config FILE, or --demo to try it on a simulated "
               "gateway", file=sys.stderr)
@@ -147,16 +212,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     for warning in config.warnings if config else ():
         log.warning("configuration", extra={"warning": warning})
     if args.check_config:
-        if config is not None:
-            names = ", ".join(g.name for g in config.gateways)
-            print(f"{args.config}: OK, {len(config.gateways)} gateway(s): {names}")
-        if args.web_config:
-            print(f"{args.web_config}: OK, {web_config.scheme}, "
-                  f"{len(web_config.basic_auth_users)} basic auth user(s)")
-        return 0
+        return _check(args, config, web_config)
+    path, web_path = args.config, args.web_config
+    return _run(serve(config, web_config, *(args.listen or parse_listen(DEFAULT_LISTEN)),
+                      args.max_connections,
+                      load=(lambda: load_config(path)) if path else None,
+                      load_web=(lambda: load_web_config(web_path)) if web_path else None,
+                      lifecycle=args.lifecycle))
+
+
+def _run(serving: Coroutine[None, None, None]) -> int:
+    """Serve until stopped: exit status 0, or EXIT_CANNOT_LISTEN with the reason."""
     try:
-        asyncio.run(serve(config, web_config, *args.listen, args.max_connections))
+        asyncio.run(serving)
     except ListenError as exc:
         print(f"ignition-exporter: {exc}", file=sys.stderr)
         return EXIT_CANNOT_LISTEN
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    simulate.refuse_misplaced(parser, args)
+    if args.command in PRINTERS:
+        return _print(args.command)
+    setup_logging(args.log_level, args.log_format)
+    if args.command == "simulate":
+        return _run(_simulate(args))
+    return _exporter(args)

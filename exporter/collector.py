@@ -19,14 +19,15 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from exporter import __version__
+from exporter import buildinfo
 from exporter.clock import Clock
 from exporter.lifecycle import BUCKETS, Histogram, Lifecycle
 from exporter.poller import GatewayStatus
+from exporter.reload import ReloadStatus
 from exporter.schema import format_duration
 
 __all__ = ["Metric", "SessionCollector", "build_info", "exporter_families", "health_families",
-           "lifecycle_families", "poll_intervals", "session_families"]
+           "lifecycle_families", "poll_intervals", "reload_families", "session_families"]
 
 _AS_OF = " (as of the last poll)"
 _PROJECT_SCOPE = ["gateway", "project", "scope"]
@@ -218,10 +219,25 @@ def exporter_families(statuses: Sequence[GatewayStatus]) -> list[Metric]:
     return [folded]
 
 
+def reload_families(reload: ReloadStatus) -> list[Metric]:
+    """As Prometheus names its own: the start-up load counts as the first successful one."""
+    successful = GaugeMetricFamily(
+        "ignition_exporter_config_last_reload_successful",
+        "Whether the last configuration reload attempt was successful")
+    successful.add_metric([], 1 if reload.successful else 0)
+    timestamp = GaugeMetricFamily(
+        "ignition_exporter_config_last_reload_success_timestamp_seconds",
+        "Timestamp of the last successful configuration reload")
+    timestamp.add_metric([], reload.last_success)
+    return [successful, timestamp]
+
+
 def build_info() -> Metric:
+    labels = buildinfo.labels()
     info = GaugeMetricFamily("ignition_exporter_build_info",
-                             "Always 1; the exporter's version as a label", labels=["version"])
-    info.add_metric([__version__], 1)
+                             "Always 1; the exporter's version, the commit it was built from "
+                             "and the Python running it as labels", labels=list(labels))
+    info.add_metric(list(labels.values()), 1)
     return info
 
 
@@ -234,10 +250,12 @@ class SessionCollector(Collector):
     """
 
     def __init__(self, statuses: Callable[[], Sequence[GatewayStatus]], clock: Clock,
-                 with_username: bool = True) -> None:
+                 with_username: bool = True,
+                 reload: Callable[[], ReloadStatus] = ReloadStatus) -> None:
         self._statuses = statuses
         self._clock = clock
         self._with_username = with_username
+        self._reload = reload
 
     def collect(self) -> Iterator[Metric]:
         statuses = self._statuses()
@@ -245,6 +263,7 @@ class SessionCollector(Collector):
         yield from health_families(statuses)
         yield from lifecycle_families(statuses, self._clock.time())
         yield from exporter_families(statuses)
+        yield from reload_families(self._reload())
         yield build_info()
 
     def describe(self) -> Iterator[Metric]:

@@ -6,19 +6,22 @@ after each of its polls (by prometheus_client's own encoder, one family at a tim
 and number formatting are exactly the library's), and the whole body, plain or gzip'd, is
 assembled once per change and reused until the next poll or a gateway going stale.
 
-The output is byte for byte what `generate_latest` makes from `SessionCollector`; a test holds
-the two to that.
+The output is byte for byte what `generate_latest` makes from `SessionCollector` followed by
+the runtime collectors (`process_*`, `python_*`); a test holds the two to that.
 """
 
 from __future__ import annotations
 
-import gzip
 import math
+import operator
 import re
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.exposition import (
     CONTENT_TYPE_PLAIN_0_0_4,
     CONTENT_TYPE_PLAIN_1_0_0,
@@ -34,13 +37,18 @@ from exporter.collector import (
     health_families,
     lifecycle_families,
     poll_intervals,
+    reload_families,
     session_families,
 )
 from exporter.negotiation import Preference, preferences
 from exporter.poller import GatewayStatus
+from exporter.reload import ReloadStatus
 
 Encoder = Callable[[Collector], bytes]
 _EOF = b"# EOF\n"
+# process_cpu_seconds_total and friends change all the time; rendering them for every scrape
+# would cost each scrape a /proc read and an encoding, so they are at most this old.
+RUNTIME_REFRESH_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,38 +204,74 @@ class _Fragments:
         return tuple(_samples(text) for text in _render(families, self._encoder))
 
 
-@dataclass(slots=True)
-class _Body:
-    """One format's body: the statuses it was made from, plain, and gzip'd once asked for."""
+def runtime_collectors() -> CollectorRegistry:
+    """prometheus_client's own `process_*`, `python_info` and `python_gc_*` collectors, in a
+    registry of their own (the library's global one is not used by this exporter)."""
+    registry = CollectorRegistry(auto_describe=False)
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry
 
-    key: tuple[object, ...]
-    plain: bytes
-    gzipped: bytes | None = None
 
-    def encoded(self, compress: bool) -> bytes:
-        if not compress:
-            return self.plain
-        if self.gzipped is None:
-            self.gzipped = gzip.compress(self.plain, compresslevel=6, mtime=0)
-        return self.gzipped
+def _same(cached: Sequence[GatewayStatus], statuses: Sequence[GatewayStatus]) -> bool:
+    """The statuses are immutable and replaced on every poll: identity says "unchanged"."""
+    return len(cached) == len(statuses) and all(map(operator.is_, cached, statuses))
+
+
+@dataclass(frozen=True, slots=True)
+class _Main:
+    """Everything but the runtime families, for one format, and what it was made of."""
+
+    statuses: tuple[GatewayStatus, ...]
+    fresh: tuple[bool, ...]
+    reload: ReloadStatus
+    text: bytes
+
+
+_NEVER_RELOADED = ReloadStatus()
 
 
 class Exposition:
     """Cached `/metrics` bodies for one exporter: at most one per `Format`, each in plain and
     gzip form. Every cache here is keyed by a `Format` (and configured gateways' names and
     poll intervals), never by anything a client sent, so what a client sends cannot make
-    them grow."""
+    them grow.
 
-    def __init__(self, with_username: bool = True) -> None:
+    A body is the gateways' part, rebuilt when a status, a freshness or the reload status
+    changes, followed by the runtime part (`process_*`, `python_*`), which changes on every
+    scrape and is therefore rendered at most once a second. Gzip'd, the gateways' part is
+    compressed once and the compressor's state kept, so a new runtime part costs only its own
+    compression.
+    """
+
+    def __init__(self, with_username: bool = True, runtime: Collector | None = None) -> None:
         self._with_username = with_username
+        self._runtime = runtime_collectors() if runtime is None else runtime
+        self._clear()
+
+    def _clear(self) -> None:
         self._fragments: dict[tuple[str, Format], _Fragments] = {}
-        self._bodies: dict[Format, _Body] = {}
         self._headers: dict[tuple[Format, tuple[float, ...]], tuple[list[bytes], bytes]] = {}
+        self._mains: dict[Format, _Main] = {}
+        self._runtime_parts: dict[Format, tuple[float, bytes]] = {}
+        self._gzip_heads: dict[Format, tuple[bytes, bytes, Any]] = {}
+        self._bodies: dict[tuple[Format, bool], tuple[bytes, bytes, bytes]] = {}
+
+    def configure(self, with_username: bool) -> None:
+        """After a reload. A different username policy: nothing cached is right any more.
+        Otherwise only the headers, which name the poll intervals, are made again, so
+        reloads with other intervals do not pile up headers."""
+        if with_username != self._with_username:
+            self._with_username = with_username
+            self._clear()
+        else:
+            self._headers.clear()
 
     @property
     def cached_bodies(self) -> int:
         """How many bodies are held (one per format asked for so far, at most len(FORMATS))."""
-        return len(self._bodies)
+        return len(self._mains)
 
     def _static(self, fmt: Format, intervals: tuple[float, ...]) -> tuple[list[bytes], bytes]:
         """Per format and set of poll intervals (the lifecycle HELP texts name them): every
@@ -245,7 +289,7 @@ class Exposition:
         """Render a new status's lines in every format served so far, before it is
         published: then a scrape only assembles. Called from the poller's worker thread; a
         scrape that still finds a status unrendered renders it itself."""
-        for fmt in list(self._bodies):
+        for fmt in list(self._mains):
             self._fragments_for(status, fmt)
 
     def _fragments_for(self, status: GatewayStatus, fmt: Format) -> _Fragments:
@@ -257,7 +301,7 @@ class Exposition:
         return cached
 
     def _assemble(self, statuses: Sequence[GatewayStatus], fresh: Sequence[bool],
-                  fmt: Format) -> bytes:
+                  fmt: Format, reload: ReloadStatus) -> bytes:
         headers, info = self._static(fmt, poll_intervals(statuses))
         chosen = [(self._fragments_for(s, fmt), f) for s, f in zip(statuses, fresh, strict=True)]
         parts: list[bytes] = []
@@ -267,18 +311,56 @@ class Exposition:
             parts.extend(samples for samples, _ in rendered)
             if any(trailer for _, trailer in rendered):
                 parts.extend(_merge_trailers(trailer for _, trailer in rendered))
-        parts.extend(_render(exporter_families(statuses), fmt.encoder))  # two samples: cheap
-        parts += (info, fmt.closing)
+        parts.extend(_render([*exporter_families(statuses), *reload_families(reload)],
+                             fmt.encoder))  # a handful of samples: cheap
+        parts.append(info)
         return b"".join(parts)
 
+    def _main(self, statuses: Sequence[GatewayStatus], now: float, fmt: Format,
+              reload: ReloadStatus) -> bytes:
+        fresh = tuple(s.is_fresh(now) for s in statuses)
+        cached = self._mains.get(fmt)
+        # A reload status, too, is replaced whole on every attempt.
+        if cached is not None and cached.fresh == fresh and cached.reload is reload \
+                and _same(cached.statuses, statuses):
+            return cached.text
+        text = self._assemble(statuses, fresh, fmt, reload)
+        self._mains[fmt] = _Main(tuple(statuses), fresh, reload, text)
+        self._forget_removed({s.gateway.name for s in statuses})
+        return text
+
+    def _forget_removed(self, names: set[str]) -> None:
+        """Gateways a reload removed must not keep their rendered samples alive. (`prepare`
+        may add to the cache from the worker thread meanwhile: iterate over a copy.)"""
+        for key in [key for key in list(self._fragments) if key[0] not in names]:
+            self._fragments.pop(key, None)
+
+    def _runtime_part(self, fmt: Format, now: float) -> bytes:
+        cached = self._runtime_parts.get(fmt)
+        if cached is None or not 0 <= now - cached[0] < RUNTIME_REFRESH_SECONDS:
+            text = fmt.encoder(self._runtime)
+            cached = (now, text[:-len(_EOF)] if text.endswith(_EOF) else text)
+            self._runtime_parts[fmt] = cached
+        return cached[1]
+
+    def _gzip(self, fmt: Format, main: bytes, tail: bytes) -> bytes:
+        """One gzip member: `main` compressed once per change, then `tail` per call."""
+        cached = self._gzip_heads.get(fmt)
+        if cached is None or cached[0] is not main:
+            compressor = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+            head = compressor.compress(main) + compressor.flush(zlib.Z_SYNC_FLUSH)
+            cached = self._gzip_heads[fmt] = (main, head, compressor)
+        finish = cached[2].copy()
+        return cached[1] + finish.compress(tail) + finish.flush()
+
     def body(self, statuses: Sequence[GatewayStatus], now: float, fmt: Format,
-             compress: bool) -> bytes:
-        # The statuses are immutable and replaced on every poll: identity says "changed".
-        fresh = [s.is_fresh(now) for s in statuses]
-        key = (*(id(s) for s in statuses), *fresh)
-        cached = self._bodies.get(fmt)
-        if cached is None or cached.key != key:
-            # Statuses are held through the fragments, so an id in `key` cannot be reused
-            # by another status while this body is cached.
-            cached = self._bodies[fmt] = _Body(key, self._assemble(statuses, fresh, fmt))
-        return cached.encoded(compress)
+             compress: bool, reload: ReloadStatus | None = None) -> bytes:
+        main = self._main(statuses, now, fmt, reload or _NEVER_RELOADED)
+        runtime = self._runtime_part(fmt, now)
+        cached = self._bodies.get((fmt, compress))
+        if cached is not None and cached[0] is main and cached[1] is runtime:
+            return cached[2]
+        tail = runtime + fmt.closing
+        body = self._gzip(fmt, main, tail) if compress else main + tail
+        self._bodies[(fmt, compress)] = (main, runtime, body)
+        return body

@@ -2,37 +2,116 @@
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from html import escape
-from urllib.parse import quote
+from urllib.parse import quote, unquote_plus, urlencode
 
 from exporter.poller import GatewayStatus
 
+# Usernames that name nobody; an example query for them would show no one in particular.
+PLACEHOLDERS = frozenset({"Unauthenticated", "anonymous", "__other__"})
 
-def _when(timestamp: float | None) -> str:
-    if timestamp is None:
-        return "never"
+
+def _when(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-SESSION_LINKS = """<li><a href="/sessions">/sessions</a>: every held session as JSON;
- filtered: <a href="/sessions?username=bi.*">/sessions?username=bi.*</a>,
- <a href="/sessions?kind=vision">/sessions?kind=vision</a>,
- <a href="/sessions?project=Packaging.*&amp;kind=perspective">
- /sessions?project=Packaging.*&amp;kind=perspective</a></li>"""
+def ago(seconds: float) -> str:
+    """A duration as people read it on a status page: "42 s", "5 min", "3 h 10 min", "2 d"."""
+    seconds = max(0, int(seconds))
+    if seconds < 120:
+        return f"{seconds} s ago"
+    minutes = seconds // 60
+    if minutes < 120:
+        return f"{minutes} min ago"
+    hours = minutes // 60
+    if hours < 48:
+        return f"{hours} h {minutes % 60} min ago"
+    return f"{hours // 24} d ago"
+
+
+def _last_answer(status: GatewayStatus, now: float) -> str:
+    if status.last_success is None:
+        return "never"
+    when = escape(_when(status.last_success))
+    return f'<span title="{when}">{escape(ago(now - status.last_success))}</span>'
+
+
+def _most_common(counts: Counter[str]) -> str | None:
+    """The most frequent value; ties go to the first in sort order, so the page is stable."""
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return ranked[0][0] if ranked else None
+
+
+def _owners(statuses: Sequence[GatewayStatus], now: float, kind: str
+            ) -> Counter[tuple[str, str]]:
+    """How many sessions each (username, project) holds, from fresh polls (counted over the
+    index's per-session owner codes, in C)."""
+    counts: Counter[tuple[str, str]] = Counter()
+    for status in statuses:
+        if status.is_fresh(now):
+            index = status.perspective if kind == "perspective" else status.clients
+            for code, count in Counter(index.owner_codes).items():
+                counts[(index.usernames[code] or "", index.projects[code] or "")] += count
+    return counts
+
+
+def _prefix_pattern(value: str) -> str:
+    """A pattern that matches `value` and its neighbours: its first word, then `.*`. RE2 and
+    `re` both accept `re.escape`'s output."""
+    word = re.match(r"[^\W_]+", value)
+    return re.escape(word.group(0) if word else value[:2]) + ".*"
+
+
+def _examples(statuses: Sequence[GatewayStatus], now: float) -> list[str]:
+    """Example `/sessions` queries made from the data held, so each of them returns sessions
+    (fixed examples would return nothing on most sites)."""
+    sessions = _owners(statuses, now, "perspective")
+    users: Counter[str] = Counter()
+    projects: Counter[str] = Counter()
+    for (user, project), count in sessions.items():
+        if user and user not in PLACEHOLDERS:
+            users[user] += count
+        if project:
+            projects[project] += count
+    user, project = _most_common(users), _most_common(projects)
+    examples = []
+    if user:
+        examples.append(urlencode({"username": re.escape(user[:2]) + ".*"}))
+    if _owners(statuses, now, "vision"):
+        examples.append("kind=vision")
+    if project:
+        examples.append(urlencode({"project": _prefix_pattern(project), "kind": "perspective"}))
+    return examples
+
+
+def _session_links(statuses: Sequence[GatewayStatus], now: float) -> str:
+    links = [f'<a href="/sessions?{escape(query)}">/sessions?{escape(unquote_plus(query))}</a>'
+             for query in _examples(statuses, now)]
+    filtered = f"; filtered: {', '.join(links)}" if links else ""
+    return f'<li><a href="/sessions">/sessions</a>: every held session as JSON{filtered}</li>'
+
+
+def _state(status: GatewayStatus) -> str:
+    return "up" if status.up else ("not polled yet" if status.polls == 0 else "down")
+
+
+def _failing_first(status: GatewayStatus) -> int:
+    return {"down": 0, "not polled yet": 1}.get(_state(status), 2)
 
 
 def _row(status: GatewayStatus, now: float, sessions_endpoint: bool) -> str:
     aggregates = status.aggregates if status.is_fresh(now) else None
-    state = "up" if status.up else ("not polled yet" if status.polls == 0 else "down")
     error = f"{status.error.reason}: {status.error.detail}" if status.error else ""
     name = status.gateway.name
     link = f'<a href="/sessions?gateway={quote(name)}">{escape(name)}</a>'
     cells = [
         link if sessions_endpoint else escape(name),
-        escape(state),
-        escape(_when(status.last_success)),
+        escape(_state(status)),
+        _last_answer(status, now),
         str(aggregates.total_perspective_sessions) if aggregates else "-",
         str(aggregates.total_client_sessions) if aggregates else "-",
         escape(error),
@@ -42,8 +121,10 @@ def _row(status: GatewayStatus, now: float, sessions_endpoint: bool) -> str:
 
 def render_landing(statuses: Sequence[GatewayStatus], now: float, version: str,
                    sessions_endpoint: bool = True) -> str:
-    rows = "\n".join(_row(s, now, sessions_endpoint) for s in statuses)
-    session_links = SESSION_LINKS if sessions_endpoint else ""
+    """Failing gateways first: they are why someone opens this page."""
+    rows = "\n".join(_row(s, now, sessions_endpoint)
+                     for s in sorted(statuses, key=_failing_first))
+    session_links = _session_links(statuses, now) if sessions_endpoint else ""
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>Ignition exporter</title>
 <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:.2em .8em;text-align:left}}</style>
@@ -56,7 +137,7 @@ def render_landing(statuses: Sequence[GatewayStatus], now: float, version: str,
 <li><a href="/healthz">/healthz</a>: the exporter's own health</li>
 </ul>
 <h2>Gateways</h2>
-<table><tr><th>gateway</th><th>state</th><th>last success</th><th>Perspective sessions</th>
+<table><tr><th>gateway</th><th>state</th><th>last good answer</th><th>Perspective sessions</th>
 <th>Vision clients and Designers</th><th>last error</th></tr>
 {rows}
 </table></body></html>

@@ -1,12 +1,14 @@
 """Structured logs to stderr in logfmt (`ts=… level=… msg=… key=value`), the format Prometheus
-and its exporters use, so the same log tooling reads them."""
+and its exporters use, so the same log tooling reads them; or, with `--log.format json`, one
+JSON object a line with the same fields, as Prometheus' own `--log.format json` gives."""
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 from aiohttp.http_exceptions import HttpProcessingError
@@ -58,16 +60,37 @@ class Episode:
         self._last_hit = now
 
 
+LOG_FORMATS = ("logfmt", "json")
+
+
+def _fields(record: logging.LogRecord, formatter: logging.Formatter
+            ) -> Iterator[tuple[str, object]]:
+    """The fields of one line, in order: time, level, logger, message, then `extra=` fields."""
+    ts = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+    yield "ts", ts.replace("+00:00", "Z")
+    yield "level", record.levelname.lower()
+    yield "logger", record.name
+    yield "msg", record.getMessage()
+    for key, value in vars(record).items():
+        if key not in _STANDARD and not key.startswith("_"):
+            yield key, value
+    if record.exc_info:
+        yield "error", formatter.formatException(record.exc_info)
+
+
 class LogfmtFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        ts = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
-        fields = [f"ts={ts.replace('+00:00', 'Z')}", f"level={record.levelname.lower()}",
-                  f"logger={record.name}", f"msg={_quote(record.getMessage())}"]
-        fields += [f"{key}={_quote(value)}" for key, value in vars(record).items()
-                   if key not in _STANDARD and not key.startswith("_")]
-        if record.exc_info:
-            fields.append(f"error={_quote(self.formatException(record.exc_info))}")
-        return " ".join(fields)
+        return " ".join(f"{key}={_quote(value)}" for key, value in _fields(record, self))
+
+
+class JsonFormatter(logging.Formatter):
+    """ASCII-only JSON: every control and non-ASCII character is a \\u escape, so, as in
+    logfmt, text a gateway or a client sent can neither forge a line nor rewrite one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = {key: value if isinstance(value, int | float | bool) else str(value)
+                  for key, value in _fields(record, self)}
+        return json.dumps(fields)
 
 
 class MalformedRequestFilter(logging.Filter):
@@ -79,9 +102,9 @@ class MalformedRequestFilter(logging.Filter):
         return not isinstance(error, HttpProcessingError)
 
 
-def setup_logging(level: str) -> None:
+def setup_logging(level: str, log_format: str = "logfmt") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(LogfmtFormatter())
+    handler.setFormatter(JsonFormatter() if log_format == "json" else LogfmtFormatter())
     if level.lower() != "debug":
         handler.addFilter(MalformedRequestFilter())
     root = logging.getLogger()

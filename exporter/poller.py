@@ -107,6 +107,11 @@ class GatewayPoller:
         self._sent_bytes = SentBytesCounter()
         self.status = GatewayStatus(gateway)
 
+    def retune(self, *, idle_after: float, max_series: int | SeriesBudget | None) -> None:
+        """Settings a reload may change without a new poller; the next poll uses them."""
+        self._idle_after = idle_after
+        self._max_series = max_series
+
     async def run(self) -> None:
         """Poll forever at a fixed rate; a poll that overruns skips the ticks it missed."""
         interval = self.gateway.poll_interval

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import msgspec
 from aiohttp import hdrs, web
 
-from exporter.appkeys import CLOCK, CONFIG, FLEET
+from exporter.appkeys import CLOCK, FLEET
 from exporter.filters import BadQuery, SessionQuery, parse_query
 from exporter.model import SessionIndex
 from exporter.negotiation import accepts_gzip
@@ -102,14 +102,17 @@ def render_sessions(statuses: Sequence[GatewayStatus], query: SessionQuery, now:
 
 
 async def sessions_handler(request: web.Request) -> web.Response:
-    statuses = request.app[FLEET].statuses()
+    fleet = request.app[FLEET]
+    if not fleet.config.sessions_endpoint:  # switched off, perhaps by a reload
+        raise web.HTTPNotFound()
+    statuses = fleet.statuses()
     params = {key: request.query.getall(key) for key in set(request.query.keys())}
     try:
         query = parse_query(params, {s.gateway.name for s in statuses})
     except BadQuery as exc:
         return web.json_response({"error": str(exc)}, status=400)
     body = render_sessions(statuses, query, request.app[CLOCK].time(),
-                           request.app[CONFIG].privacy.mask_addresses)
+                           fleet.config.privacy.mask_addresses)
     response = web.Response(body=body, content_type="application/json",
                             headers={hdrs.VARY: hdrs.ACCEPT_ENCODING})
     if accepts_gzip(",".join(request.headers.getall(hdrs.ACCEPT_ENCODING, []))):

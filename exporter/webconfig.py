@@ -154,3 +154,40 @@ def build_web_config(document: object) -> WebConfig:
 
 def load_web_config(path: str | Path) -> WebConfig:
     return build_web_config(load_yaml(path))
+
+
+class LiveWebConfig:
+    """The web configuration in force, which a reload may replace.
+
+    The server keeps the TLS context it started listening with; its SNI callback, which
+    OpenSSL calls for every handshake whether or not the client sent a name, hands each new
+    connection the current configuration's context (certificate, key, client CAs). The
+    client-certificate mode and the TLS versions are read from the listening context itself,
+    so a reload copies them onto it. Connections already open keep what they negotiated.
+    """
+
+    def __init__(self, initial: WebConfig) -> None:
+        self.current = initial
+        self._listening = initial.ssl_context
+        if self._listening is not None:
+            self._listening.sni_callback = self._use_current
+
+    def _use_current(self, ssl_object: ssl.SSLObject, _name: str | None,
+                     _context: ssl.SSLContext) -> None:
+        ssl_object.context = self.current.ssl_context  # type: ignore[assignment]
+
+    def check(self, new: WebConfig) -> WebConfig:
+        """`new`, if a reload can apply it; TLS cannot be turned on or off while listening."""
+        if (new.ssl_context is None) != (self._listening is None):
+            state = "on" if new.ssl_context else "off"
+            raise ConfigError([Problem("tls_server_config", f"TLS cannot be turned {state} by "
+                                       "a reload; restart the exporter")])
+        return new
+
+    def replace(self, new: WebConfig) -> None:
+        new = self.check(new)
+        if self._listening is not None and new.ssl_context is not None:
+            self._listening.verify_mode = new.ssl_context.verify_mode
+            self._listening.minimum_version = new.ssl_context.minimum_version
+            self._listening.maximum_version = new.ssl_context.maximum_version
+        self.current = new

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from exporter.packaged import data_dir
+
 DO_GET = "return session_exporter.handle(request, session)"
 
 INSTRUCTIONS = """\
@@ -41,11 +43,7 @@ gateway network, install the endpoint on each node and configure each as its own
 
 
 def script_path() -> Path:
-    """Installed from a wheel the script sits in the package (pyproject maps `ignition/` to
-    `exporter/ignition/`); in a source checkout it is in `ignition/` beside the package."""
-    here = Path(__file__).resolve().parent
-    installed = here / "ignition" / "session_exporter.py"
-    return installed if installed.is_file() else here.parent / "ignition" / "session_exporter.py"
+    return data_dir("ignition") / "session_exporter.py"
 
 
 def script_text() -> str:

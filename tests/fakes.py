@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from collections.abc import Callable
 
@@ -46,3 +47,29 @@ async def redirecting_away(aiohttp_server: ServerFactory
     gateway = FaultyGateway(GatewaySimulator(seed=3), mode=Fault.REDIRECT_AWAY,
                             redirect_to=str(elsewhere.make_url("")).rstrip("/"))
     return gateway, await aiohttp_server(faulty_app(gateway)), trap, elsewhere
+
+
+class SteppedClock(FakeClock):
+    """A fake clock whose `sleep` waits until the test moves time past its end (`step`), so
+    tasks that poll on a schedule run exactly as often as the test says, never in a spin."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        wake = asyncio.get_running_loop().create_future()
+        self._sleepers.append((self.mono + seconds, wake))
+        await wake
+
+    async def step(self, seconds: float) -> None:
+        """Move time forward and let every task whose sleep ended run until it waits again."""
+        self.advance(seconds)
+        due = [wake for at, wake in self._sleepers if at <= self.mono]
+        self._sleepers = [(at, w) for at, w in self._sleepers if at > self.mono and not w.done()]
+        for wake in due:
+            if not wake.done():
+                wake.set_result(None)
+        for _ in range(20):
+            await asyncio.sleep(0)

@@ -26,7 +26,8 @@ import yaml
 
 from tests.conftest import require_tool
 
-_LISTENING = re.compile(r"msg=listening address=(\S+)")
+# The start-up line, in logfmt or as a JSON line (--log.format json).
+_LISTENING = re.compile(r'msg=listening address=(\S+)|"msg": "listening", "address": "([^"]+)"')
 
 
 def write_config(tmp_path: Path, gateways: list[dict[str, object]]) -> str:
@@ -84,7 +85,7 @@ class ExporterProcess:
                 pytest.fail(f"exporter exited with {self.process.returncode}:\n"
                             + self.log.read_text(errors="replace"))
             match = _LISTENING.search(self.log.read_text(errors="replace"))
-            return match.group(1) if match else None
+            return (match.group(1) or match.group(2)) if match else None
 
         self.url = await _wait_for(listening, 20, "the exporter to listen", self.log)
         return self

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 
 import pytest
 
-from exporter.cli import main, parse_listen
+from exporter.cli import build_parser, main, parse_listen
 from exporter.webdev_script import DO_GET, script_path
+from tests.processes import ExporterProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,3 +77,30 @@ def test_max_connections_must_be_a_sensible_number(
     assert exited.value.code == 2
     assert "--web.max-connections: expected a whole number of at least 8" in \
         capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("old", "new"), [
+    (["--listen", "127.0.0.1:1234"], ["--web.listen-address", "127.0.0.1:1234"]),
+    (["--log-level", "debug"], ["--log.level", "debug"]),
+])
+def test_old_flags_are_aliases(old: list[str], new: list[str]) -> None:
+    assert build_parser().parse_args(old) == build_parser().parse_args(new)
+
+
+def test_prometheus_style_flags() -> None:
+    args = build_parser().parse_args(["--config", "c.yml", "--web.listen-address", ":9871",
+                                      "--log.format", "json", "--web.enable-lifecycle"])
+    assert (args.listen, args.log_format, args.lifecycle) == (("0.0.0.0", 9871), "json", True)
+    defaults = build_parser().parse_args([])
+    assert (defaults.log_format, defaults.lifecycle, defaults.log_level) == ("logfmt", False,
+                                                                           "info")
+
+
+@pytest.mark.slow
+async def test_json_logs_from_the_process(tmp_path: Path) -> None:
+    async with ExporterProcess(tmp_path, "--demo", "--log.format", "json") as exporter:
+        assert await exporter.stop() == 0
+    lines = [json.loads(line) for line in exporter.log.read_text().splitlines()]
+    assert {"ts", "level", "logger", "msg"} <= set(lines[0])
+    listening = next(line for line in lines if line["msg"] == "listening")
+    assert listening["address"] == exporter.url and listening["gateways"] == 1

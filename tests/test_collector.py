@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import platform
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.collector import SessionCollector
+from exporter import __version__, buildinfo
+from exporter.collector import SessionCollector, build_info
 from exporter.config import GatewayConfig
 from exporter.poller import GatewayPoller
 from exporter.sources import Reason
@@ -141,3 +149,23 @@ async def test_gateway_never_polled_is_down(clock: FakeClock) -> None:
     got = samples([p], clock)
     assert got[key("ignition_up", gateway="plant-a")] == 0
     assert not any(k[0] == "ignition_exporter_last_success_timestamp_seconds" for k in got)
+
+
+def test_build_info_names_version_revision_and_python() -> None:
+    (sample,) = build_info().samples
+    assert sample.value == 1
+    assert sample.labels == {"version": __version__, "revision": buildinfo.revision(),
+                             "pythonversion": platform.python_version()}
+
+
+def test_revision_of_a_checkout_is_its_commit() -> None:
+    """Run from this source tree (no stamp from a wheel build), git is asked."""
+    root = Path(buildinfo.__file__).resolve().parent.parent
+    git = shutil.which("git")
+    head = subprocess.run([git, "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                          text=True, timeout=30) if git else None
+    if head is None or head.returncode != 0:
+        assert buildinfo.revision() == "unknown"
+        pytest.skip("not a git checkout, or no git: the revision is unknown")
+    assert buildinfo.revision() == head.stdout.strip()
+    assert re.fullmatch(r"[0-9a-f]{40}", buildinfo.revision())

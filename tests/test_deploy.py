@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +150,25 @@ def test_wheel_installs_into_a_fresh_virtualenv(tmp_path: Path) -> None:
     assert version.returncode == 0 and version.stdout.startswith("ignition-exporter 0.")
     script = subprocess.run([exe, "webdev-script"], capture_output=True, text=True, timeout=60)
     assert (ROOT / "ignition" / "session_exporter.py").read_text() in script.stdout
+    # The rules and the dashboard come with it, and nothing of their folders' scripts.
+    rules = subprocess.run([exe, "rules"], capture_output=True, text=True, timeout=60)
+    assert rules.returncode == 0 and yaml.safe_load(rules.stdout)["groups"], rules.stderr
+    dashboard = subprocess.run([exe, "dashboard"], capture_output=True, text=True, timeout=60)
+    (shipped,) = (ROOT / "dashboards").glob("*.json")
+    assert dashboard.returncode == 0 and dashboard.stdout == shipped.read_text()
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+    assert not [n for n in names if n.startswith(("exporter/rules/", "exporter/dashboards/"))
+                and n.endswith(".py")], names
+    # build_info's revision: the commit the wheel was built from, stamped at build time.
+    git = shutil.which("git")
+    head = subprocess.run([git, "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
+                          text=True, timeout=30) if git else None
+    revision = subprocess.run([str(venv / "bin" / "python"), "-c",
+                               "from exporter import buildinfo; print(buildinfo.revision())"],
+                              capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    expected = head.stdout.strip() if head and head.returncode == 0 else "unknown"
+    assert revision.stdout.strip() == expected, revision.stderr
     config = tmp_path / "config.yml"
     config.write_text("gateways:\n  - {name: a, url: 'http://a'}\n")
     check = subprocess.run([exe, "--config", str(config), "--check-config"],

@@ -8,7 +8,7 @@ import subprocess
 from dataclasses import replace
 
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, PlatformCollector
 from prometheus_client.exposition import choose_encoder
 
 from exporter.collector import SessionCollector
@@ -17,12 +17,14 @@ from exporter.exposition import (
     ESCAPED,
     FORMATS,
     OPENMETRICS,
+    RUNTIME_REFRESH_SECONDS,
     TEXT,
     Exposition,
     Format,
     negotiate,
 )
 from exporter.poller import GatewayPoller
+from exporter.reload import ReloadStatus
 from exporter.sources import Reason
 from tests.conftest import FakeClock, require_tool
 from tests.fakes import ScriptedSource, down
@@ -35,11 +37,22 @@ ACCEPTS = ["", "application/openmetrics-text; version=1.0.0",
            "text/plain;version=1.0.0;escaping=allow-utf-8"]
 
 
+def platform_only() -> CollectorRegistry:
+    """Runtime collectors whose output does not change (python_info), for byte comparisons."""
+    registry = CollectorRegistry(auto_describe=False)
+    PlatformCollector(registry=registry)
+    return registry
+
+
+RUNTIME = platform_only()
+
+
 def reference(pollers: list[GatewayPoller], clock: FakeClock, accept: str,
-              with_username: bool = True) -> bytes:
+              with_username: bool = True, reload: ReloadStatus | None = None) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SessionCollector(lambda: [p.status for p in pollers], clock,
-                                       with_username))
+                                       with_username, lambda: reload or ReloadStatus()))
+    registry.register(RUNTIME)
     encoder, _ = choose_encoder(accept)
     return encoder(registry)
 
@@ -63,7 +76,7 @@ async def pollers_with_data(clock: FakeClock) -> list[GatewayPoller]:
 async def test_same_bytes_as_prometheus_client(clock: FakeClock, accept: str,
                                                with_username: bool) -> None:
     pollers = await pollers_with_data(clock)
-    exposition = Exposition(with_username)
+    exposition = Exposition(with_username, runtime=RUNTIME)
     fmt = negotiate(accept)
 
     def body(compress: bool = False) -> bytes:
@@ -80,7 +93,7 @@ async def test_same_bytes_as_prometheus_client(clock: FakeClock, accept: str,
 
 async def test_body_is_reused_until_something_changes(clock: FakeClock) -> None:
     pollers = await pollers_with_data(clock)
-    exposition = Exposition()
+    exposition = Exposition(runtime=RUNTIME)
     first = exposition.body([p.status for p in pollers], clock.time(), TEXT, False)
     again = exposition.body([p.status for p in pollers], clock.time(), TEXT, False)
     assert again is first
@@ -159,14 +172,14 @@ async def test_folded_renderings_are_identical(clock: FakeClock, accept: str,
 async def test_every_format_renders_as_the_library(clock: FakeClock, fmt: Format) -> None:
     pollers = await pollers_with_data(clock)
     accept = fmt.content_type.replace("; charset=utf-8", "")
-    assert Exposition().body([p.status for p in pollers], clock.time(), fmt, False) \
+    assert Exposition(runtime=RUNTIME).body([p.status for p in pollers], clock.time(), fmt, False) \
         == reference(pollers, clock, accept)
     assert negotiate(accept) == fmt
 
 
 async def test_clients_cannot_grow_the_cache(clock: FakeClock) -> None:
     pollers = await pollers_with_data(clock)
-    exposition = Exposition()
+    exposition = Exposition(runtime=RUNTIME)
     statuses = [p.status for p in pollers]
     first = exposition.body(statuses, clock.time(), OPENMETRICS, False)
     assert first == reference(pollers, clock, "application/openmetrics-text; version=1.0.0")
@@ -194,7 +207,7 @@ async def test_lifecycle_families_of_several_gateways(clock: FakeClock) -> None:
     for _ in range(2):
         for poller in pollers:
             await poller.poll_once()
-    exposition = Exposition()
+    exposition = Exposition(runtime=RUNTIME)
     for accept in ACCEPTS + [f.content_type.replace("; charset=utf-8", "") for f in FORMATS]:
         body = exposition.body([p.status for p in pollers], clock.time(), negotiate(accept),
                                False)
@@ -206,3 +219,70 @@ async def test_lifecycle_families_of_several_gateways(clock: FakeClock) -> None:
     check = subprocess.run([require_tool("promtool"), "check", "metrics"], input=text,
                            capture_output=True, timeout=30)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+class CountingRuntime(CollectorRegistry):
+    """Stands in for the process collectors: counts how often they are rendered."""
+
+    def __init__(self) -> None:
+        super().__init__(auto_describe=False)
+        self.renders = 0
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        self.renders += 1
+        yield from platform_only().collect()
+
+
+async def test_runtime_metrics_are_rendered_at_most_once_a_second(clock: FakeClock) -> None:
+    pollers = await pollers_with_data(clock)
+    runtime = CountingRuntime()
+    exposition = Exposition(runtime=runtime)
+    statuses = [p.status for p in pollers]
+    bodies = [exposition.body(statuses, clock.time(), TEXT, compress)
+              for compress in (False, True) for _ in range(20)]
+    assert runtime.renders == 1
+    assert gzip.decompress(bodies[-1]) == bodies[0]
+    clock.advance(RUNTIME_REFRESH_SECONDS)
+    plain = exposition.body(statuses, clock.time(), TEXT, False)
+    zipped = exposition.body(statuses, clock.time(), TEXT, True)
+    assert runtime.renders == 2 and plain is not bodies[0]
+    assert gzip.decompress(zipped) == plain == bodies[0]  # python_info did not change
+    clock.now -= 3600  # the wall clock stepped back: render again rather than never
+    exposition.body(statuses, clock.time(), TEXT, False)
+    assert runtime.renders == 3
+
+
+async def test_default_runtime_has_process_and_python_metrics(clock: FakeClock) -> None:
+    pollers = await pollers_with_data(clock)
+    body = Exposition().body([p.status for p in pollers], clock.time(), TEXT, False).decode()
+    for family in ("process_cpu_seconds_total", "process_resident_memory_bytes",
+                   "process_open_fds", "python_info", "python_gc_objects_collected_total"):
+        assert f"\n{family}" in body, family
+    openmetrics = Exposition().body([p.status for p in pollers], clock.time(), OPENMETRICS,
+                                    True)
+    assert gzip.decompress(openmetrics).endswith(b"# EOF\n")
+
+
+async def test_reload_status_changes_the_body(clock: FakeClock) -> None:
+    pollers = await pollers_with_data(clock)
+    exposition = Exposition(runtime=RUNTIME)
+    statuses = [p.status for p in pollers]
+    ok = ReloadStatus(True, 1_795_000_000.0)
+    first = exposition.body(statuses, clock.time(), TEXT, False, ok)
+    assert b"ignition_exporter_config_last_reload_successful 1.0" in first
+    failed = ReloadStatus(False, ok.last_success)
+    second = exposition.body(statuses, clock.time(), TEXT, False, failed)
+    assert b"ignition_exporter_config_last_reload_successful 0.0" in second
+    assert second == reference(pollers, clock, "", reload=failed)
+    assert b"ignition_exporter_config_last_reload_success_timestamp_seconds 1.795e+09" in second
+
+
+async def test_removed_gateways_are_forgotten(clock: FakeClock) -> None:
+    pollers = await pollers_with_data(clock)
+    exposition = Exposition(runtime=RUNTIME)
+    exposition.body([p.status for p in pollers], clock.time(), TEXT, False)
+    body = exposition.body([pollers[0].status], clock.time(), TEXT, False)
+    assert b'gateway="plant-b"' not in body
+    assert body == reference(pollers[:1], clock, "")
+    # Its rendered samples are not kept alive either: the only fragment left is plant-a's.
+    assert {name for name, _ in exposition._fragments} == {"plant-a"}

@@ -1,5 +1,6 @@
-"""Arbitrary requests against the real exporter process: only 200, 400, 401, 404, 405 or
-414 may come back; never a 500, never a hang."""
+"""Arbitrary requests against the real exporter process: only 200, 400, 401, 403, 404, 405 or
+414 may come back; never a 500, never a hang. (403: `/-/reload` without
+`--web.enable-lifecycle`, as Prometheus answers.)"""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from hypothesis import strategies as st
 from tests.processes import basic_auth
 from tests.strategies import accepts, encodings
 
-ALLOWED = {200, 400, 401, 404, 405, 414}
+ALLOWED = {200, 400, 401, 403, 404, 405, 414}
 PASSWORD = "fuzz-pass"
 VALID_AUTH = basic_auth("prometheus", PASSWORD)["Authorization"]
 
@@ -55,7 +56,8 @@ header_text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF,
                                     exclude_characters="\x7f"), max_size=200)
 params = st.lists(st.tuples(st.sampled_from(["username", "project", "gateway", "kind", "name[]"])
                             | text, text), max_size=5)
-paths = st.sampled_from(["/sessions", "/metrics", "/", "/healthz", "/sessions/", "/metrics/x"]) \
+paths = st.sampled_from(["/sessions", "/metrics", "/", "/healthz", "/sessions/", "/metrics/x",
+                         "/-/reload"]) \
     | text.map(lambda t: "/" + quote(t, safe="/"))
 raw_queries = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=200)
 headers = st.dictionaries(

@@ -1,12 +1,14 @@
-"""logfmt lines: one record is one line, and what others sent cannot forge or repaint it."""
+"""Log lines: one record is one line, and what others sent cannot forge or repaint it; logfmt
+by default, JSON lines with `--log.format json`, the same fields in both."""
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
 
-from exporter.logs import Episode, LogfmtFormatter
+from exporter.logs import Episode, JsonFormatter, LogfmtFormatter
 from tests.conftest import FakeClock
 
 
@@ -55,3 +57,47 @@ def test_episode_logs_once_per_episode(caplog: pytest.LogCaptureFixture) -> None
         episode.hit(limit=10)
     assert len(caplog.records) == 2
     assert caplog.records[1].limit == 10
+
+
+def record(**extra: object) -> logging.LogRecord:
+    made = logging.makeLogRecord({"name": "exporter.poller", "levelno": logging.WARNING,
+                                  "levelname": "WARNING", "msg": "gateway down",
+                                  "created": 1_795_000_000.123, **extra})
+    return made
+
+
+def test_json_has_the_logfmt_fields() -> None:
+    line = record(gateway="plant a", reason="connect", sessions=3, detail='say "no"\nnow')
+    logfmt = LogfmtFormatter().format(line)
+    assert logfmt == ('ts=2026-11-18T11:06:40.123Z level=warning logger=exporter.poller '
+                      'msg="gateway down" gateway="plant a" reason=connect sessions=3 '
+                      'detail="say \\"no\\"\\nnow"')
+    parsed = json.loads(JsonFormatter().format(line))
+    assert parsed == {"ts": "2026-11-18T11:06:40.123Z", "level": "warning",
+                      "logger": "exporter.poller", "msg": "gateway down",
+                      "gateway": "plant a", "reason": "connect", "sessions": 3,
+                      "detail": 'say "no"\nnow'}
+    assert "\n" not in JsonFormatter().format(line)
+
+
+def test_json_error_field_carries_the_traceback() -> None:
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        import sys
+        line = record(exc_info=sys.exc_info())
+    parsed = json.loads(JsonFormatter().format(line))
+    assert parsed["error"].startswith("Traceback") and "ValueError: boom" in parsed["error"]
+
+
+@pytest.mark.parametrize("value", [None, object(), b"bytes", ["a"]])
+def test_json_never_fails_on_a_field(value: object) -> None:
+    parsed = json.loads(JsonFormatter().format(record(field=value)))
+    assert parsed["field"] == str(value)
+
+
+def test_json_escapes_what_could_forge_or_repaint_a_line() -> None:
+    every = "".join(map(chr, [*range(0x20), *range(0x7F, 0xA0)])) + "\u2028\u202ejürgen"
+    text = JsonFormatter().format(record(detail=every))
+    assert text.isascii() and text.isprintable(), repr(text)
+    assert json.loads(text)["detail"] == every

@@ -7,7 +7,7 @@ import bcrypt
 import pytest
 
 from exporter.schema import ConfigError
-from exporter.webconfig import build_web_config, load_web_config
+from exporter.webconfig import LiveWebConfig, WebConfig, build_web_config, load_web_config
 from tests.certs import Pki, make_pki
 
 HASH = bcrypt.hashpw(b"scrape-pass", bcrypt.gensalt(rounds=4)).decode().replace("$2b$", "$2y$")
@@ -86,3 +86,33 @@ def test_files_that_do_not_load(pki: Pki, tmp_path: Path) -> None:
         "client_auth_type": "RequireAndVerifyClientCert"}}) == [
         "tls_server_config.client_ca_file: required when client_auth_type is "
         "RequireAndVerifyClientCert"]
+
+
+# --- reload ------------------------------------------------------------------------------------
+
+def tls_config(pki: Pki, **extra: str) -> WebConfig:
+    return build_web_config({"tls_server_config": {
+        "cert_file": str(pki.server_cert), "key_file": str(pki.server_key), **extra}})
+
+
+def test_a_reload_cannot_turn_tls_on_or_off(pki: Pki) -> None:
+    with pytest.raises(ConfigError, match="TLS cannot be turned on by a reload"):
+        LiveWebConfig(WebConfig()).check(tls_config(pki))
+    live = LiveWebConfig(tls_config(pki))
+    with pytest.raises(ConfigError, match="TLS cannot be turned off by a reload"):
+        live.replace(WebConfig())
+    assert live.current.ssl_context is not None
+
+
+def test_a_reload_copies_client_auth_and_versions_onto_the_listening_context(
+        pki: Pki) -> None:
+    first = tls_config(pki)
+    live = LiveWebConfig(first)
+    listening = first.ssl_context
+    assert listening is not None and listening.sni_callback is not None
+    second = tls_config(pki, client_ca_file=str(pki.ca), min_version="TLS13",
+                        client_auth_type="RequireAndVerifyClientCert")
+    live.replace(second)
+    assert live.current is second
+    assert listening.verify_mode == ssl.CERT_REQUIRED
+    assert listening.minimum_version == ssl.TLSVersion.TLSv1_3
