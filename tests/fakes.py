@@ -63,6 +63,11 @@ class SteppedClock(FakeClock):
         self._sleepers.append((self.mono + seconds, wake))
         await wake
 
+    @property
+    def asleep(self) -> int:
+        """How many tasks are sleeping on this clock now."""
+        return sum(not wake.done() for _, wake in self._sleepers)
+
     async def step(self, seconds: float) -> None:
         """Move time forward and let every task whose sleep ended run until it waits again."""
         self.advance(seconds)

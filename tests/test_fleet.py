@@ -84,12 +84,19 @@ async def fleet_of() -> AsyncIterator[FleetMaker]:
             fleet = Fleet(config, clock, random.Random(1), sources=sources)
             fleet.start(http)
             fleets.append(fleet)
-            await clock.step(0)  # every task waits for its first poll
+            await settle(clock, fleet, 0)  # every task waits for its first poll
             return fleet
 
         yield make
         for fleet in fleets:
             await fleet.stop()
+
+
+async def settle(clock: SteppedClock, fleet: Fleet, seconds: float) -> None:
+    """Move time, then wait (in real time: digests run in the worker thread) until every
+    poller has finished what it had to do and sleeps again."""
+    await clock.step(seconds)
+    await eventually(lambda: clock.asleep == len(fleet.pollers), what="pollers asleep")
 
 
 def by_name(fleet: Fleet) -> dict[str, GatewayStatus]:
@@ -103,7 +110,7 @@ async def test_reload_keeps_unchanged_gateways_and_replaces_the_rest(
     fleet = await fleet_of(Config(gateways=(gateway("a"), gateway("b"), gateway("c"))), clock,
                            sources)
     for _ in range(3):
-        await clock.step(10)
+        await settle(clock, fleet, 10)
     before = by_name(fleet)
     assert before["b"].poll_errors[Reason.CONNECT] == 3 and before["a"].up
     kept_a, kept_b = fleet.pollers[0], fleet.pollers[1]
@@ -122,7 +129,7 @@ async def test_reload_keeps_unchanged_gateways_and_replaces_the_rest(
     assert after["d"].polls == 0
     assert fleet._tasks[kept_b] is tasks[kept_b]  # the same task runs on
     assert sources.made == ["a", "b", "c", "c", "d"]
-    await clock.step(10)
+    await settle(clock, fleet, 10)
     after = by_name(fleet)
     assert after["b"].poll_errors[Reason.CONNECT] == 4  # counted on, not from zero
     assert after["a"].polls == 4 and after["c"].up and after["d"].up
@@ -132,7 +139,7 @@ async def test_reload_removes_gateways_and_their_tasks(fleet_of: FleetMaker) -> 
     clock = SteppedClock()
     fleet = await fleet_of(Config(gateways=(gateway("a"), gateway("b"))), clock,
                            Sources(clock, fail=set()))
-    await clock.step(10)
+    await settle(clock, fleet, 10)
     task_b = fleet._tasks[fleet.pollers[1]]
     changes = await fleet.reload(Config(gateways=(gateway("a"),)))
     assert changes == {"kept": 1, "added": 0, "changed": 0, "removed": 1}
@@ -145,13 +152,13 @@ async def test_top_level_settings_apply_to_kept_pollers(fleet_of: FleetMaker) ->
     clock = SteppedClock()
     fleet = await fleet_of(Config(gateways=(gateway("a"),), idle_after=60), clock,
                            Sources(clock, fail=set()))
-    await clock.step(10)
+    await settle(clock, fleet, 10)
     poller = fleet.pollers[0]
     assert poller.status.aggregates.scopes[("Line 1", "browser")].idle_sessions == 1
     await fleet.reload(Config(gateways=(gateway("a"),), idle_after=120,
                               sessions_endpoint=False))
     assert fleet.pollers[0] is poller and fleet.config.sessions_endpoint is False
-    await clock.step(10)
+    await settle(clock, fleet, 10)
     assert poller.status.aggregates.scopes[("Line 1", "browser")].idle_sessions == 0
 
 
@@ -160,7 +167,7 @@ async def test_a_new_username_policy_replaces_every_poller(
     clock = SteppedClock()
     fleet = await fleet_of(Config(gateways=(gateway("a"), gateway("b"))), clock,
                            Sources(clock, fail=set()))
-    await clock.step(10)
+    await settle(clock, fleet, 10)
     old = fleet.pollers
     masked = await fleet.reload(Config(gateways=(gateway("a"), gateway("b")),
                                        privacy=Privacy(mask_addresses=True)))
@@ -170,7 +177,7 @@ async def test_a_new_username_policy_replaces_every_poller(
                                         privacy=Privacy(username_label="drop")))
     assert changes == {"kept": 0, "added": 0, "changed": 2, "removed": 0}
     assert not set(old) & set(fleet.pollers)
-    await clock.step(10)
+    await settle(clock, fleet, 10)
     labels = set(fleet.pollers[0].status.aggregates.perspective_sessions)
     assert labels == {("Line 1", "browser", "")}
 
