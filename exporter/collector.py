@@ -175,7 +175,7 @@ def health_families(statuses: Sequence[GatewayStatus]) -> list[Metric]:
                                   "Sessions skipped because the gateway sent them malformed",
                                   labels=["gateway"])
     limit = GaugeMetricFamily("ignition_perspective_session_limit",
-                              "Perspective sessions the gateway's licence allows "
+                              "Perspective sessions the site allows on the gateway "
                               "(session_limit in the exporter's configuration)",
                               labels=["gateway"])
     stale_after = GaugeMetricFamily("ignition_exporter_stale_after_seconds",
@@ -183,8 +183,10 @@ def health_families(statuses: Sequence[GatewayStatus]) -> list[Metric]:
                                     "session series are dropped (stale_after), so alerts can "
                                     "follow the configuration", labels=["gateway"])
     info = GaugeMetricFamily("ignition_gateway_info",
-                             "Name and version the gateway reports about itself" + _AS_OF,
-                             labels=["gateway", "system_name", "version"])
+                             "Name, version and redundancy role (Independent, Master, Backup; "
+                             "empty where the gateway does not report it) the gateway reports "
+                             "about itself" + _AS_OF,
+                             labels=["gateway", "system_name", "version", "redundancy_role"])
     for status in statuses:
         gateway = status.gateway.name
         up.add_metric([gateway], 1 if status.up else 0)
@@ -195,7 +197,8 @@ def health_families(statuses: Sequence[GatewayStatus]) -> list[Metric]:
         if status.last_success is not None:
             last_success.add_metric([gateway], status.last_success)
             if status.version or status.reported_name:
-                info.add_metric([gateway, status.reported_name or "", status.version or ""], 1)
+                info.add_metric([gateway, status.reported_name or "", status.version or "",
+                                 status.redundancy_role or ""], 1)
         for reason, count in status.poll_errors.items():
             errors.add_metric([gateway, str(reason)], count)
         invalid.add_metric([gateway], status.invalid_sessions)

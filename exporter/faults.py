@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from exporter.simulator import REST_PATHS, WEBDEV_PATH, GatewaySimulator
+from exporter.simulator import GATEWAY_INFO_PATH, REST_PATHS, WEBDEV_PATH, GatewaySimulator
 
 PROXY_ERROR_PAGE = (b"<html><head><title>502 Bad Gateway</title></head><body>"
                     b"<center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center>"
@@ -220,6 +220,6 @@ def faulty_app(gateway: FaultyGateway) -> web.Application:
     """Serve `gateway` on the WebDev path and, for the redirect faults, the REST routes."""
     app = web.Application()
     app.router.add_get(WEBDEV_PATH, gateway.handle)
-    for path in REST_PATHS.values():
+    for path in (*REST_PATHS.values(), GATEWAY_INFO_PATH):
         app.router.add_get(path, gateway.handle)
     return app

@@ -77,6 +77,22 @@ class ClientSession(msgspec.Struct, frozen=True, rename="camel", gc=False):
         return "designer" if self.is_designer else "vision"
 
 
+class RestClientItem(msgspec.Struct, frozen=True, gc=False):
+    """One item of the 8.3 REST API's Vision client or Designer list.
+
+    Not a `getSessionInfo` row: `user` is the username, `id` the client id, `uptime` how long
+    the client has been open (ms). Sources turn it into a `ClientSession`.
+    """
+
+    IDENTITY: ClassVar[str] = "id"
+
+    id: str | int | None = None
+    user: str | None = None
+    project: str | None = None
+    address: str | None = None
+    uptime: Count | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """Everything one successful poll of one gateway returned. Never mutated after creation."""
@@ -87,6 +103,7 @@ class Snapshot:
     clients_json: tuple[msgspec.Raw | bytes, ...] = ()
     reported_name: str | None = None
     version: str | None = None
+    redundancy_role: str | None = None
     collected_at: float | None = None
     warnings: tuple[str, ...] = ()
     invalid_sessions: int = 0

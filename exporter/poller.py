@@ -66,6 +66,7 @@ class GatewayStatus:
     clients: SessionIndex = field(default_factory=SessionIndex)
     reported_name: str | None = None
     version: str | None = None
+    redundancy_role: str | None = None
     warnings: tuple[str, ...] = ()
     aggregates: Aggregates = EMPTY
     sent_bytes: Mapping[ScopeKey, float] = field(default_factory=dict)
@@ -213,6 +214,7 @@ class GatewayPoller:
             clients=digest.clients,
             reported_name=snapshot.reported_name,
             version=snapshot.version,
+            redundancy_role=snapshot.redundancy_role,
             warnings=snapshot.warnings,
             aggregates=digest.aggregates,
             folded_series=MappingProxyType(folded),

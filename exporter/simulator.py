@@ -3,11 +3,15 @@
 It keeps a population of Perspective sessions, Vision clients and Designers that changes with
 time (people log in and out, pages open, byte totals grow, the odd session goes quiet) and
 serves it in the shapes a real gateway uses: the schema-1 WebDev document of
-`ignition/session_exporter.py`, and the Ignition 8.3 REST API's paged lists. The field quirks
-are a real gateway's too: `sessionScope` capitalised differently across versions (`ios` in
-8.0, `iOS` in 8.1), `authorized`
-missing before 8.1, "Unauthenticated" users, null addresses, `lastComm` as epoch ms in the
-REST API.
+`ignition/session_exporter.py`, and the Ignition 8.3 REST API as captured from live gateways
+(the `{"items", "metadata": {"total"}}` envelope, Vision and Designer items shaped `{id, user,
+address, project, uptime, lastcomm, timeout, memory, timezone}`, a JSON 404 for a module that
+is not installed, Jetty's HTML error pages, the 302 to `/welcome` of an uncommissioned
+gateway, `gateway-info`, API keys as `<name>:<secret>` in either header). The field quirks are
+a real gateway's too: `sessionScope` spelled as each version documents it (8.0 `ios`, 8.1
+`iOS`/`Android`/`Designer`, 8.3 lower case), `authorized` missing before 8.1,
+"Unauthenticated" users ("anonymous" in the 8.3 API), null addresses, `lastComm` as epoch ms
+in the REST API.
 """
 
 from __future__ import annotations
@@ -29,6 +33,10 @@ REST_PATHS = {
     "vision": "/data/vision/api/v1/clients",
     "designer": "/data/api/v1/designers",
 }
+GATEWAY_INFO_PATH = "/data/api/v1/gateway-info"
+WELCOME_PATH = "/welcome"
+SHAPES = ("both", "webdev", "rest")
+TIMEZONES = ("America/Chicago", "Europe/Berlin", "UTC")
 PROJECTS = ("Packaging Line", "Utilities", "QA_Lab", "Shipping")
 USERS = ("operator1", "operator2", "jsmith", "maría.lópez", "shift.lead", "mwagner",
          "Unauthenticated", "eng-admin")
@@ -92,6 +100,9 @@ class GatewaySimulator:
     vision_module: bool = True
     # 0: the usual handful of plant users; N: N distinct users (for large series counts).
     distinct_users: int = 0
+    redundancy_role: str = "Independent"  # or Master, Backup (8.3 gateway-info)
+    commissioned: bool = True  # False: every route redirects to /welcome
+    failing: int | None = None  # an HTTP status every route answers with Jetty's error page
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
@@ -186,11 +197,11 @@ class GatewaySimulator:
     # -- what a gateway returns -----------------------------------------------------------
 
     def _scope_text(self, scope: str) -> str:
-        """As documented: 8.0 lists designer, browser, ios, android; 8.1 lists designer,
-        browser, iOS, Android."""
-        if self.version.startswith("8.0"):
+        """As documented: 8.0 lists designer, browser, ios, android; 8.1 pages show iOS,
+        Android and Designer; 8.3 is lower case again."""
+        if self.version.startswith(("8.0", "8.3")):
             return scope
-        return {"ios": "iOS", "android": "Android"}.get(scope, scope)
+        return {"ios": "iOS", "android": "Android", "designer": "Designer"}.get(scope, scope)
 
     def perspective_objects(self, *, epoch_last_comm: bool = False) -> list[dict[str, Any]]:
         now_ms = self._last_ms
@@ -214,6 +225,47 @@ class GatewaySimulator:
                 item["authorized"] = s.username != "Unauthenticated"
             out.append(item)
         return out
+
+    def rest_perspective_items(self) -> list[dict[str, Any]]:
+        """`GET /data/perspective/api/v1/sessions/` items: the 8.3 keys, `lastComm` as epoch
+        ms, "anonymous" for a public session (as a live 8.3.6 capture shows)."""
+        keys = ("id", "username", "authorized", "project", "clientAddress", "lastComm",
+                "sessionScope", "activePages", "pageIds", "recentBytesSent", "totalBytesSent",
+                "userAgent")
+        items = []
+        for item in self.perspective_objects(epoch_last_comm=True):
+            if item["username"] == "Unauthenticated":
+                item["username"] = "anonymous"
+            items.append({key: item.get(key) for key in keys})
+        return items
+
+    def rest_client_items(self, *, designer: bool) -> list[dict[str, Any]]:
+        """`GET /data/vision/api/v1/clients` or `/data/api/v1/designers` items: not
+        `getSessionInfo` rows. `uptime` is a duration in ms, `lastcomm` epoch ms."""
+        now_ms = self._last_ms
+        items = []
+        for c in self._clients.values():
+            if c.designer != designer:
+                continue
+            serial = int(c.client_id, 16)
+            item: dict[str, Any] = {
+                "id": c.client_id, "user": c.username,
+                "address": f"{c.address}:{50000 + serial % 9999}",
+                "project": c.project, "uptime": int(now_ms - c.created_ms),
+                "lastcomm": int(now_ms - serial % 900), "timeout": 60_000,
+                "memory": {"used": 134_217_728 + serial % 65536, "max": 536_870_912},
+                "timezone": TIMEZONES[serial % len(TIMEZONES)],
+            }
+            if not designer:
+                item["tagCount"] = serial % 2000
+            items.append(item)
+        return items
+
+    def gateway_info(self) -> dict[str, Any]:
+        """`GET /data/api/v1/gateway-info`, keys as a live 8.3.6 gateway sends them."""
+        return {"name": self.name, "redundancyRole": self.redundancy_role,
+                "edition": "standard", "ignitionVersion": self.version,
+                "jvmVersion": "17.0.11", "license": {"mode": "Licensed"}}
 
     def client_rows(self, *, designer: bool | None = None) -> list[dict[str, Any]]:
         return [
@@ -244,56 +296,135 @@ class GatewaySimulator:
         return (s.username for s in self._perspective.values())
 
 
-def _authorized(request: web.Request, token: str | None, header: str) -> bool:
-    if not token:
-        return True
-    given = request.headers.get(header, "")
-    expected = f"Bearer {token}" if header.lower() == "authorization" else token
+def _same(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
-def _unauthorized() -> web.Response:
-    return web.json_response({"error": "unauthorized"}, status=401)
+def _webdev_authorized(request: web.Request, token: str | None) -> bool:
+    """The gateway script's check: `Authorization: Bearer <TOKEN>`."""
+    return not token or _same(request.headers.get("Authorization", ""), f"Bearer {token}")
 
 
-def _envelope(items: list[dict[str, Any]], shape: str) -> Any:
-    return items if shape == "list" else {shape: items, "total": len(items)}
+def _api_key_accepted(request: web.Request, key: str | None) -> bool:
+    """8.3's check: `<name>:<secret>` in `X-Ignition-API-Token`, or after `Bearer ` in
+    `Authorization`; the secret alone is not a key, so a stand-in given one accepts nothing."""
+    if not key:
+        return True
+    if ":" not in key:
+        return False
+    legacy = request.headers.get("X-Ignition-API-Token", "")
+    bearer = request.headers.get("Authorization", "")
+    return _same(legacy, key) or _same(bearer, f"Bearer {key}")
 
 
-def simulator_app(sim: GatewaySimulator, *, token: str | None = None,
-                  rest_envelope: str = "items",
-                  rest_header: str = "X-Ignition-API-Token") -> web.Application:
-    """Serve `sim` over HTTP: the WebDev document and the 8.3 REST API routes."""
+def jetty_error_page(status: int, uri: str) -> web.Response:
+    """An error as Ignition's Jetty answers it: an HTML page, never JSON."""
+    phrase = _REASONS.get(status, "Error")
+    body = (f"<html>\n<head>\n<meta http-equiv=\"Content-Type\" content=\"text/html;"
+            f"charset=ISO-8859-1\"/>\n<title>Error {status} {phrase}</title>\n</head>\n"
+            f"<body><h2>HTTP ERROR {status} {phrase}</h2>\n<table>\n"
+            f"<tr><th>URI:</th><td>{uri}</td></tr>\n<tr><th>STATUS:</th><td>{status}</td></tr>\n"
+            f"<tr><th>MESSAGE:</th><td>{phrase}</td></tr>\n</table>\n"
+            f"<hr/><a href=\"https://eclipse.org/jetty\">Powered by Jetty:// 10.0.20</a><hr/>\n"
+            f"\n</body>\n</html>\n")
+    return web.Response(status=status, body=body.encode("iso-8859-1"),
+                        content_type="text/html", charset="iso-8859-1")
 
+
+_REASONS = {401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+            500: "Server Error", 503: "Service Unavailable"}
+
+
+def _no_route(request: web.Request) -> web.Response:
+    """A module that is not installed: its routes do not exist (a JSON 404)."""
+    return web.json_response({"message": f"No route match for path: {request.path}"},
+                             status=404)
+
+
+def _page(items: list[dict[str, Any]], request: web.Request) -> dict[str, Any]:
+    """One page in the 8.3 envelope; `limit` absent or -1 means everything."""
+    limit = int(request.query.get("limit", "-1"))
+    offset = int(request.query.get("offset", "0"))
+    page = items[offset:] if limit < 0 else items[offset:offset + limit]
+    return {"items": page, "metadata": {"total": len(items), "matching": len(items),
+                                        "limit": limit, "offset": offset}}
+
+
+def _gateway_state(sim: GatewaySimulator) -> Any:
+    """Answers that come before any route: an uncommissioned or a failing gateway."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        if not sim.commissioned and request.path != WELCOME_PATH:
+            raise web.HTTPFound(WELCOME_PATH)
+        if sim.failing is not None and request.path != WELCOME_PATH:
+            return jetty_error_page(sim.failing, request.path)
+        return await handler(request)
+
+    return middleware
+
+
+def _add_webdev(app: web.Application, sim: GatewaySimulator, token: str | None) -> None:
     async def webdev(request: web.Request) -> web.Response:
-        if not _authorized(request, token, "Authorization"):
-            return _unauthorized()
+        if not _webdev_authorized(request, token):
+            return web.json_response({"error": "unauthorized"}, status=401)
         sim.advance()
         return web.Response(body=json.dumps(sim.document()).encode(),
                             content_type="application/json")
 
-    def rest(kind: str) -> Any:
+    app.router.add_get(WEBDEV_PATH, webdev)
+
+
+def _add_rest(app: web.Application, sim: GatewaySimulator, key: str | None,
+              gateway_read: bool) -> None:
+    def guarded(answer: Any) -> Any:
         async def handler(request: web.Request) -> web.Response:
-            if not _authorized(request, token, rest_header):
-                return _unauthorized()
+            if not _api_key_accepted(request, key):
+                return jetty_error_page(401, request.path)
+            if not gateway_read:
+                return jetty_error_page(403, request.path)
             sim.advance()
-            if kind == "perspective":
-                items = sim.perspective_objects(epoch_last_comm=True)
-            else:
-                items = sim.client_rows(designer=kind == "designer")
-            limit = int(request.query.get("limit", "100"))
-            offset = int(request.query.get("offset", "0"))
-            page = items[offset:offset + limit]
-            return web.json_response(_envelope(page, rest_envelope))
+            return answer(request)
 
         return handler
 
-    app = web.Application()
-    app.router.add_get(WEBDEV_PATH, webdev)
-    for kind, path in REST_PATHS.items():
-        app.router.add_get(path, rest(kind))
+    lists = {
+        "perspective": (lambda: sim.perspective_module, sim.rest_perspective_items),
+        "vision": (lambda: sim.vision_module, lambda: sim.rest_client_items(designer=False)),
+        "designer": (lambda: True, lambda: sim.rest_client_items(designer=True)),
+    }
+    for kind, (installed, items) in lists.items():
+        def answer(request: web.Request, installed: Any = installed, items: Any = items
+                   ) -> web.Response:
+            if not installed():
+                return _no_route(request)
+            return web.json_response(_page(items(), request))
+
+        app.router.add_get(REST_PATHS[kind], guarded(answer))
+    app.router.add_get(GATEWAY_INFO_PATH,
+                       guarded(lambda _: web.json_response(sim.gateway_info())))
+
+
+def simulator_app(sim: GatewaySimulator, *, token: str | None = None, shape: str = "both",
+                  gateway_read: bool = True) -> web.Application:
+    """Serve `sim` over HTTP: the WebDev document (`shape="webdev"`), the 8.3 REST API
+    (`"rest"`, where `token` is the API key `<name>:<secret>` and `gateway_read=False` makes
+    its security level lack Gateway Read permission), or both."""
+    if shape not in SHAPES:
+        raise ValueError(f"shape must be one of {', '.join(SHAPES)}")
+    app = web.Application(middlewares=[_gateway_state(sim)])
+    if shape in ("both", "webdev"):
+        _add_webdev(app, sim, token)
+    if shape in ("both", "rest"):
+        _add_rest(app, sim, token, gateway_read)
+    app.router.add_get(WELCOME_PATH, _welcome)
     app.router.add_get("/StatusPing", _status_ping)
     return app
+
+
+async def _welcome(_: web.Request) -> web.Response:
+    return web.Response(text="<html><body>Welcome to Ignition: commission this gateway"
+                             "</body></html>", content_type="text/html")
 
 
 async def _status_ping(_: web.Request) -> web.Response:

@@ -65,7 +65,7 @@ async def test_metric_contract(clock: FakeClock) -> None:
         assert got[key("ignition_exporter_poll_errors_total", gateway="plant-a",
                        reason=str(reason))] == 0
     assert got[key("ignition_gateway_info", gateway="plant-a", system_name="Ignition-plant-a",
-                   version="8.1.33")] == 1
+                   version="8.1.33", redundancy_role="")] == 1
     assert any(name == "ignition_exporter_build_info" for name, _ in got)
 
 

@@ -15,7 +15,7 @@ from tests.processes import ExporterProcess, basic_auth
 
 SECRETS = {
     "webdev_token": "wdv-TOKEN-4f1c2a9e77",
-    "rest_key": "rest-KEY-8b3d0c6f12",
+    "rest_key": "exporter:rest-KEY-8b3d0c6f12",
     "wrong_token": "wrong-TOKEN-1a2b3c4d5e",
     "metrics_password": "metrics-PASS-a8e1f0",
     "wrong_password": "wrong-PASS-77c2e9",

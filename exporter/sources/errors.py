@@ -22,11 +22,15 @@ class SourceError(Exception):
     the gateway's own error text, never from request headers.
     """
 
-    def __init__(self, gateway: str, reason: Reason, detail: str) -> None:
+    def __init__(self, gateway: str, reason: Reason, detail: str,
+                 status: int | None = None) -> None:
         super().__init__(gateway, reason, detail)
         self.gateway = gateway
         self.reason = reason
         self.detail = detail
+        # The HTTP status when the gateway answered with one: a source may know what it means
+        # on its own routes (a 404 on a module's route is a module that is not installed).
+        self.status = status
 
     def __str__(self) -> str:
         return f"{self.gateway}: {self.reason}: {self.detail}"

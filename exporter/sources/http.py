@@ -52,8 +52,8 @@ class GatewayClient:
             total=gateway.timeout, connect=gateway.connect_timeout
         )
 
-    def _fail(self, reason: Reason, detail: str) -> SourceError:
-        return SourceError(self.gateway.name, reason, detail)
+    def _fail(self, reason: Reason, detail: str, status: int | None = None) -> SourceError:
+        return SourceError(self.gateway.name, reason, detail, status)
 
     async def get(self, url: str, params: Mapping[str, str | int] | None = None,
                   limit: int | None = None) -> bytes:
@@ -94,10 +94,11 @@ class GatewayClient:
                 response.status, str(response.url), response.headers.get("Location")))
         if response.status in (401, 403):
             raise self._fail(Reason.AUTH, f"HTTP {response.status} {response.reason or ''}"
-                             .strip() + ": the gateway refused the credentials")
+                             .strip() + ": the gateway refused the credentials",
+                             response.status)
         if not 200 <= response.status < 300:
             raise self._fail(Reason.HTTP, f"HTTP {response.status} {response.reason or ''}"
-                             .strip())
+                             .strip(), response.status)
         if response.content_type == "text/html":
             raise self._fail(Reason.HTTP, "expected JSON, got an HTML page (a proxy or "
                              "login page?)")

@@ -32,14 +32,15 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
-from exporter.model import ClientSession, PerspectiveSession
+from exporter.model import ClientSession, PerspectiveSession, RestClientItem
 
-T = TypeVar("T", PerspectiveSession, ClientSession)
+T = TypeVar("T", PerspectiveSession, ClientSession, RestClientItem)
 D = TypeVar("D")
 
 # Decoders are immutable and reusable; building one per call would cost more than decoding.
 PERSPECTIVE_DECODER = msgspec.json.Decoder(PerspectiveSession, strict=False)
 CLIENT_DECODER = msgspec.json.Decoder(ClientSession, strict=False)
+REST_CLIENT_DECODER = msgspec.json.Decoder(RestClientItem, strict=False)
 
 # msgspec decodes (and skips) nested JSON recursively, so a value nested about a thousand
 # levels deep raises RecursionError. When that happens, the body is read again with every

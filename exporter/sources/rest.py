@@ -1,62 +1,114 @@
-"""The Ignition 8.3 REST API source: three paged lists, no WebDev module needed.
+"""The Ignition 8.3 REST API source: three paged lists and the gateway's own description.
 
-The response envelope is not documented, so both a bare JSON list and an object holding the
-list under `items`, `data` or `results` are accepted. Pages are requested with `limit` and
-`offset` until a short page comes back.
+What a real 8.3 gateway answers (Inductive Automation's route collection, and captures of a
+live 8.3.6 gateway):
+- every list is `{"items": [...], "metadata": {"total": N, ...}}`, paged with `limit` and
+  `offset`; a bare JSON list is tolerated too;
+- Perspective items are `getSessionInfo`-like (`username`, `sessionScope`, `lastComm` as epoch
+  ms); Vision client and Designer items are not: `{id, user, address, project, uptime,
+  lastcomm, timeout, memory, timezone}`, decoded through `RestClientItem`;
+- a module that is not installed answers 404 on its routes;
+- `GET /data/api/v1/gateway-info` gives `name`, `ignitionVersion` and `redundancyRole`.
+
+The four requests run concurrently; the first failure cancels the others.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from functools import partial
+from typing import Any
 from urllib.parse import urljoin
 
 import msgspec
 
 from exporter.clock import Clock
 from exporter.config import GatewayConfig
-from exporter.model import ClientSession, PerspectiveSession, Snapshot
+from exporter.model import ClientSession, Number, PerspectiveSession, RestClientItem, Snapshot
 from exporter.sources.errors import Reason, SourceError
 from exporter.sources.http import GatewayClient
 from exporter.sources.records import (
-    CLIENT_DECODER,
     PERSPECTIVE_DECODER,
+    REST_CLIENT_DECODER,
     decode_bounded,
     decode_records,
     screened,
 )
 
-PERSPECTIVE_PATH = "data/perspective/api/v1/sessions/"  # the trailing slash matters
-VISION_PATH = "data/vision/api/v1/clients"
-DESIGNER_PATH = "data/api/v1/designers"
-ENVELOPE_KEYS = ("items", "data", "results")
+GATEWAY_INFO_PATH = "data/api/v1/gateway-info"
 # A gateway that ignores `offset` would otherwise be paged forever (until the timeout).
 MAX_PAGES = 1000
 # `lastComm` above this is an epoch timestamp in ms (after 1973), not "ms since": a session
 # silent for over three years does not exist.
 EPOCH_MS_THRESHOLD = 100_000_000_000
-AUTH_HINT = ("the API key needs a security level with gateway read permission "
-             "(and HTTPS, if the key is restricted to it)")
+# A client's `uptime` is a duration in ms in the captures; above this (2001 as epoch ms,
+# 31 years as a duration) it can only be the time the client started.
+UPTIME_EPOCH_THRESHOLD = 1_000_000_000_000
+AUTH_HINT = ("the API key needs a security level with Gateway Read permission "
+             "(and HTTPS, if the gateway requires secure connections)")
+NOT_RECOGNISED = ("HTTP 401: the gateway does not recognise the API key; the value must be "
+                  "the key's name, a colon and its secret (<name>:<secret>)")
+FORBIDDEN = ("HTTP 403: the gateway knows the API key but refuses it: its security level "
+             "lacks Gateway Read permission, or the gateway requires HTTPS (\"Require secure "
+             "connections\", on by default): use the https:// URL")
+NOT_A_GATEWAY_ROOT = "is `url` the root of an Ignition 8.3 gateway (https://host:8043)?"
 
-_ENVELOPE = msgspec.json.Decoder(list[msgspec.Raw] | dict[str, msgspec.Raw])
-_LIST = msgspec.json.Decoder(list[msgspec.Raw])
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One list route; `module` names what a 404 on it means is missing (None: a platform
+    route, always there on 8.3, so a 404 means the URL is wrong)."""
+
+    path: str
+    module: str | None
+    what: str
 
 
-def page_items(body: bytes, gateway: str) -> list[msgspec.Raw]:
-    """The list inside one page, whichever envelope the gateway used."""
+PERSPECTIVE = Route("data/perspective/api/v1/sessions/", "Perspective",  # trailing / matters
+                    "Perspective sessions")
+VISION = Route("data/vision/api/v1/clients", "Vision", "Vision clients")
+DESIGNERS = Route("data/api/v1/designers", None, "Designers")
+
+
+class _Metadata(msgspec.Struct):
+    total: int | None = None
+
+
+class _Envelope(msgspec.Struct):
+    items: list[msgspec.Raw]
+    metadata: _Metadata | None = None
+
+
+class _GatewayInfo(msgspec.Struct, rename="camel"):
+    name: str | None = None
+    ignition_version: str | None = None
+    redundancy_role: str | None = None
+
+
+_PAGE = msgspec.json.Decoder(list[msgspec.Raw] | _Envelope)
+_INFO = msgspec.json.Decoder(_GatewayInfo)
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[msgspec.Raw]
+    total: int | None  # None: the gateway did not say (a bare list)
+
+
+def read_page(body: bytes, gateway: str) -> Page:
+    """One page's items and the list's total, or `SourceError` (decode/schema)."""
     try:
-        envelope, cut = decode_bounded(_ENVELOPE, body)
-        if isinstance(envelope, list):
-            return list(screened(envelope, cut))
-        for key in ENVELOPE_KEYS:
-            if key in envelope:
-                return list(screened(_LIST.decode(envelope[key]), cut))
+        page, cut = decode_bounded(_PAGE, body)
     except msgspec.ValidationError as exc:
-        raise SourceError(gateway, Reason.SCHEMA, f"unexpected page shape: {exc}") from None
+        raise SourceError(gateway, Reason.SCHEMA, f"unexpected page shape: {exc} (expected "
+                          '{"items": [...], "metadata": {"total": N}})') from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise SourceError(gateway, Reason.DECODE, f"invalid JSON: {exc}") from None
-    raise SourceError(gateway, Reason.SCHEMA, "page is an object without "
-                      f"{', '.join(ENVELOPE_KEYS)}: cannot find the list")
+    if isinstance(page, list):
+        return Page(list(screened(page, cut)), None)
+    return Page(list(screened(page.items, cut)), page.metadata.total if page.metadata else None)
 
 
 def normalise_last_comm(session: PerspectiveSession, now_ms: float) -> PerspectiveSession:
@@ -67,69 +119,185 @@ def normalise_last_comm(session: PerspectiveSession, now_ms: float) -> Perspecti
     return msgspec.structs.replace(session, last_comm=max(0.0, now_ms - last))
 
 
+def creation_time(uptime: Number | None, now_ms: float) -> Number | None:
+    """Epoch ms a client started, from its `uptime`: a duration, unless it can only be a time."""
+    if uptime is None or uptime < 0:
+        return None
+    if uptime > UPTIME_EPOCH_THRESHOLD:
+        return uptime
+    return now_ms - uptime
+
+
+def client_session(item: RestClientItem, designer: bool, now_ms: float) -> ClientSession:
+    """The REST item as the record `getSessionInfo` would have given; the route says the kind."""
+    return ClientSession(username=item.user, project=item.project, address=item.address,
+                         is_designer=designer, client_id=item.id,
+                         creation_time=creation_time(item.uptime, now_ms))
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    items: list[msgspec.Raw]
+    warning: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RestAnswer:
+    """What one poll fetched, before decoding."""
+
+    info: _GatewayInfo
+    info_warning: str | None
+    perspective: Listed
+    vision: Listed
+    designers: Listed
+    fetched_at: float
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        found = (self.info_warning, self.perspective.warning, self.vision.warning,
+                 self.designers.warning)
+        return tuple(w for w in found if w)
+
+
+def decode_rest(answer: RestAnswer) -> Snapshot:
+    now_ms = answer.fetched_at * 1000
+    perspective = decode_records(answer.perspective.items, PERSPECTIVE_DECODER)
+    vision = decode_records(answer.vision.items, REST_CLIENT_DECODER)
+    designers = decode_records(answer.designers.items, REST_CLIENT_DECODER)
+    return Snapshot(
+        perspective=tuple(normalise_last_comm(s, now_ms) for s in perspective.records),
+        perspective_json=perspective.raw,
+        clients=tuple(client_session(c, False, now_ms) for c in vision.records)
+        + tuple(client_session(c, True, now_ms) for c in designers.records),
+        clients_json=vision.raw + designers.raw,  # as the gateway sent them
+        reported_name=answer.info.name,
+        version=answer.info.ignition_version,
+        redundancy_role=answer.info.redundancy_role,
+        collected_at=answer.fetched_at,
+        warnings=answer.warnings,
+        invalid_sessions=perspective.invalid + vision.invalid + designers.invalid,
+    )
+
+
+
+async def first_failure_cancels(*calls: Coroutine[Any, Any, Any]) -> list[Any]:
+    """Run `calls` concurrently; if one fails, cancel the rest and raise its `SourceError`."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(call) for call in calls]
+    except ExceptionGroup as failed:
+        errors = [e for e in failed.exceptions if isinstance(e, SourceError)]
+        if errors:
+            raise errors[0] from None
+        raise
+    return [task.result() for task in tasks]
+
+
+@dataclass(slots=True)
+class Allowance:
+    """What the answers of one poll may still add up to. The items are views into every page
+    until the poll is digested, so `max_response_size` bounds all the pages of a poll
+    together, not each. The four routes are read at once: each request may read what was
+    left when it started, and the poll fails as soon as the sum passes the limit."""
+
+    gateway: GatewayConfig
+    left: int = 0
+
+    def __post_init__(self) -> None:
+        self.left = self.gateway.max_response_bytes
+
+    def spend(self, size: int) -> None:
+        self.left -= size
+        if self.left < 0:
+            raise SourceError(self.gateway.name, Reason.TOO_LARGE, "the poll's answers add up "
+                              f"to more than {self.gateway.max_response_bytes} bytes "
+                              "(max_response_size)")
+
+
 class RestSource:
     def __init__(self, gateway: GatewayConfig, client: GatewayClient, clock: Clock) -> None:
         self.gateway = gateway
         self._client = client
         self._clock = clock
         base = gateway.url if gateway.url.endswith("/") else gateway.url + "/"
-        self._url = lambda path: urljoin(base, path)
+        self._url: Callable[[str], str] = lambda path: urljoin(base, path)
 
     async def fetch(self) -> Callable[[], Snapshot]:
-        lists: list[list[msgspec.Raw]] = []
-        left = self.gateway.max_response_bytes  # what the poll's pages may still add up to
+        allowance = Allowance(self.gateway)
         try:
-            for path in (PERSPECTIVE_PATH, VISION_PATH, DESIGNER_PATH):
-                items, left = await self._fetch_all(path, left)
-                lists.append(items)
+            (info, info_warning), perspective, vision, designers = await first_failure_cancels(
+                self._gateway_info(allowance), self._list(PERSPECTIVE, allowance),
+                self._list(VISION, allowance), self._list(DESIGNERS, allowance))
         except SourceError as exc:
-            if exc.reason is Reason.AUTH:
-                raise SourceError(exc.gateway, exc.reason, f"{exc.detail}; {AUTH_HINT}") from None
-            raise
-        return partial(self._decode, *lists, self._clock.time())
+            raise self._explained(exc) from None
+        answer = RestAnswer(info, info_warning, perspective, vision, designers,
+                            self._clock.time())
+        return partial(decode_rest, answer)
 
-    @staticmethod
-    def _decode(perspective_items: list[msgspec.Raw], vision_items: list[msgspec.Raw],
-                designer_items: list[msgspec.Raw], fetched_at: float) -> Snapshot:
-        perspective = decode_records(perspective_items, PERSPECTIVE_DECODER)
-        vision = decode_records(vision_items, CLIENT_DECODER)
-        designers = decode_records(designer_items, CLIENT_DECODER)
-        return Snapshot(
-            perspective=tuple(normalise_last_comm(s, fetched_at * 1000)
-                              for s in perspective.records),
-            perspective_json=perspective.raw,
-            clients=_with_kind(vision.records, False) + _with_kind(designers.records, True),
-            clients_json=vision.raw + designers.raw,
-            collected_at=fetched_at,
-            invalid_sessions=perspective.invalid + vision.invalid + designers.invalid,
-        )
+    def _explained(self, exc: SourceError) -> SourceError:
+        """The failure with what it means on this API, so the log line says what to fix."""
+        detail = exc.detail
+        if exc.status == 401:
+            detail = NOT_RECOGNISED
+            if self.gateway.token and ":" not in self.gateway.token:
+                detail += "; the configured key has no colon"
+        elif exc.status == 403:
+            detail = FORBIDDEN
+        elif exc.reason is Reason.AUTH:
+            detail = f"{detail}; {AUTH_HINT}"
+        elif exc.status == 404:
+            detail = f"{detail}; {NOT_A_GATEWAY_ROOT}"
+        return SourceError(exc.gateway, exc.reason, detail, exc.status)
 
-    async def _fetch_all(self, path: str, left: int) -> tuple[list[msgspec.Raw], int]:
-        """Every item of one route, page by page (each page is only split into items here),
-        and how many of the `left` bytes the pages did not use.
+    async def _gateway_info(self, allowance: Allowance) -> tuple[_GatewayInfo, str | None]:
+        """Name, version and redundancy role; a body it cannot read costs only these."""
+        body = await self._get(GATEWAY_INFO_PATH, allowance)
+        try:
+            return _INFO.decode(body), None
+        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
+            return _GatewayInfo(), f"gateway-info could not be read: {exc}"
 
-        The items are views into the pages, so every page is held until the poll is
-        digested: `max_response_size` bounds all the pages of a poll together, not each."""
+    async def _list(self, route: Route, allowance: Allowance) -> Listed:
+        try:
+            return Listed(await self._fetch_all(route.path, allowance))
+        except SourceError as exc:
+            if exc.status != 404 or route.module is None:
+                raise SourceError(exc.gateway, exc.reason, f"{route.path}: {exc.detail}",
+                                  exc.status) from None
+            return Listed([], f"{route.module} module not installed ({route.path} answered "
+                              f"404): no {route.what}")
+
+    async def _get(self, path: str, allowance: Allowance,
+                   params: dict[str, int] | None = None) -> bytes:
+        """One answer, counted against what the poll's answers may still add up to."""
+        body = await self._client.get(self._url(path), params=params, limit=allowance.left)
+        allowance.spend(len(body))
+        return body
+
+    async def _fetch_all(self, path: str, allowance: Allowance) -> list[msgspec.Raw]:
+        """Every item of one route, page by page, until `metadata.total` items (or, where the
+        gateway gives no total, a short page); each page is only split into items here."""
         items: list[msgspec.Raw] = []
         limit = self.gateway.page_size
-        previous: list[bytes] | None = None
-        for page in range(MAX_PAGES):
-            body = await self._client.get(self._url(path), limit=left,
-                                          params={"limit": limit, "offset": page * limit})
-            left -= len(body)
-            batch = page_items(body, self.gateway.name)
-            signature = [bytes(item) for item in batch[:1]]
-            if batch and signature == previous:
+        previous: bytes | None = None
+        for _ in range(MAX_PAGES):
+            body = await self._get(path, allowance, {"limit": limit, "offset": len(items)})
+            page = read_page(body, self.gateway.name)
+            first = bytes(page.items[0]) if page.items else None
+            if first is not None and first == previous:
                 raise SourceError(self.gateway.name, Reason.SCHEMA,
                                   f"{path} ignores offset: the same page came back twice")
-            previous = signature
-            items.extend(batch)
-            if len(batch) != limit:  # a short page, or a gateway that ignores `limit`
-                return items, left
+            previous = first
+            items.extend(page.items)
+            if _last_page(page, len(items), limit):
+                return items
         raise SourceError(self.gateway.name, Reason.SCHEMA,
                           f"{path} still had data after {MAX_PAGES} pages")
 
 
-def _with_kind(records: tuple[ClientSession, ...], designer: bool) -> tuple[ClientSession, ...]:
-    """The endpoint, not the record, says whether a client is a Designer."""
-    return tuple(msgspec.structs.replace(r, is_designer=designer) for r in records)
+def _last_page(page: Page, held: int, limit: int) -> bool:
+    if not page.items:
+        return True
+    if page.total is not None:
+        return held >= page.total
+    return len(page.items) != limit  # a short page, or a gateway that ignores `limit`
