@@ -15,7 +15,13 @@ from typing import Any
 
 from aiohttp import web
 
-from exporter.simulator import GATEWAY_INFO_PATH, REST_PATHS, WEBDEV_PATH, GatewaySimulator
+from exporter.simulator import (
+    GATEWAY_INFO_PATH,
+    REST_PATHS,
+    WEBDEV_PATH,
+    GatewaySimulator,
+    jetty_error_page,
+)
 
 PROXY_ERROR_PAGE = (b"<html><head><title>502 Bad Gateway</title></head><body>"
                     b"<center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center>"
@@ -24,7 +30,7 @@ PROXY_ERROR_PAGE = (b"<html><head><title>502 Bad Gateway</title></head><body>"
 
 class Fault(StrEnum):
     OK = "ok"
-    HTTP_500 = "http_500"
+    HTTP_500 = "http_500"  # Jetty's HTML error page, as Ignition answers a failing resource
     HTTP_503 = "http_503"
     PROXY_502 = "proxy_502"  # nginx's HTML error page
     HTML_200 = "html_200"  # a login or captive page answered with 200
@@ -70,6 +76,8 @@ class FaultyGateway:
         mode = self.mode
         if mode is Fault.FLAP:
             mode = Fault.OK if self.requests % 2 else Fault.HTTP_500
+        if mode in _JETTY_ERRORS:
+            return jetty_error_page(_JETTY_ERRORS[mode], request.path)
         simple = _SIMPLE_ANSWERS.get(mode)
         if simple is not None:
             status, content_type, body = simple
@@ -124,9 +132,8 @@ class FaultyGateway:
         return response
 
 
+_JETTY_ERRORS = {Fault.HTTP_500: 500, Fault.HTTP_503: 503}
 _SIMPLE_ANSWERS: dict[Fault, tuple[int, str, bytes]] = {
-    Fault.HTTP_500: (500, "text/plain", b"Internal Server Error"),
-    Fault.HTTP_503: (503, "text/plain", b"Gateway is starting"),
     Fault.PROXY_502: (502, "text/html", PROXY_ERROR_PAGE),
     Fault.HTML_200: (200, "text/html", b"<html><body>Please log in</body></html>"),
     Fault.UNAUTHORIZED: (401, "application/json", b'{"error": "unauthorized"}'),

@@ -9,8 +9,8 @@ from exporter.packaged import data_dir
 DO_GET = "return session_exporter.handle(request, session)"
 
 INSTRUCTIONS = """\
-Install the session endpoint on an Ignition gateway (8.0.7 to 8.3, WebDev module required)
-==========================================================================================
+Install the session endpoint on an Ignition gateway (7.9 to 8.3, WebDev module required)
+========================================================================================
 
 1. In the Designer, open (or create) the project that will serve the endpoint, for example
    a project named `monitoring`. Its name becomes part of the URL.
@@ -36,6 +36,12 @@ Install the session endpoint on an Ignition gateway (8.0.7 to 8.3, WebDev module
          - name: plant-a
            url: https://<gateway>:8043/system/webdev/monitoring/sessions
            token_file: /etc/ignition-exporter/plant-a.token
+
+Ignition 7.9: the script is the same file (it runs on 7.9's Jython 2.5). Create it under
+Project > Scripts > Script Library as `session_exporter`; the doGet line is then
+       return project.session_exporter.handle(request, session)
+and the URL has /main in front: https://<gateway>:8043/main/system/webdev/monitoring/sessions
+7.9 has no Perspective: the document's Perspective list is empty, with a warning saying so.
 
 getSessionInfo only sees the sessions of the gateway it runs on: in a redundant pair or a
 gateway network, install the endpoint on each node and configure each as its own gateway.

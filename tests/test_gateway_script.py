@@ -1,4 +1,5 @@
-"""The gateway-side WebDev script, run for real in Jython 2.7 against a stand-in `system`.
+"""The gateway-side WebDev script, run for real in Jython 2.7 against a stand-in `system`
+of Ignition 8.x and one of Ignition 7.9, and checked to be Jython 2.5 syntax (7.9's Jython).
 
 Its JSON output is fed to the exporter's own WebDev decoder, so the two sides cannot drift
 apart: what the script writes is exactly what the exporter reads.
@@ -6,6 +7,7 @@ apart: what the script writes is exactly what the exporter reads.
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 from pathlib import Path
@@ -36,6 +38,13 @@ ROWS = [vision("operator1", "Line1"), vision("eng", "Line1", designer=True, clie
 
 SCENARIOS: dict[str, dict[str, Any]] = {
     "full": {"perspective": SESSIONS, "vision": ROWS, "systemName": "Ignition-plant-a"},
+    "java_types": {"perspective": SESSIONS, "vision": ROWS, "systemName": "Ignition-plant-a",
+                   "javaTypes": "narrow"},  # Integer and java.lang.String values too
+    "ignition_79": {"ignition": "7.9", "vision": ROWS, "systemName": "Ignition-plant-79"},
+    "ignition_79_vision_fails": {"ignition": "7.9", "vision": "java-error",
+                                 "systemName": "java-error"},
+    "ignition_79_token": {"ignition": "7.9", "vision": ROWS, "token": "s3cret-Token",
+                          "headers": {"Authorization": "Bearer s3cret-Tokem"}},
     "old_version": {"perspective": OLD_SESSIONS, "vision": [], "version": "8.0.7"},
     "no_perspective": {"perspective": "missing", "vision": ROWS},
     "perspective_fails": {"perspective": "error", "vision": ROWS},
@@ -143,3 +152,75 @@ def test_missing_or_wrong_token_is_401_without_data(results: dict[str, dict[str,
     assert results[scenario]["status"] == 401
     assert results[scenario]["json"] == {
         "error": "unauthorized: send Authorization: Bearer <TOKEN>"}
+
+
+def test_java_typed_values_come_out_as_plain_json(results: dict[str, dict[str, Any]]) -> None:
+    """Integer, Long, Double, Boolean, java.lang.String and Date values: the same document as
+    from Python values, numbers as numbers and text as text."""
+    doc = results["java_types"]["json"]
+    assert doc["perspective"] == SESSIONS
+    assert doc["vision"] == ROWS
+    first = doc["perspective"][0]
+    assert type(first["activePages"]) is int and type(first["authorized"]) is bool
+    assert type(first["username"]) is str and first["pageIds"] == ["/", "/"]
+    assert doc["gateway"]["name"] == "Ignition-plant-a"
+
+
+def test_ignition_79_serves_vision_and_warns_about_perspective(
+        results: dict[str, dict[str, Any]]) -> None:
+    doc = results["ignition_79"]["json"]
+    assert doc["gateway"] == {"name": "Ignition-plant-79", "version": "7.9.21 (b2022092908)"}
+    assert doc["perspective"] == []
+    assert "Perspective module not installed: no Perspective sessions" in doc["warnings"]
+    assert doc["vision"] == ROWS
+    numbers = aggregate(decoded(results["ignition_79"]), 60)
+    assert numbers.client_sessions == {("Line1", "operator1", "vision"): 1,
+                                       ("Line1", "eng", "designer"): 1}
+
+
+def test_ignition_79_failures_are_warnings(results: dict[str, dict[str, Any]]) -> None:
+    doc = results["ignition_79_vision_fails"]["json"]
+    assert results["ignition_79_vision_fails"]["status"] == 200
+    assert "Vision clients and Designers could not be read: java.lang.IllegalStateException: "\
+           "Vision module is faulted" in doc["warnings"]
+    assert any(w.startswith("gateway name could not be read") for w in doc["warnings"])
+
+
+def test_ignition_79_wrong_token_is_401(results: dict[str, dict[str, Any]]) -> None:
+    assert results["ignition_79_token"]["status"] == 401
+
+
+def vermin_says(path: Path) -> subprocess.CompletedProcess[str]:
+    vermin = require_tool("vermin")
+    return subprocess.run([vermin, "--target=2.5-", "--violations", "--no-tips",
+                           "--no-parse-comments", str(path)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_script_is_jython_25_syntax_for_vermin() -> None:
+    run = vermin_says(SCRIPT)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+@pytest.mark.parametrize("construct", [
+    "x = {1, 2}\n", "x = {k: 1 for k in 'ab'}\n", "x = '{}'.format(1)\n",
+    "x = b'bytes'\n", "from collections import OrderedDict\n"])
+def test_vermin_catches_26_constructs(tmp_path: Path, construct: str) -> None:
+    """The check above can fail: each of these is a SyntaxError in Jython 2.5."""
+    bad = tmp_path / "bad.py"
+    bad.write_text(construct)
+    assert vermin_says(bad).returncode != 0
+
+
+def beyond_vermin(source: str) -> list[int]:
+    """Lines Jython 2.5 rejects that vermin 1.9 accepts: `except X as e` (2.6+), and `with`
+    (2.5 only after `from __future__ import with_statement`, which vermin assumes)."""
+    return [node.lineno for node in ast.walk(ast.parse(source))
+            if (isinstance(node, ast.ExceptHandler) and node.name is not None)
+            or isinstance(node, ast.With)]
+
+
+def test_script_binds_no_exception_names_and_has_no_with() -> None:
+    assert beyond_vermin(SCRIPT.read_text()) == []
+    assert beyond_vermin("try:\n    pass\nexcept ValueError as e:\n    pass\n") == [3]
+    assert beyond_vermin("x = 1\nwith open('f') as f:\n    pass\n") == [2]
