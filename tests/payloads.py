@@ -46,3 +46,46 @@ def encode(doc: Any) -> bytes:
 
 def snapshot_of(doc: dict[str, Any], gateway: str = "plant-a") -> Snapshot:
     return decode_webdev(encode(doc), gateway)
+
+
+# sessionScope as each version's documentation spells it: 8.0 lists designer, browser, ios,
+# android; 8.1 pages show iOS, Android and Designer; 8.3 is lower case.
+SCOPE_SPELLINGS = {
+    "8.0.7": {"designer", "browser", "ios", "android"},
+    "8.1.33": {"Designer", "browser", "iOS", "Android"},
+    "8.3.6 (b2026042713)": {"designer", "browser", "ios", "android"},
+}
+# The user of a public session: "Unauthenticated" in the scripting docs, "anonymous" in a
+# capture of the 8.3 REST API.
+UNAUTHENTICATED = {"webdev": "Unauthenticated", "rest": "anonymous"}
+
+# Ignition 8.3 REST API items, keys as captured from a live 8.3.6 gateway.
+REST_PERSPECTIVE_KEYS = {"id", "username", "authorized", "project", "clientAddress", "lastComm",
+                         "sessionScope", "activePages", "pageIds", "recentBytesSent",
+                         "totalBytesSent", "userAgent"}
+REST_DESIGNER_KEYS = {"id", "user", "address", "project", "uptime", "lastcomm", "timeout",
+                      "memory", "timezone"}
+REST_VISION_KEYS = REST_DESIGNER_KEYS | {"tagCount"}
+
+
+def rest_designer(id: str = "d-1", user: str = "admin", **extra: Any) -> dict[str, Any]:
+    """A `GET /data/api/v1/designers` item with the values of the 8.3.6 capture."""
+    item: dict[str, Any] = {
+        "id": id, "user": user, "uptime": 600_000, "lastcomm": 1_787_346_747_022,
+        "timeout": 3_600_000, "memory": {"used": 268_435_456, "max": 1_073_741_824},
+        "project": "MyProject", "address": "192.168.1.50:52526", "timezone": "America/New_York"}
+    item.update(extra)
+    return item
+
+
+def rest_vision(id: str = "v-1", user: str = "operator", **extra: Any) -> dict[str, Any]:
+    """A `GET /data/vision/api/v1/clients` item: a Designer's keys plus `tagCount`."""
+    return rest_designer(id, user, project="PlantFloor", address="10.0.0.9:443",
+                         uptime=120_000, timezone="UTC", tagCount=1523, **extra)
+
+
+def rest_page(items: list[Any], total: int | None = None) -> dict[str, Any]:
+    """The 8.3 list envelope."""
+    count = len(items) if total is None else total
+    return {"items": items, "metadata": {"total": count, "matching": count, "limit": -1,
+                                         "offset": 0}}

@@ -29,9 +29,9 @@ SESSIONS = [
     perspective("p2", "Unauthenticated", "Line1", "ios", last_comm=90_000, authorized=False),
     perspective("p3", "maría.lópez", "QA Lab", "designer", recent=0),
 ]
-OLD_SESSIONS = [  # 8.0: no `authorized`, capitalised scope; one object lacks pageIds
-    {k: v for k, v in perspective("o1", "op", "Line1", "Browser").items() if k != "authorized"},
-    {k: v for k, v in perspective("o2", "op", "Line1", "Browser").items()
+OLD_SESSIONS = [  # 8.0: no `authorized`, lower-case scopes; one object lacks pageIds
+    {k: v for k, v in perspective("o1", "op", "Line1", "browser").items() if k != "authorized"},
+    {k: v for k, v in perspective("o2", "op", "Line1", "ios").items()
      if k not in ("authorized", "pageIds")},
 ]
 ROWS = [vision("operator1", "Line1"), vision("eng", "Line1", designer=True, client_id="AB12")]
@@ -110,7 +110,8 @@ def test_absent_keys_stay_absent(results: dict[str, dict[str, Any]]) -> None:
     assert doc["perspective"] == OLD_SESSIONS
     assert "pageIds" not in doc["perspective"][1]
     numbers = aggregate(decoded(results["old_version"]), 60)
-    assert numbers.perspective_sessions == {("Line1", "browser", "op"): 2}
+    assert numbers.perspective_sessions == {("Line1", "browser", "op"): 1,
+                                            ("Line1", "ios", "op"): 1}
 
 
 @pytest.mark.parametrize(("scenario", "warning", "perspective_count", "vision_count"), [

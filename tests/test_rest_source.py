@@ -35,6 +35,7 @@ from exporter.sources.rest import (
 from tests.conftest import FakeClock, ServerFactory, poll_source
 from tests.fakes import redirecting_away
 from tests.metrics import samples
+from tests.payloads import rest_designer, rest_page, rest_vision
 
 VERSION = "8.3.6 (b2026042713)"
 KEY = "exporter:Zq3v9XbT0kP2wL7m"  # an 8.3 API key: its name, a colon, its secret
@@ -99,6 +100,35 @@ async def test_vision_and_designer_sessions_carry_their_usernames(
         == uptimes
     numbers = aggregate(snapshot, 60)
     assert sum(numbers.client_sessions.values()) == len(vision) + len(designers)
+
+
+async def test_the_captured_client_shapes(aiohttp_server: ServerFactory,
+                                         http: aiohttp.ClientSession) -> None:
+    """The items of a live 8.3.6 gateway, as captured: `user`, `id`, `uptime` in ms."""
+    answers = {REST_PATHS["perspective"]: rest_page([]),
+               REST_PATHS["vision"]: rest_page([rest_vision()]),
+               REST_PATHS["designer"]: rest_page([rest_designer()]),
+               "/data/api/v1/gateway-info": {"name": "ign-live", "redundancyRole": "Independent",
+                                             "ignitionVersion": VERSION}}
+    def answer(body: Any) -> Any:
+        async def handler(_: web.Request) -> web.Response:
+            return web.json_response(body)
+        return handler
+
+    app = web.Application()
+    for path, body in answers.items():
+        app.router.add_get(path, answer(body))
+    server = await aiohttp_server(app)
+    clock = FakeClock()
+    snapshot = await poll_source(make_source(rest_gateway(str(server.make_url("/"))), http,
+                                             clock))
+    now_ms = clock.time() * 1000
+    assert [(c.client_id, c.username, c.project, c.address, c.kind, c.creation_time)
+            for c in snapshot.clients] == [
+        ("v-1", "operator", "PlantFloor", "10.0.0.9:443", "vision", now_ms - 120_000),
+        ("d-1", "admin", "MyProject", "192.168.1.50:52526", "designer", now_ms - 600_000)]
+    assert (snapshot.reported_name, snapshot.version, snapshot.redundancy_role) == (
+        "ign-live", VERSION, "Independent")
 
 
 async def test_rest_clients_are_kept_for_sessions_as_the_gateway_sent_them(
