@@ -17,6 +17,7 @@ in the REST API.
 from __future__ import annotations
 
 import hmac
+import html
 import json
 import random
 from collections.abc import Iterator
@@ -320,6 +321,7 @@ def _api_key_accepted(request: web.Request, key: str | None) -> bool:
 def jetty_error_page(status: int, uri: str) -> web.Response:
     """An error as Ignition's Jetty answers it: an HTML page, never JSON."""
     phrase = _REASONS.get(status, "Error")
+    uri = html.escape(uri)
     body = (f"<html>\n<head>\n<meta http-equiv=\"Content-Type\" content=\"text/html;"
             f"charset=ISO-8859-1\"/>\n<title>Error {status} {phrase}</title>\n</head>\n"
             f"<body><h2>HTTP ERROR {status} {phrase}</h2>\n<table>\n"
@@ -331,7 +333,7 @@ def jetty_error_page(status: int, uri: str) -> web.Response:
                         content_type="text/html", charset="iso-8859-1")
 
 
-_REASONS = {401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+_REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
             500: "Server Error", 503: "Service Unavailable"}
 
 
@@ -341,13 +343,16 @@ def _no_route(request: web.Request) -> web.Response:
                              status=404)
 
 
-def _page(items: list[dict[str, Any]], request: web.Request) -> dict[str, Any]:
+def _page(items: list[dict[str, Any]], request: web.Request) -> web.Response:
     """One page in the 8.3 envelope; `limit` absent or -1 means everything."""
-    limit = int(request.query.get("limit", "-1"))
-    offset = int(request.query.get("offset", "0"))
+    try:
+        limit = int(request.query.get("limit", "-1"))
+        offset = max(0, int(request.query.get("offset", "0")))
+    except ValueError:
+        return jetty_error_page(400, request.path)
     page = items[offset:] if limit < 0 else items[offset:offset + limit]
-    return {"items": page, "metadata": {"total": len(items), "matching": len(items),
-                                        "limit": limit, "offset": offset}}
+    return web.json_response({"items": page, "metadata": {
+        "total": len(items), "matching": len(items), "limit": limit, "offset": offset}})
 
 
 def _gateway_state(sim: GatewaySimulator) -> Any:
@@ -398,7 +403,7 @@ def _add_rest(app: web.Application, sim: GatewaySimulator, key: str | None,
                    ) -> web.Response:
             if not installed():
                 return _no_route(request)
-            return web.json_response(_page(items(), request))
+            return _page(items(), request)
 
         app.router.add_get(REST_PATHS[kind], guarded(answer))
     app.router.add_get(GATEWAY_INFO_PATH,

@@ -128,3 +128,10 @@ async def test_one_shape_alone(aiohttp_server: ServerFactory, shape: str, served
 def test_an_unknown_shape_is_refused() -> None:
     with pytest.raises(ValueError, match="shape"):
         simulator_app(busy("8.3.6 (b2026042713)"), shape="soap")
+
+
+async def test_a_malformed_page_request_is_a_400_page(aiohttp_server: ServerFactory) -> None:
+    server = await aiohttp_server(simulator_app(busy("8.3.6 (b2026042713)"), shape="rest"))
+    async with aiohttp.ClientSession() as http:
+        response = await get(http, str(server.make_url(REST_PATHS["vision"])) + "?limit=ten")
+    assert (response.status, response.content_type) == (400, "text/html")
