@@ -17,7 +17,7 @@ from exporter.sources.records import (
     cut_deep_values,
     decode_records,
 )
-from exporter.sources.rest import page_items
+from exporter.sources.rest import read_page
 from exporter.sources.webdev import decode_webdev
 from tests.payloads import document, encode, perspective, snapshot_of, vision
 
@@ -50,7 +50,7 @@ def test_duplicates_are_per_list() -> None:
 
 
 def test_duplicates_in_a_rest_page_are_dropped_the_same_way() -> None:
-    items = page_items(encode({"items": [perspective("A"), perspective("A", total=1)]}), "g")
+    items = read_page(encode({"items": [perspective("A"), perspective("A", total=1)]}), "g").items
     decoded = decode_records(items, PERSPECTIVE_DECODER)
     assert (len(decoded.records), decoded.invalid) == (1, 1)
 
@@ -123,7 +123,7 @@ def test_a_session_nested_100000_deep_costs_only_itself() -> None:
 
 def test_a_rest_page_with_a_deep_session_loses_only_that_session() -> None:
     body = encode({"items": [perspective("a"), perspective("deep", x="<deep>")]})
-    items = page_items(body.replace(b'"<deep>"', DEEP), "g")
+    items = read_page(body.replace(b'"<deep>"', DEEP), "g").items
     decoded = decode_records(items, PERSPECTIVE_DECODER)
     assert [s.id for s in decoded.records] == ["a"]
     assert decoded.invalid == 1
@@ -213,7 +213,7 @@ def test_a_lone_surrogate_escape_costs_nothing(text: str) -> None:
     assert "\ufffd" in snap.perspective[0].username
     assert "\ufffd" in json.loads(bytes(snap.perspective_json[0]))["username"]
     assert "\ufffd" in snap.warnings[0]
-    items = page_items(encode({"items": [perspective("a", username=text)]}), "g")
+    items = read_page(encode({"items": [perspective("a", username=text)]}), "g").items
     assert decode_records(items, PERSPECTIVE_DECODER).records[0].id == "a"
 
 
