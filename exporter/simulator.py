@@ -417,6 +417,9 @@ def simulator_app(sim: GatewaySimulator, *, token: str | None = None, shape: str
     its security level lack Gateway Read permission), or both."""
     if shape not in SHAPES:
         raise ValueError(f"shape must be one of {', '.join(SHAPES)}")
+    if shape == "rest" and token and ":" not in token:
+        raise ValueError("an 8.3 API key is <name>:<secret>, the key's name, a colon and its "
+                         "secret: a gateway refuses anything else")
     app = web.Application(middlewares=[_gateway_state(sim)])
     if shape in ("both", "webdev"):
         _add_webdev(app, sim, token)

@@ -130,6 +130,12 @@ def test_an_unknown_shape_is_refused() -> None:
         simulator_app(busy("8.3.6 (b2026042713)"), shape="soap")
 
 
+def test_a_rest_stand_in_refuses_a_key_without_its_name() -> None:
+    """Served alone, the REST shape says so at once rather than answer every request 401."""
+    with pytest.raises(ValueError, match="<name>:<secret>"):
+        simulator_app(busy("8.3.6 (b2026042713)"), shape="rest", token="s3cret")
+
+
 async def test_a_malformed_page_request_is_a_400_page(aiohttp_server: ServerFactory) -> None:
     server = await aiohttp_server(simulator_app(busy("8.3.6 (b2026042713)"), shape="rest"))
     async with aiohttp.ClientSession() as http:
