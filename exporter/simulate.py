@@ -24,8 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--shape", choices=SHAPES, default=DEFAULTS["shape"],
                        help="the WebDev resource (default) or the 8.3 REST API")
     group.add_argument("--token", default=DEFAULTS["token"], metavar="TOKEN",
-                       help="require this token (Bearer for webdev, "
-                            "X-Ignition-API-Token for rest); default: none")
+                       help="require this token (webdev: Authorization: Bearer TOKEN; "
+                            "rest: an 8.3 API key NAME:SECRET, in X-Ignition-API-Token or "
+                            "Authorization: Bearer); default: none")
     group.add_argument("--sessions", type=int, default=DEFAULTS["sessions"], metavar="N",
                        help="Perspective sessions held (default 40)")
     group.add_argument("--clients", type=int, default=DEFAULTS["clients"], metavar="N",
@@ -41,6 +42,9 @@ def refuse_misplaced(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         for name in ("sessions", "clients", "users"):
             if getattr(args, name) < 0:
                 parser.error(f"--{name} must not be negative")
+        if args.shape == "rest" and args.token and ":" not in args.token:
+            parser.error("--token for --shape rest is an 8.3 API key, NAME:SECRET "
+                         "(a gateway refuses the secret alone)")
         return
     given = [name for name, default in DEFAULTS.items() if getattr(args, name) != default]
     if given:
@@ -50,7 +54,7 @@ def refuse_misplaced(parser: argparse.ArgumentParser, args: argparse.Namespace) 
 def build(args: argparse.Namespace) -> web.Application:
     simulator = GatewaySimulator(name="simulated-gateway", target_sessions=args.sessions,
                                  target_clients=args.clients, distinct_users=args.users)
-    return simulator_app(simulator, token=args.token)
+    return simulator_app(simulator, token=args.token, shape=args.shape)
 
 
 def exporter_config(address: str, args: argparse.Namespace) -> str:

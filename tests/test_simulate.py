@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from exporter.cli import main
+from exporter.simulator import REST_PATHS, WEBDEV_PATH
 from tests.metrics import total
 from tests.processes import ExporterProcess
 
@@ -26,20 +27,24 @@ def printed_config(log: Path) -> dict[str, object]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("shape", ["webdev", "rest"])
-async def test_exporter_polls_the_standalone_simulator(tmp_path: Path, shape: str) -> None:
-    async with ExporterProcess(tmp_path, "simulate", "--shape", shape, "--token", "s3cret",
+@pytest.mark.parametrize(("shape", "token", "path"), [
+    ("webdev", "s3cret", WEBDEV_PATH),
+    ("rest", "exporter:s3cret", REST_PATHS["perspective"]),  # an 8.3 key is NAME:SECRET
+])
+async def test_exporter_polls_the_standalone_simulator(tmp_path: Path, shape: str, token: str,
+                                                       path: str) -> None:
+    async with ExporterProcess(tmp_path, "simulate", "--shape", shape, "--token", token,
                                "--sessions", "12", "--clients", "3", name="simulator") as sim:
-        status, _ = await sim.get("/system/webdev/monitoring/sessions")
+        status, _ = await sim.get(path)
         assert status == 401  # the token is required
         config = printed_config(sim.log)
         (gateway,) = config["gateways"]  # type: ignore[misc]
         assert gateway["token_env"] == "SIMULATOR_TOKEN"
         assert gateway.get("source", "webdev") == shape
-        path = tmp_path / "config.yml"
-        path.write_text(yaml.safe_dump({"poll_interval": "1s", **config}))
-        async with ExporterProcess(tmp_path, "--config", str(path),
-                                   env={"SIMULATOR_TOKEN": "s3cret"}) as exporter:
+        config_file = tmp_path / "config.yml"
+        config_file.write_text(yaml.safe_dump({"poll_interval": "1s", **config}))
+        async with ExporterProcess(tmp_path, "--config", str(config_file),
+                                   env={"SIMULATOR_TOKEN": token}) as exporter:
             text = await exporter.wait_for_metric('ignition_up{gateway="simulated"} 1.0')
             assert 8 <= total(text, "ignition_perspective_sessions") <= 16
             assert total(text, "ignition_client_sessions") >= 1
@@ -57,6 +62,13 @@ def test_simulator_options_belong_to_simulate(argv: list[str],
         main(argv)
     assert exit_.value.code == 2
     assert "is an option of the simulate command" in capsys.readouterr().err
+
+
+def test_a_rest_token_must_be_an_api_key(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["simulate", "--shape", "rest", "--token", "s3cret"])
+    assert exit_.value.code == 2
+    assert "NAME:SECRET" in capsys.readouterr().err
 
 
 def test_negative_sizes_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
