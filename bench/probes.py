@@ -31,12 +31,12 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 
 from bench.load import rss_bytes
 from exporter.clock import SystemClock
-from exporter.collector import SessionCollector
 from exporter.config import GatewayConfig
 from exporter.model import Snapshot
-from exporter.poller import GatewayPoller, GatewayStatus
-from exporter.simulator import WEBDEV_PATH
+from exporter.polling.poller import GatewayPoller, GatewayStatus
 from exporter.sources.webdev import decode_webdev
+from exporter.standins.simulator import WEBDEV_PATH
+from exporter.web.collector import SessionCollector
 
 
 class BodySource:

@@ -38,14 +38,14 @@ import re2
 from aiohttp import web
 
 from bench.probes import ingest
-from exporter.appkeys import FLEET
 from exporter.config import Config, GatewayConfig
-from exporter.filters import parse_query
-from exporter.http import create_app
 from exporter.model import ClientSession, PerspectiveSession
-from exporter.poller import GatewayStatus
-from exporter.sessions_endpoint import render_sessions
-from exporter.simulator import WEBDEV_PATH, GatewaySimulator
+from exporter.polling.poller import GatewayStatus
+from exporter.standins.simulator import WEBDEV_PATH, GatewaySimulator
+from exporter.web.appkeys import FLEET
+from exporter.web.filters import parse_query
+from exporter.web.http import create_app
+from exporter.web.sessions_endpoint import render_sessions
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIRED = {"ingest_ratio": ("<=", 0.5), "ingest_ratio_to_floor": ("<=", 3.0),

@@ -35,7 +35,7 @@ DATASOURCE = model.DataSourceRef(type_val="prometheus", uid="${datasource}")
 TARGET = 'job=~"$job", instance=~"$instance"'
 GW = f'{TARGET}, gateway=~"$gateway"'
 GW_PROJECT = f'{GW}, project=~"$project"'
-# Usernames that name nobody (see exporter/privacy.py), left out of per-user views.
+# Usernames that name nobody (see exporter/digest/privacy.py), left out of per-user views.
 PLACEHOLDERS = 'username!~"|Unauthenticated|anonymous|__other__"'
 
 

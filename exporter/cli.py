@@ -10,12 +10,14 @@ import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 
-from exporter import __version__, packaged, simulate, webdev_script
-from exporter.appkeys import RELOADER
+from exporter import __version__, packaged, webdev_script
 from exporter.config import Config, ConfigError, GatewayConfig, load_config
-from exporter.http import create_app, gateway_connection_limit
 from exporter.logs import LOG_FORMATS, setup_logging
-from exporter.server import (
+from exporter.standins import simulate
+from exporter.standins.simulator import WEBDEV_PATH, GatewaySimulator, simulator_app
+from exporter.web.appkeys import RELOADER
+from exporter.web.http import create_app, gateway_connection_limit
+from exporter.web.server import (
     DEFAULT_MAX_CONNECTIONS,
     EXIT_CANNOT_LISTEN,
     MIN_CONNECTIONS,
@@ -24,8 +26,7 @@ from exporter.server import (
     ListenError,
     running_site,
 )
-from exporter.simulator import WEBDEV_PATH, GatewaySimulator, simulator_app
-from exporter.webconfig import WebConfig, load_web_config
+from exporter.web.webconfig import WebConfig, load_web_config
 
 DEFAULT_PORT = 9871
 DEFAULT_LISTEN = f"0.0.0.0:{DEFAULT_PORT}"

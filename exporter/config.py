@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
-from exporter.privacy import USERNAME_LABEL_MODES, Privacy
+from exporter.digest.privacy import USERNAME_LABEL_MODES, Privacy
 from exporter.schema import (
     ConfigError,
     Parser,

@@ -19,7 +19,7 @@ from typing import Annotated, ClassVar
 import msgspec
 import zstandard
 
-from exporter.groups import Groups, shared
+from exporter.digest.groups import Groups, shared
 
 Number = int | float
 # A count, a byte total, a duration or a timestamp as a gateway reports it. Anything negative,

@@ -8,10 +8,10 @@ from collections.abc import Callable
 
 from aiohttp.test_utils import TestServer
 
-from exporter.faults import CredentialTrap, Fault, FaultyGateway, faulty_app, trap_app
 from exporter.model import Snapshot
-from exporter.simulator import GatewaySimulator
 from exporter.sources import Reason, SourceError
+from exporter.standins.faults import CredentialTrap, Fault, FaultyGateway, faulty_app, trap_app
+from exporter.standins.simulator import GatewaySimulator
 from tests.conftest import FakeClock, ServerFactory
 
 

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from exporter.aggregate import LABEL_MAX_CHARS, ScopeTotals, aggregate, label
+from exporter.digest.aggregate import LABEL_MAX_CHARS, ScopeTotals, aggregate, label
 from tests.payloads import document, perspective, snapshot_of, vision
 
 
@@ -57,7 +57,7 @@ def test_label() -> None:
 
 
 def test_fold_keeps_the_largest_series_and_folds_the_rest() -> None:
-    from exporter.aggregate import fold
+    from exporter.digest.aggregate import fold
     counts = {("P", "browser", "a"): 5, ("P", "browser", "b"): 1, ("P", "ios", "c"): 1,
               ("Q", "browser", "d"): 3, ("P", "browser", "e"): 1}
     kept, folded = fold(counts, limit=2, user_at=2)

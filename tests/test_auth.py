@@ -8,8 +8,8 @@ import time
 import bcrypt
 import pytest
 
-from exporter import auth
-from exporter.auth import BasicAuth, FairSlots, QueueFull, parse_basic
+from exporter.web import auth
+from exporter.web.auth import BasicAuth, FairSlots, QueueFull, parse_basic
 
 HASH = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from exporter.budget import TOLERANCE, SeriesBudget, allocate, water_fill
+from exporter.digest.budget import TOLERANCE, SeriesBudget, allocate, water_fill
 
 
 def test_water_filling_serves_small_demands_in_full_and_splits_the_rest() -> None:

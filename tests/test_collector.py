@@ -13,10 +13,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import __version__, buildinfo
-from exporter.collector import SessionCollector, build_info
 from exporter.config import GatewayConfig
-from exporter.poller import GatewayPoller
+from exporter.polling.poller import GatewayPoller
 from exporter.sources import Reason
+from exporter.web.collector import SessionCollector, build_info
 from tests.conftest import FakeClock
 from tests.fakes import ScriptedSource, down
 from tests.payloads import document, perspective, snapshot_of, vision

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter.faults import Fault, FaultyGateway, faulty_app
-from exporter.simulator import WEBDEV_PATH, GatewaySimulator, simulator_app
+from exporter.standins.faults import Fault, FaultyGateway, faulty_app
+from exporter.standins.simulator import WEBDEV_PATH, GatewaySimulator, simulator_app
 from tests.conftest import FakeClock, ServerFactory, require_tool
 from tests.metrics import total, values
 from tests.processes import ExporterProcess, PrometheusServer, write_config

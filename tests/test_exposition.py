@@ -11,9 +11,12 @@ import pytest
 from prometheus_client import CollectorRegistry, PlatformCollector
 from prometheus_client.exposition import choose_encoder
 
-from exporter.collector import SessionCollector
 from exporter.config import GatewayConfig
-from exporter.exposition import (
+from exporter.polling.poller import GatewayPoller
+from exporter.reload import ReloadStatus
+from exporter.sources import Reason
+from exporter.web.collector import SessionCollector
+from exporter.web.exposition import (
     ESCAPED,
     FORMATS,
     OPENMETRICS,
@@ -23,9 +26,6 @@ from exporter.exposition import (
     Format,
     negotiate,
 )
-from exporter.poller import GatewayPoller
-from exporter.reload import ReloadStatus
-from exporter.sources import Reason
 from tests.conftest import FakeClock, require_tool
 from tests.fakes import ScriptedSource, down
 from tests.payloads import document, perspective, snapshot_of, vision

@@ -17,13 +17,13 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.appkeys import FLEET
 from exporter.config import Config, GatewayConfig
-from exporter.faults import IMPOSSIBLE_SESSIONS, Fault, FaultyGateway, faulty_app
-from exporter.http import create_app
 from exporter.model import Snapshot
-from exporter.simulator import WEBDEV_PATH, GatewaySimulator, simulator_app
 from exporter.sources import Reason, SourceError, make_source
+from exporter.standins.faults import IMPOSSIBLE_SESSIONS, Fault, FaultyGateway, faulty_app
+from exporter.standins.simulator import WEBDEV_PATH, GatewaySimulator, simulator_app
+from exporter.web.appkeys import FLEET
+from exporter.web.http import create_app
 from tests.certs import make_pki
 from tests.conftest import (
     IN_CI,

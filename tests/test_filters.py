@@ -6,8 +6,8 @@ import msgspec
 import pytest
 import re2
 
-from exporter.filters import BadQuery, full_matcher, parse_query
-from exporter.sessions_endpoint import append_with_gateway
+from exporter.web.filters import BadQuery, full_matcher, parse_query
+from exporter.web.sessions_endpoint import append_with_gateway
 
 SUFFIX = b',"gateway":"plant-a"}'
 

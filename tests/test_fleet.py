@@ -11,11 +11,11 @@ import pytest
 
 from exporter.clock import SystemClock
 from exporter.config import Config, GatewayConfig
-from exporter.fleet import Fleet
-from exporter.poller import GatewayStatus
-from exporter.privacy import Privacy
-from exporter.simulator import WEBDEV_PATH, GatewaySimulator, simulator_app
+from exporter.digest.privacy import Privacy
+from exporter.polling.fleet import Fleet
+from exporter.polling.poller import GatewayStatus
 from exporter.sources import Reason, webdev
+from exporter.standins.simulator import WEBDEV_PATH, GatewaySimulator, simulator_app
 from tests.conftest import FakeClock, ServerFactory, eventually
 from tests.fakes import ScriptedSource, SteppedClock, down
 from tests.payloads import document, perspective, snapshot_of

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from exporter.aggregate import aggregate
+from exporter.digest.aggregate import aggregate
 from exporter.sources.webdev import decode_webdev
 from tests.conftest import require_tool
 from tests.payloads import perspective, vision

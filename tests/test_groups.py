@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from exporter.groups import Groups, SnapshotGroups, shared
+from exporter.digest.groups import Groups, SnapshotGroups, shared
 from tests.payloads import document, perspective, snapshot_of, vision
 
 

@@ -22,13 +22,13 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exporter.appkeys import EXPOSITION
 from exporter.config import Config, GatewayConfig
-from exporter.exposition import FORMATS
-from exporter.http import create_app
-from exporter.server import running_site
-from exporter.simulator import WEBDEV_PATH, GatewaySimulator, simulator_app
-from exporter.webconfig import WebConfig
+from exporter.standins.simulator import WEBDEV_PATH, GatewaySimulator, simulator_app
+from exporter.web.appkeys import EXPOSITION
+from exporter.web.exposition import FORMATS
+from exporter.web.http import create_app
+from exporter.web.server import running_site
+from exporter.web.webconfig import WebConfig
 from tests.strategies import accepts, encodings, latin
 
 PASSWORD = b"scrape-pass"

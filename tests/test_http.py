@@ -8,10 +8,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.appkeys import EXPOSITION, FLEET
 from exporter.config import Config, GatewayConfig
-from exporter.http import create_app
-from exporter.simulator import WEBDEV_PATH, GatewaySimulator, simulator_app
+from exporter.standins.simulator import WEBDEV_PATH, GatewaySimulator, simulator_app
+from exporter.web.appkeys import EXPOSITION, FLEET
+from exporter.web.http import create_app
 from tests.conftest import ClientFactory, FakeClock, ServerFactory, eventually
 
 

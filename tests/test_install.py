@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.simulator import WEBDEV_PATH
+from exporter.standins.simulator import WEBDEV_PATH
 from tests.conftest import require_tool
 from tests.debian import require_root, unpack_rootfs
 
@@ -102,7 +102,7 @@ def unit_ids(root: Path) -> tuple[int, int]:
 
 def gateway_command() -> str:
     """A simulated gateway answering the WebDev request, on loopback of the test's network."""
-    code = ("from aiohttp import web; from exporter.simulator import GatewaySimulator, "
+    code = ("from aiohttp import web; from exporter.standins.simulator import GatewaySimulator, "
             "simulator_app; web.run_app(simulator_app(GatewaySimulator(name='plant', "
             f"target_sessions=12)), host='127.0.0.1', port={GATEWAY_PORT}, print=None)")
     return f"cd {ROOT} && exec {shlex.quote(sys.executable)} -c {shlex.quote(code)}"

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from exporter.config import GatewayConfig
-from exporter.landing import ago, render_landing
-from exporter.poller import GatewayPoller, GatewayStatus
+from exporter.polling.poller import GatewayPoller, GatewayStatus
 from exporter.sources import Reason, SourceError
+from exporter.web.landing import ago, render_landing
 from tests.conftest import FakeClock
 from tests.fakes import ScriptedSource
 from tests.payloads import document, perspective, snapshot_of, vision

@@ -13,13 +13,13 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.probes import ingest
-from exporter.collector import SessionCollector
 from exporter.config import GatewayConfig
-from exporter.lifecycle import UNKNOWN, Held, Histogram, Lifecycle, compare, perspective_held
+from exporter.digest.lifecycle import UNKNOWN, Held, Histogram, Lifecycle, compare, perspective_held
 from exporter.model import PerspectiveSession, Snapshot
-from exporter.poller import GatewayPoller
-from exporter.simulator import WEBDEV_PATH
+from exporter.polling.poller import GatewayPoller
 from exporter.sources import SourceError
+from exporter.standins.simulator import WEBDEV_PATH
+from exporter.web.collector import SessionCollector
 from tests.conftest import FakeClock, ServerFactory, require_tool
 from tests.fakes import ScriptedSource, down
 from tests.metrics import samples

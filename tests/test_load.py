@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from bench.load import drive
-from exporter.simulator import WEBDEV_PATH, GatewaySimulator, fleet_app, simulator_app
+from exporter.standins.simulator import WEBDEV_PATH, GatewaySimulator, fleet_app, simulator_app
 from tests.conftest import FakeClock, ServerFactory
 from tests.processes import ExporterProcess, write_config
 

@@ -60,7 +60,7 @@ def test_episode_logs_once_per_episode(caplog: pytest.LogCaptureFixture) -> None
 
 
 def record(**extra: object) -> logging.LogRecord:
-    made = logging.makeLogRecord({"name": "exporter.poller", "levelno": logging.WARNING,
+    made = logging.makeLogRecord({"name": "exporter.polling.poller", "levelno": logging.WARNING,
                                   "levelname": "WARNING", "msg": "gateway down",
                                   "created": 1_795_000_000.123, **extra})
     return made
@@ -69,12 +69,12 @@ def record(**extra: object) -> logging.LogRecord:
 def test_json_has_the_logfmt_fields() -> None:
     line = record(gateway="plant a", reason="connect", sessions=3, detail='say "no"\nnow')
     logfmt = LogfmtFormatter().format(line)
-    assert logfmt == ('ts=2026-11-18T11:06:40.123Z level=warning logger=exporter.poller '
+    assert logfmt == ('ts=2026-11-18T11:06:40.123Z level=warning logger=exporter.polling.poller '
                       'msg="gateway down" gateway="plant a" reason=connect sessions=3 '
                       'detail="say \\"no\\"\\nnow"')
     parsed = json.loads(JsonFormatter().format(line))
     assert parsed == {"ts": "2026-11-18T11:06:40.123Z", "level": "warning",
-                      "logger": "exporter.poller", "msg": "gateway down",
+                      "logger": "exporter.polling.poller", "msg": "gateway down",
                       "gateway": "plant a", "reason": "connect", "sessions": 3,
                       "detail": 'say "no"\nnow'}
     assert "\n" not in JsonFormatter().format(line)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.negotiation import accepts_gzip, preferences
+from exporter.web.negotiation import accepts_gzip, preferences
 
 
 @pytest.mark.parametrize(("header", "expected"), [

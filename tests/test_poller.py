@@ -8,10 +8,10 @@ from collections.abc import Callable
 
 import pytest
 
-from exporter.budget import SeriesBudget
 from exporter.config import GatewayConfig
+from exporter.digest.budget import SeriesBudget
 from exporter.model import Snapshot
-from exporter.poller import GatewayPoller, GatewayStatus
+from exporter.polling.poller import GatewayPoller, GatewayStatus
 from exporter.sources import Reason
 from tests.conftest import FakeClock
 from tests.fakes import ScriptedSource, down
@@ -70,7 +70,7 @@ async def test_one_log_line_per_state_change(clock: FakeClock,
                                              caplog: pytest.LogCaptureFixture) -> None:
     p = poller(clock, ScriptedSource(clock, GOOD, GOOD, down(), down(), down(Reason.AUTH),
                                      GOOD, GOOD))
-    caplog.set_level(logging.INFO, logger="exporter.poller")
+    caplog.set_level(logging.INFO, logger="exporter.polling.poller")
     for _ in range(7):
         await p.poll_once()
     lines = [(r.getMessage(), getattr(r, "reason", None)) for r in caplog.records]
@@ -113,7 +113,7 @@ async def test_an_unexpected_exception_costs_one_poll(clock: FakeClock,
                 raise KeyError("bug")
             return decode
 
-    caplog.set_level(logging.INFO, logger="exporter.poller")
+    caplog.set_level(logging.INFO, logger="exporter.polling.poller")
     p = GatewayPoller(GATEWAY, Buggy(), idle_after=60, clock=clock)
     for _ in range(3):
         status = await p.poll_once()

@@ -9,12 +9,12 @@ import bcrypt
 import pytest
 from aiohttp.test_utils import TestClient
 
-from exporter.appkeys import FLEET
 from exporter.config import Config, GatewayConfig
-from exporter.http import create_app
-from exporter.privacy import Privacy, mask_address
-from exporter.simulator import WEBDEV_PATH, GatewaySimulator, simulator_app
-from exporter.webconfig import WebConfig
+from exporter.digest.privacy import Privacy, mask_address
+from exporter.standins.simulator import WEBDEV_PATH, GatewaySimulator, simulator_app
+from exporter.web.appkeys import FLEET
+from exporter.web.http import create_app
+from exporter.web.webconfig import WebConfig
 from tests.conftest import ClientFactory, FakeClock, ServerFactory, eventually
 from tests.metrics import samples, total
 from tests.processes import basic_auth

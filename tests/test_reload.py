@@ -16,11 +16,11 @@ import bcrypt
 import pytest
 import yaml
 
-from exporter.appkeys import FLEET, RELOADER
 from exporter.config import Config, ConfigError, GatewayConfig, Problem
-from exporter.http import create_app
 from exporter.reload import Reloader, ReloadStatus
-from exporter.simulator import WEBDEV_PATH, GatewaySimulator, simulator_app
+from exporter.standins.simulator import WEBDEV_PATH, GatewaySimulator, simulator_app
+from exporter.web.appkeys import FLEET, RELOADER
+from exporter.web.http import create_app
 from tests.certs import Pki, make_pki
 from tests.conftest import ClientFactory, FakeClock, ServerFactory, eventually
 from tests.metrics import values

@@ -1,9 +1,10 @@
 """The Ignition 8.3 REST API source against the simulator's REST stand-in, over real HTTP.
 
-The stand-in answers with the shapes captured from live 8.3 gateways (see
-`exporter/simulator.py`): the `{"items", "metadata": {"total"}}` envelope, Vision and Designer
-items with `user`/`id`/`uptime`, a JSON 404 for a module that is not installed, Jetty's HTML
-error pages, `/welcome` for an uncommissioned gateway, API keys as `<name>:<secret>`.
+The stand-in answers with the shapes captured from live 8.3 gateways
+(see `exporter/standins/simulator.py`): the `{"items", "metadata": {"total"}}` envelope,
+Vision and Designer items with `user`/`id`/`uptime`, a JSON 404 for a module that is not
+installed, Jetty's HTML error pages, `/welcome` for an uncommissioned gateway, API keys as
+`<name>:<secret>`.
 """
 
 from __future__ import annotations
@@ -18,13 +19,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter.aggregate import aggregate
-from exporter.collector import SessionCollector
 from exporter.config import GatewayConfig
-from exporter.faults import Fault, FaultyGateway, faulty_app
+from exporter.digest.aggregate import aggregate
 from exporter.model import PerspectiveSession
-from exporter.poller import GatewayPoller
-from exporter.simulator import REST_PATHS, WEBDEV_PATH, GatewaySimulator, simulator_app
+from exporter.polling.poller import GatewayPoller
 from exporter.sources import Reason, SourceError, make_source
 from exporter.sources.rest import (
     FORBIDDEN,
@@ -32,6 +30,9 @@ from exporter.sources.rest import (
     creation_time,
     normalise_last_comm,
 )
+from exporter.standins.faults import Fault, FaultyGateway, faulty_app
+from exporter.standins.simulator import REST_PATHS, WEBDEV_PATH, GatewaySimulator, simulator_app
+from exporter.web.collector import SessionCollector
 from tests.conftest import FakeClock, ServerFactory, poll_source
 from tests.fakes import redirecting_away
 from tests.metrics import samples

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.lifecycle import BUCKETS
+from exporter.digest.lifecycle import BUCKETS
 from tests.conftest import require_tool
 from tests.victoria import victoria_with_rules
 

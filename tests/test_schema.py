@@ -8,7 +8,7 @@ import pytest
 
 from exporter.config import load_config
 from exporter.schema import ConfigError, load_yaml
-from exporter.webconfig import load_web_config
+from exporter.web.webconfig import load_web_config
 
 
 def problems_in(path: Path, text: str, load: object = load_yaml) -> list[str]:

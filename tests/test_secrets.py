@@ -9,7 +9,7 @@ from pathlib import Path
 import bcrypt
 import yaml
 
-from exporter.simulator import WEBDEV_PATH, GatewaySimulator, simulator_app
+from exporter.standins.simulator import WEBDEV_PATH, GatewaySimulator, simulator_app
 from tests.conftest import FakeClock, ServerFactory
 from tests.processes import ExporterProcess, basic_auth
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
+from exporter.digest.sent_bytes import SentBytesCounter
 from exporter.model import PerspectiveSession
-from exporter.sent_bytes import SentBytesCounter
 
 
 def s(id: str, total: float | None, project: str = "P", scope: str = "browser"

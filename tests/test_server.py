@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 
 from exporter.logs import Episode
-from exporter.server import (
+from exporter.web.server import (
     Limits,
     ListenError,
     accept_error_handler,
@@ -92,7 +92,7 @@ async def get(url: str, path: str = "/") -> tuple[int, str]:
 
 def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records
-            if r.name == "exporter.server" and r.levelno >= logging.WARNING]
+            if r.name == "exporter.web.server" and r.levelno >= logging.WARNING]
 
 
 def errors(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -206,7 +206,7 @@ def test_soft_open_file_limit_is_raised_to_the_hard_limit() -> None:
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if hard != resource.RLIM_INFINITY and hard <= 256:
         pytest.skip(f"the hard limit ({hard}) leaves nothing to raise")
-    code = ("import resource; from exporter.server import raise_open_file_limit; "
+    code = ("import resource; from exporter.web.server import raise_open_file_limit; "
             "print(resource.getrlimit(resource.RLIMIT_NOFILE)[0], raise_open_file_limit())")
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True,
@@ -221,7 +221,7 @@ def test_accept_failing_for_want_of_files_is_one_line_per_episode(
     """asyncio logs a traceback each time accept() fails with EMFILE (the 18,000 lines)."""
     loop = asyncio.new_event_loop()
     try:
-        handle = accept_error_handler(Episode(logging.getLogger("exporter.server"), "out"))
+        handle = accept_error_handler(Episode(logging.getLogger("exporter.web.server"), "out"))
         emfile = OSError(errno.EMFILE, "Too many open files")
         for _ in range(100):
             handle(loop, {"message": "socket.accept() out of system resource",

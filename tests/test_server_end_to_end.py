@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from exporter.simulator import WEBDEV_PATH, GatewaySimulator, simulator_app
+from exporter.standins.simulator import WEBDEV_PATH, GatewaySimulator, simulator_app
 from tests.conftest import FakeClock, ServerFactory
 from tests.processes import ExporterProcess, write_config
 

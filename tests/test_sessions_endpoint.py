@@ -12,10 +12,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from exporter.appkeys import FLEET
 from exporter.clock import SystemClock
 from exporter.config import Config, GatewayConfig
-from exporter.http import create_app
+from exporter.web.appkeys import FLEET
+from exporter.web.http import create_app
 from tests.conftest import ClientFactory, ServerFactory, eventually
 from tests.payloads import document, encode, perspective, vision
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from exporter.cli import main
-from exporter.simulator import REST_PATHS, WEBDEV_PATH
+from exporter.standins.simulator import REST_PATHS, WEBDEV_PATH
 from tests.metrics import total
 from tests.processes import ExporterProcess
 

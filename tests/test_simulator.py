@@ -8,7 +8,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from exporter.simulator import (
+from exporter.standins.simulator import (
     GATEWAY_INFO_PATH,
     REST_PATHS,
     WEBDEV_PATH,

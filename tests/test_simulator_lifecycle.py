@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from itertools import pairwise
 
-from exporter.simulator import GatewaySimulator
+from exporter.standins.simulator import GatewaySimulator
 from tests.conftest import FakeClock
 
 

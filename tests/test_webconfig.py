@@ -7,7 +7,7 @@ import bcrypt
 import pytest
 
 from exporter.schema import ConfigError
-from exporter.webconfig import LiveWebConfig, WebConfig, build_web_config, load_web_config
+from exporter.web.webconfig import LiveWebConfig, WebConfig, build_web_config, load_web_config
 from tests.certs import Pki, make_pki
 
 HASH = bcrypt.hashpw(b"scrape-pass", bcrypt.gensalt(rounds=4)).decode().replace("$2b$", "$2y$")

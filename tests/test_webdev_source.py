@@ -9,9 +9,9 @@ import pytest
 from aiohttp import web
 
 from exporter.config import GatewayConfig
-from exporter.faults import Fault, FaultyGateway, faulty_app
-from exporter.simulator import WEBDEV_PATH, GatewaySimulator, simulator_app
 from exporter.sources import Reason, SourceError, make_source
+from exporter.standins.faults import Fault, FaultyGateway, faulty_app
+from exporter.standins.simulator import WEBDEV_PATH, GatewaySimulator, simulator_app
 from tests.conftest import FakeClock, ServerFactory, poll_source
 from tests.fakes import redirecting_away
 

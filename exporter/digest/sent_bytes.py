@@ -20,9 +20,9 @@ from itertools import islice, repeat
 from operator import attrgetter
 from types import MappingProxyType
 
-from exporter.aggregate import ScopeKey, scope_key
-from exporter.groups import Groups
-from exporter.lifecycle import REMEMBERED_LABEL_SETS
+from exporter.digest.aggregate import ScopeKey, scope_key
+from exporter.digest.groups import Groups
+from exporter.digest.lifecycle import REMEMBERED_LABEL_SETS
 from exporter.model import Number, PerspectiveSession, id_hashes
 
 

@@ -36,7 +36,7 @@ from aiohttp import web
 
 from exporter.logs import Episode
 
-log = logging.getLogger("exporter.server")
+log = logging.getLogger("exporter.web.server")
 
 # Exit status when the address cannot be listened on (2 is a configuration error).
 EXIT_CANNOT_LISTEN = 3

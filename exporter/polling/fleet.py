@@ -18,10 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import aiohttp
 
-from exporter.budget import SeriesBudget
 from exporter.clock import Clock
 from exporter.config import Config, GatewayConfig
-from exporter.poller import GatewayPoller, GatewayStatus
+from exporter.digest.budget import SeriesBudget
+from exporter.polling.poller import GatewayPoller, GatewayStatus
 from exporter.sources import Source, make_source
 
 SourceFactory = Callable[[GatewayConfig, aiohttp.ClientSession, Clock], Source]

@@ -30,7 +30,9 @@ from prometheus_client.exposition import (
 from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.registry import Collector
 
-from exporter.collector import (
+from exporter.polling.poller import GatewayStatus
+from exporter.reload import ReloadStatus
+from exporter.web.collector import (
     Metric,
     build_info,
     exporter_families,
@@ -40,9 +42,7 @@ from exporter.collector import (
     reload_families,
     session_families,
 )
-from exporter.negotiation import Preference, preferences
-from exporter.poller import GatewayStatus
-from exporter.reload import ReloadStatus
+from exporter.web.negotiation import Preference, preferences
 
 Encoder = Callable[[Collector], bytes]
 _EOF = b"# EOF\n"

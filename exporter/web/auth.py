@@ -45,7 +45,7 @@ MAX_PASSWORD_BYTES = 72
 OPEN_PATHS = frozenset({"/healthz"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-log = logging.getLogger("exporter.auth")
+log = logging.getLogger("exporter.web.auth")
 
 
 def parse_basic(header: str | None) -> tuple[str, bytes] | None:

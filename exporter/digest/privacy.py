@@ -12,7 +12,7 @@ import hmac
 import ipaddress
 from dataclasses import dataclass, field
 
-from exporter.aggregate import OTHER
+from exporter.digest.aggregate import OTHER
 
 USERNAME_LABEL_MODES = ("keep", "hash", "drop")
 # Username values that name nobody: Ignition's and the 8.3 REST API's "no one logged in", the

@@ -13,7 +13,11 @@ import aiohttp
 from aiohttp import hdrs, web
 
 from exporter import __version__
-from exporter.appkeys import (
+from exporter.clock import Clock, SystemClock
+from exporter.config import Config, ConfigError
+from exporter.polling.fleet import Fleet
+from exporter.reload import Apply, Reloader
+from exporter.web.appkeys import (
     CLOCK,
     EXPOSITION,
     FLEET,
@@ -23,16 +27,12 @@ from exporter.appkeys import (
     WEB,
     WEB_AUTH,
 )
-from exporter.auth import ReplaceableAuth, auth_middleware
-from exporter.clock import Clock, SystemClock
-from exporter.config import Config, ConfigError
-from exporter.exposition import Exposition, negotiate
-from exporter.fleet import Fleet
-from exporter.landing import render_landing
-from exporter.negotiation import accepts_gzip
-from exporter.reload import Apply, Reloader
-from exporter.sessions_endpoint import sessions_handler
-from exporter.webconfig import LiveWebConfig, WebConfig
+from exporter.web.auth import ReplaceableAuth, auth_middleware
+from exporter.web.exposition import Exposition, negotiate
+from exporter.web.landing import render_landing
+from exporter.web.negotiation import accepts_gzip
+from exporter.web.sessions_endpoint import sessions_handler
+from exporter.web.webconfig import LiveWebConfig, WebConfig
 
 log = logging.getLogger("exporter.reload")
 USER_AGENT = f"ignition-exporter/{__version__}"

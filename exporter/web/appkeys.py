@@ -10,12 +10,12 @@ from __future__ import annotations
 import aiohttp
 from aiohttp import web
 
-from exporter.auth import ReplaceableAuth
 from exporter.clock import Clock
-from exporter.exposition import Exposition
-from exporter.fleet import Fleet
+from exporter.polling.fleet import Fleet
 from exporter.reload import Reloader
-from exporter.webconfig import LiveWebConfig
+from exporter.web.auth import ReplaceableAuth
+from exporter.web.exposition import Exposition
+from exporter.web.webconfig import LiveWebConfig
 
 CLOCK = web.AppKey("clock", Clock)
 FLEET = web.AppKey("fleet", Fleet)

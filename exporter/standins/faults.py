@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from exporter.simulator import (
+from exporter.standins.simulator import (
     GATEWAY_INFO_PATH,
     REST_PATHS,
     WEBDEV_PATH,

@@ -21,8 +21,8 @@ from prometheus_client.utils import floatToGoString
 
 from exporter import buildinfo
 from exporter.clock import Clock
-from exporter.lifecycle import BUCKETS, Histogram, Lifecycle
-from exporter.poller import GatewayStatus
+from exporter.digest.lifecycle import BUCKETS, Histogram, Lifecycle
+from exporter.polling.poller import GatewayStatus
 from exporter.reload import ReloadStatus
 from exporter.schema import format_duration
 

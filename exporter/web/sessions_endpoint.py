@@ -14,12 +14,12 @@ from collections.abc import Callable, Sequence
 import msgspec
 from aiohttp import hdrs, web
 
-from exporter.appkeys import CLOCK, FLEET
-from exporter.filters import BadQuery, SessionQuery, parse_query
+from exporter.digest.privacy import mask_address
 from exporter.model import SessionIndex
-from exporter.negotiation import accepts_gzip
-from exporter.poller import GatewayStatus
-from exporter.privacy import mask_address
+from exporter.polling.poller import GatewayStatus
+from exporter.web.appkeys import CLOCK, FLEET
+from exporter.web.filters import BadQuery, SessionQuery, parse_query
+from exporter.web.negotiation import accepts_gzip
 
 _WHITESPACE_OR_OPEN = frozenset(b"{ \t\r\n")
 Session = memoryview | bytes  # one session's JSON, as the gateway sent it

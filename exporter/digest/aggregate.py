@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, TypeVar
 
-from exporter.groups import Groups, SnapshotGroups
+from exporter.digest.groups import Groups, SnapshotGroups
 from exporter.model import PerspectiveSession, Snapshot
 
 OTHER = "__other__"

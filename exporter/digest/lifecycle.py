@@ -32,7 +32,7 @@ from operator import attrgetter
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
-from exporter.aggregate import label, scope_key
+from exporter.digest.aggregate import label, scope_key
 from exporter.model import ClientSession, PerspectiveSession, Snapshot, id_hashes
 
 # Seconds: a quick look, five minutes, a quarter hour, an hour, half a shift, a shift, twelve

@@ -12,7 +12,7 @@ import argparse
 
 from aiohttp import web
 
-from exporter.simulator import WEBDEV_PATH, GatewaySimulator, simulator_app
+from exporter.standins.simulator import WEBDEV_PATH, GatewaySimulator, simulator_app
 
 SHAPES = ("webdev", "rest")
 DEFAULT_LISTEN = "127.0.0.1:8088"  # Ignition's own default HTTP port

@@ -17,15 +17,15 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import TypeVar
 
-from exporter.aggregate import CAPPED, EMPTY, Aggregates, ScopeKey, aggregate
-from exporter.budget import SeriesBudget
 from exporter.clock import Clock
 from exporter.config import GatewayConfig
-from exporter.groups import SnapshotGroups
-from exporter.lifecycle import NOTHING_YET, GatewayLifecycle
+from exporter.digest.aggregate import CAPPED, EMPTY, Aggregates, ScopeKey, aggregate
+from exporter.digest.budget import SeriesBudget
+from exporter.digest.groups import SnapshotGroups
+from exporter.digest.lifecycle import NOTHING_YET, GatewayLifecycle
+from exporter.digest.privacy import Privacy
+from exporter.digest.sent_bytes import SentBytesCounter
 from exporter.model import SessionIndex, Snapshot
-from exporter.privacy import Privacy
-from exporter.sent_bytes import SentBytesCounter
 from exporter.sources import Decode, Reason, Source, SourceError
 
 log = logging.getLogger(__name__)

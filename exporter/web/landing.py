@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from html import escape
 from urllib.parse import quote, unquote_plus, urlencode
 
-from exporter.poller import GatewayStatus
+from exporter.polling.poller import GatewayStatus
 
 # Usernames that name nobody; an example query for them would show no one in particular.
 PLACEHOLDERS = frozenset({"Unauthenticated", "anonymous", "__other__"})
