@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -181,8 +182,23 @@ def _print(command: str) -> int:
     except LookupError as exc:
         print(f"ignition-exporter {command}: {exc}", file=sys.stderr)
         return 1
-    sys.stdout.write(text)
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+        print(f"ignition-exporter {command}: the output was closed before it was all written",
+              file=sys.stderr)
+        return 1
     return 0
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush of what is left in its
+    buffer does not hit the closed pipe again and print a traceback at exit (the recipe of
+    Python's `signal` documentation for SIGPIPE)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def _check(args: argparse.Namespace, config: Config | None, web_config: WebConfig) -> int:

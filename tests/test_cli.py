@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +23,23 @@ def test_webdev_script_prints_script_and_steps(capsys: pytest.CaptureFixture[str
     assert (ROOT / "ignition" / "session_exporter.py").read_text() in out
     assert "Require HTTPS" in out and "/system/webdev/monitoring/sessions" in out
     assert script_path() == ROOT / "ignition" / "session_exporter.py"
+
+
+@pytest.mark.parametrize("command", ["rules", "dashboard", "webdev-script"])
+def test_output_closed_early_is_one_line_not_a_traceback(command: str) -> None:
+    """`ignition-exporter rules | promtool check rules` (promtool wants a file and exits at
+    once) closes the pipe before the text is written."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([sys.executable, "-m", "exporter", command], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=60, check=False)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
+    closed = "the output was closed before it was all written"
+    assert done.stderr == f"ignition-exporter {command}: {closed}\n"
 
 
 def test_check_config_ok_and_bad(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
