@@ -85,7 +85,7 @@ def test_port_in_use_is_one_line_and_exit_status_3(
     err = capsys.readouterr().err
     assert status == 3
     assert f"ignition-exporter: cannot listen on 127.0.0.1:{port}: another process is using " \
-           "it: stop that process or choose another --listen\n" in err
+           "it: stop that process or choose another --web.listen-address\n" in err
     assert "Traceback" not in err
 
 

@@ -189,7 +189,7 @@ async def test_port_in_use_is_one_clear_error() -> None:
                 pass
     assert str(caught.value) == (
         f"cannot listen on 127.0.0.1:{port}: another process is using it: stop that process "
-        "or choose another --listen")
+        "or choose another --web.listen-address")
 
 
 def test_cap_is_lowered_to_what_open_files_allow(caplog: pytest.LogCaptureFixture) -> None:

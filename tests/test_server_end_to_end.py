@@ -95,4 +95,4 @@ def test_port_in_use_exits_3_with_one_line(tmp_path: Path) -> None:
     assert done.returncode == 3
     assert done.stderr.splitlines() == [
         f"ignition-exporter: cannot listen on 127.0.0.1:{port}: another process is using it: "
-        "stop that process or choose another --listen"]
+        "stop that process or choose another --web.listen-address"]

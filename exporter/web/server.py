@@ -78,12 +78,13 @@ class ListenError(Exception):
 
     def __init__(self, host: str, port: int, error: OSError) -> None:
         self.host, self.port, self.errno = host, port, error.errno
+        flag = "--web.listen-address"
         if error.errno == errno.EADDRINUSE:
-            advice = "another process is using it: stop that process or choose another --listen"
+            advice = f"another process is using it: stop that process or choose another {flag}"
         elif error.errno == errno.EACCES:
-            advice = "permission denied (ports below 1024 need privileges): choose another --listen"
+            advice = f"permission denied (ports below 1024 need privileges): choose another {flag}"
         else:
-            advice = f"{error.strerror or error}: check --listen"
+            advice = f"{error.strerror or error}: check {flag}"
         super().__init__(f"cannot listen on {host}:{port}: {advice}")
 
 
