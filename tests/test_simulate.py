@@ -48,6 +48,8 @@ async def test_exporter_polls_the_standalone_simulator(tmp_path: Path, shape: st
             text = await exporter.wait_for_metric('ignition_up{gateway="simulated"} 1.0')
             assert 8 <= total(text, "ignition_perspective_sessions") <= 16
             assert total(text, "ignition_client_sessions") >= 1
+            # the REST API is 8.3's: a simulated REST gateway must not report an older version
+            assert ('version="8.3.' in text) == (shape == "rest")
             assert await exporter.stop() == 0
         assert await sim.stop() == 0
     assert re.search(r"msg=listening address=http://127\.0\.0\.1:\d+ simulated_gateway="

@@ -51,9 +51,16 @@ def refuse_misplaced(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         parser.error(f"--{given[0]} is an option of the simulate command")
 
 
+# The REST API exists only from 8.3, so that shape reports an 8.3 build (as a live 8.3.6 one
+# spells it); the WebDev resource runs on 7.9 to 8.3, and reports the simulator's default.
+REST_VERSION = "8.3.6 (b2026042713)"
+
+
 def build(args: argparse.Namespace) -> web.Application:
+    versions = {"version": REST_VERSION} if args.shape == "rest" else {}
     simulator = GatewaySimulator(name="simulated-gateway", target_sessions=args.sessions,
-                                 target_clients=args.clients, distinct_users=args.users)
+                                 target_clients=args.clients, distinct_users=args.users,
+                                 **versions)
     return simulator_app(simulator, token=args.token, shape=args.shape)
 
 
