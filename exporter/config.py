@@ -215,6 +215,19 @@ def _resolve_timing(raw: Mapping[str, Any], where: str, top: Mapping[str, Any],
     return interval, timeout, stale_after
 
 
+def _resolve_connect_timeout(raw: Mapping[str, Any], where: str, timeout: float,
+                             reader: Reader) -> float:
+    """The connect timeout lies within the poll's timeout: a written one that does not is a
+    mistake to report (it could never take effect); the default is simply cut to fit."""
+    written = raw.get("connect_timeout")
+    if written is None:
+        return min(DEFAULT_CONNECT_TIMEOUT, timeout)
+    if written > timeout and not _failed(reader, _written_at(raw, where, "timeout", reader)):
+        reader.fail(f"{where}.connect_timeout", f"{format_duration(written)} exceeds the "
+                    f"timeout {format_duration(timeout)}, which bounds the whole poll")
+    return min(written, timeout)
+
+
 def _url_problem(url: str) -> str | None:
     """What makes `url` one the exporter cannot request, or None. A host or port that does
     not parse would otherwise fail every poll, with the whole URL (and any password in it)
@@ -252,7 +265,7 @@ def _resolve_gateway(raw: Mapping[str, Any], where: str, top: Mapping[str, Any],
         source=source,
         poll_interval=interval,
         timeout=timeout,
-        connect_timeout=min(raw.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT), timeout),
+        connect_timeout=_resolve_connect_timeout(raw, where, timeout, reader),
         stale_after=stale_after,
         token=_resolve_secret(raw, where, "token_file", "token_env", environ, reader),
         token_header=raw.get("token_header", default_header),

@@ -240,3 +240,13 @@ def test_a_url_that_cannot_be_requested_is_a_config_error(url: str, why: str) ->
     """Not a traceback from --check-config, and not a failure at the first poll."""
     found = problems({"gateways": [{"name": "a", "url": url}]})
     assert any(p.startswith("gateways[0].url: ") and why in p for p in found), found
+
+
+def test_a_connect_timeout_beyond_the_timeout_is_reported_and_the_default_fits() -> None:
+    found = problems({"gateways": [
+        {"name": "a", "url": "http://a", "timeout": "2s", "connect_timeout": "3s"},
+        {"name": "b", "url": "http://b", "timeout": "2s", "connect_timeout": "1s"}]})
+    assert found == ["gateways[0].connect_timeout: 3s exceeds the timeout 2s, which bounds "
+                     "the whole poll"]
+    config = build_config({"gateways": [{"name": "c", "url": "http://c", "timeout": "2s"}]}, {})
+    assert config.gateways[0].connect_timeout == 2
