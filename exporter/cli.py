@@ -205,6 +205,8 @@ def _check(args: argparse.Namespace, config: Config | None, web_config: WebConfi
     if config is not None:
         names = ", ".join(g.name for g in config.gateways)
         print(f"{args.config}: OK, {len(config.gateways)} gateway(s): {names}")
+    else:  # --demo: its configuration is built in, so there is nothing of the user's to check
+        print("--demo: OK, 1 gateway: the simulated one this process starts")
     if args.web_config:
         print(f"{args.web_config}: OK, {web_config.scheme}, "
               f"{len(web_config.basic_auth_users)} basic auth user(s)")

@@ -53,6 +53,13 @@ def test_check_config_ok_and_bad(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "gateways[0].timeout: invalid duration 'soon'" in capsys.readouterr().err
 
 
+def test_check_config_of_the_demo_says_what_it_checked(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--demo", "--check-config"]) == 0
+    expected = "--demo: OK, 1 gateway: the simulated one this process starts\n"
+    assert capsys.readouterr().out == expected
+
+
 def test_nothing_to_do_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert "give --config FILE, or --demo" in capsys.readouterr().err
