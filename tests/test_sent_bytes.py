@@ -1,7 +1,20 @@
 from __future__ import annotations
 
-from exporter.digest.sent_bytes import SentBytesCounter
+from collections.abc import Mapping, Sequence
+
+from exporter.digest.sent_bytes import SentBytes
 from exporter.model import PerspectiveSession
+
+
+class Counter:
+    """Feeds polls to a `SentBytes` in order, as a poller does, keeping the latest state."""
+
+    def __init__(self, remember: int | None = None) -> None:
+        self.state = SentBytes() if remember is None else SentBytes(remember=remember)
+
+    def observe(self, sessions: Sequence[PerspectiveSession]) -> Mapping[tuple[str, str], float]:
+        self.state = self.state.after(sessions)
+        return self.state.totals
 
 
 def s(id: str, total: float | None, project: str = "P", scope: str = "browser"
@@ -11,13 +24,13 @@ def s(id: str, total: float | None, project: str = "P", scope: str = "browser"
 
 
 def test_example_from_the_contract() -> None:
-    counter = SentBytesCounter()
+    counter = Counter()
     assert counter.observe([s("A", 5000), s("B", 1000)]) == {("P", "browser"): 6000}
     assert counter.observe([s("A", 7000), s("C", 50)]) == {("P", "browser"): 8050}
 
 
 def test_reset_adds_the_new_value_and_ended_sessions_are_forgotten() -> None:
-    counter = SentBytesCounter()
+    counter = Counter()
     counter.observe([s("A", 5000)])
     assert counter.observe([s("A", 300)]) == {("P", "browser"): 5300}
     assert counter.observe([]) == {("P", "browser"): 5300}
@@ -26,7 +39,7 @@ def test_reset_adds_the_new_value_and_ended_sessions_are_forgotten() -> None:
 
 
 def test_never_decreases_and_keeps_idle_keys() -> None:
-    counter = SentBytesCounter()
+    counter = Counter()
     totals = counter.observe([s("A", 100, scope="Browser"), s("B", 10, project="Q")])
     assert totals == {("P", "browser"): 100, ("Q", "browser"): 10}
     totals = counter.observe([s("A", 100, scope="Browser")])
@@ -34,13 +47,13 @@ def test_never_decreases_and_keeps_idle_keys() -> None:
 
 
 def test_sessions_without_id_or_total_are_skipped() -> None:
-    counter = SentBytesCounter()
+    counter = Counter()
     assert counter.observe([s("A", None), PerspectiveSession(total_bytes_sent=99),
                             s("B", -5)]) == {}
 
 
 def test_returned_totals_do_not_change_afterwards() -> None:
-    counter = SentBytesCounter()
+    counter = Counter()
     first = counter.observe([s("A", 10)])
     counter.observe([s("A", 30)])
     assert first == {("P", "browser"): 10}
@@ -50,7 +63,7 @@ def test_a_gateway_inventing_projects_cannot_grow_the_totals_for_ever() -> None:
     """Live label sets are always kept; of those without a session, only the `remember`
     most recently seen keep their totals (as for the lifecycle counters), so a gateway
     putting a new project name in every answer holds memory and series to a bound."""
-    counter = SentBytesCounter(remember=3)
+    counter = Counter(remember=3)
     for poll in range(50):
         totals = counter.observe([s(f"x{poll}", 10, project=f"made-up-{poll}"),
                                   s("steady", 100 + poll)])
@@ -63,7 +76,15 @@ def test_a_gateway_inventing_projects_cannot_grow_the_totals_for_ever() -> None:
 def test_integer_ids_whose_hashes_collide_keep_their_own_totals() -> None:
     """hash(-1) == hash(-2) in Python: with the bare hash, these two unchanging sessions
     shared one remembered total and the counter grew by 600 at every poll."""
-    counter = SentBytesCounter()
+    counter = Counter()
     sessions = [s(-1, 1000), s(-2, 400)]  # type: ignore[arg-type]
     assert counter.observe(sessions) == {("P", "browser"): 1400}
     assert counter.observe(sessions) == {("P", "browser"): 1400}
+
+
+def test_a_state_is_never_changed_by_the_next_poll() -> None:
+    """A failed poll keeps the state it had: `after` must leave its state as it was."""
+    first = SentBytes().after([s("A", 10)])
+    first.after([s("A", 30), s("B", 5)])
+    assert first.totals == {("P", "browser"): 10}
+    assert first.after([s("A", 30)]).totals == {("P", "browser"): 30}

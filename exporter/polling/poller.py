@@ -19,13 +19,13 @@ from typing import TypeVar
 
 from exporter.clock import Clock
 from exporter.config import GatewayConfig
-from exporter.digest.aggregate import CAPPED, EMPTY, Aggregates, ScopeKey, aggregate
+from exporter.digest.aggregate import CAPPED, EMPTY, Aggregates, ScopeKey
 from exporter.digest.budget import SeriesBudget
-from exporter.digest.groups import SnapshotGroups
 from exporter.digest.lifecycle import NOTHING_YET, GatewayLifecycle
+from exporter.digest.poll import Digest, DigestSettings, digest
 from exporter.digest.privacy import Privacy
-from exporter.digest.sent_bytes import SentBytesCounter
-from exporter.model import SessionIndex, Snapshot
+from exporter.digest.sent_bytes import SentBytes
+from exporter.model import SessionIndex
 from exporter.sources import Decode, Reason, Source, SourceError
 
 log = logging.getLogger(__name__)
@@ -36,19 +36,13 @@ JITTER_SHARE = 0.1
 _NO_ERRORS: Mapping[Reason, int] = MappingProxyType(dict.fromkeys(Reason, 0))
 # An unexpected exception's text is cut to this in the failure's detail.
 DETAIL_MAX_CHARS = 200
-A = TypeVar("A")
 R = TypeVar("R")
 
 
-@dataclass(frozen=True, slots=True)
-class Digest:
-    """What a poll's snapshot turns into: the numbers and the sessions to hold."""
-
-    aggregates: Aggregates
-    perspective: SessionIndex
-    clients: SessionIndex
-    sent_bytes: Mapping[ScopeKey, float]
-    lifecycle: GatewayLifecycle
+def decode_and_digest(decode: Decode, lifecycle: GatewayLifecycle, sent_bytes: SentBytes,
+                      settings: DigestSettings, now: float) -> Digest:
+    """The CPU-heavy part of a poll, a pure function of its arguments: run by the worker."""
+    return digest(decode(), lifecycle, sent_bytes, settings, now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +99,7 @@ class GatewayPoller:
         self._prepare = prepare
         self._clock = clock
         self._rng = rng or random.Random()
-        self._sent_bytes = SentBytesCounter()
+        self._sent_bytes = SentBytes()  # replaced after each successful poll
         self.status = GatewayStatus(gateway)
 
     def retune(self, *, idle_after: float, max_series: int | SeriesBudget | None) -> None:
@@ -134,8 +128,10 @@ class GatewayPoller:
         try:
             async with asyncio.timeout(self.gateway.timeout):
                 decode = await self._source.fetch()
-            snapshot, digest = await self._in_worker(self._decode_and_digest, decode)
-            status = self._succeeded(snapshot, digest, self._clock.monotonic() - started)
+            result = await self._in_worker(
+                decode_and_digest, decode, self.status.lifecycle, self._sent_bytes,
+                self._settings(), self._clock.time())
+            status = self._succeeded(result, self._clock.monotonic() - started)
             if self._prepare is not None:
                 await self._in_worker(self._prepare, status)
             self.status = status
@@ -161,33 +157,19 @@ class GatewayPoller:
         return SourceError(self.gateway.name, Reason.DECODE, f"unexpected {type(exc).__name__} "
                            f"while reading the answer{': ' + text if text else ''}")
 
-    async def _in_worker(self, work: Callable[[A], R], argument: A) -> R:
+    async def _in_worker(self, work: Callable[..., R], *arguments: object) -> R:
         """CPU-bound work off the event loop, in the worker thread (inline without one).
 
         Every digest goes there, small ones too: inline, a round of gateways answering at
         once would hold the loop for the whole round, and a scrape needs several passes of
         the loop. In the thread, the loop gets the interpreter back every few milliseconds."""
         if self._cpu is None:
-            return work(argument)
-        return await asyncio.get_running_loop().run_in_executor(self._cpu, work, argument)
+            return work(*arguments)
+        return await asyncio.get_running_loop().run_in_executor(self._cpu, work, *arguments)
 
-    def _decode_and_digest(self, decode: Decode) -> tuple[Snapshot, Digest]:
-        """The CPU-heavy part of a poll. Touches nothing readers see; polls of one gateway
-        never overlap, so the byte counter is only ever used by one thread at a time."""
-        snapshot = decode()
-        lifecycle = self.status.lifecycle.after(snapshot, self._clock.time(),
-                                                self.gateway.stale_after)
-        groups = SnapshotGroups.of(snapshot)  # shared: grouping is most of a digest's cost
-        return snapshot, Digest(
-            aggregates=aggregate(snapshot, self._idle_after, self._username, self._caps(),
-                                 groups),
-            perspective=SessionIndex.grouped(snapshot.perspective_json, groups.perspective.codes,
-                                             groups.perspective.owners(2, 0)),
-            clients=SessionIndex.grouped(snapshot.clients_json, groups.clients.codes,
-                                         groups.clients.owners(1, 0)),
-            sent_bytes=self._sent_bytes.observe(snapshot.perspective, groups.perspective),
-            lifecycle=lifecycle,
-        )
+    def _settings(self) -> DigestSettings:
+        return DigestSettings(self._idle_after, self.gateway.stale_after, self._username,
+                              self._caps())
 
     def _caps(self) -> int | dict[str, int] | None:
         """This poll's series caps: fixed, or this gateway's share of a fleet's budget."""
@@ -195,9 +177,10 @@ class GatewayPoller:
             return self._max_series
         return {metric: self._max_series.limit(self.gateway.name, metric) for metric in CAPPED}
 
-    def _succeeded(self, snapshot: Snapshot, digest: Digest, duration: float) -> GatewayStatus:
+    def _succeeded(self, digest: Digest, duration: float) -> GatewayStatus:
         """The status after this successful poll; the caller publishes it."""
-        previous = self.status
+        previous, snapshot = self.status, digest.about
+        self._sent_bytes = digest.sent_bytes
         if isinstance(self._max_series, SeriesBudget):
             self._max_series.report(self.gateway.name, digest.aggregates.demand)
         folded = dict(previous.folded_series)
@@ -218,15 +201,15 @@ class GatewayPoller:
             warnings=snapshot.warnings,
             aggregates=digest.aggregates,
             folded_series=MappingProxyType(folded),
-            sent_bytes=digest.sent_bytes,
+            sent_bytes=digest.sent_bytes.totals,
             lifecycle=digest.lifecycle,
             invalid_sessions=previous.invalid_sessions + snapshot.invalid_sessions,
         )
         if not previous.up:
             log.info("gateway up", extra={
                 "gateway": self.gateway.name,
-                "perspective_sessions": len(snapshot.perspective),
-                "client_sessions": len(snapshot.clients),
+                "perspective_sessions": len(digest.perspective),
+                "client_sessions": len(digest.clients),
                 "version": snapshot.version or "unknown",
             })
         if snapshot.warnings != previous.warnings and snapshot.warnings:

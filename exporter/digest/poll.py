@@ -1,0 +1,62 @@
+"""A whole poll's digest as one pure function, from the snapshot and what the previous poll
+left, to everything the exporter shows and holds until the next poll.
+
+Whatever a gateway's digest carries from one successful poll to the next (the lifecycle and
+the byte counter) goes in and comes out as immutable values, and the settings are plain data:
+so the digest can run wherever the poller chooses, a worker thread or another process, and a
+failed poll simply keeps what it had.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+
+from exporter.digest.aggregate import Aggregates, aggregate
+from exporter.digest.groups import SnapshotGroups
+from exporter.digest.lifecycle import GatewayLifecycle
+from exporter.digest.sent_bytes import SentBytes
+from exporter.model import SessionIndex, Snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class DigestSettings:
+    """The gateway's settings a digest needs (a reload may change them between polls)."""
+
+    idle_after: float  # seconds
+    stale_after: float  # seconds
+    username: Callable[[str], str]  # the username label policy (privacy.Privacy.username)
+    caps: int | Mapping[str, int] | None = None  # series caps (aggregate.aggregate)
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """What one poll turns into: the numbers, the sessions to hold, the carried state, and
+    what the gateway said about itself (`about`: the snapshot without its session lists,
+    which the digest has used up)."""
+
+    aggregates: Aggregates
+    perspective: SessionIndex
+    clients: SessionIndex
+    sent_bytes: SentBytes
+    lifecycle: GatewayLifecycle
+    about: Snapshot
+
+
+def digest(snapshot: Snapshot, lifecycle: GatewayLifecycle, sent_bytes: SentBytes,
+           settings: DigestSettings, now: float) -> Digest:
+    """`lifecycle` and `sent_bytes` are the previous successful poll's; `now` is this poll's
+    time (epoch seconds)."""
+    groups = SnapshotGroups.of(snapshot)  # shared: grouping is most of a digest's cost
+    return Digest(
+        aggregates=aggregate(snapshot, settings.idle_after, settings.username, settings.caps,
+                             groups),
+        perspective=SessionIndex.grouped(snapshot.perspective_json, groups.perspective.codes,
+                                         groups.perspective.owners(2, 0)),
+        clients=SessionIndex.grouped(snapshot.clients_json, groups.clients.codes,
+                                     groups.clients.owners(1, 0)),
+        sent_bytes=sent_bytes.after(snapshot.perspective, groups.perspective),
+        lifecycle=lifecycle.after(snapshot, now, settings.stale_after),
+        about=replace(snapshot, perspective=(), perspective_json=(), clients=(),
+                      clients_json=()),
+    )
