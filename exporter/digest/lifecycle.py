@@ -33,6 +33,7 @@ from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
 from exporter.digest.aggregate import label, scope_key
+from exporter.digest.groups import Groups, Key, SnapshotGroups
 from exporter.model import ClientSession, PerspectiveSession, Snapshot, id_hashes
 
 # Seconds: a quick look, five minutes, a quarter hour, an hour, half a shift, a shift, twelve
@@ -112,31 +113,30 @@ class Held:
     age_histograms: Mapping[LabelSet, Histogram] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, records: Sequence[R], fields: Fields[R]) -> Held:
-        """The sessions of one list. Sessions without an id are dropped; of a repeated id
-        only the first is kept. This runs over every session of every poll: one Python loop
-        (in `_group`), the rest are C loops (map, set, array)."""
+    def of(cls, records: Sequence[R], fields: Fields[R], groups: Groups) -> Held:
+        """The sessions of one list, grouped as `groups` (the list's, `groups.Groups`).
+        Sessions without an id are dropped; of a repeated id only the first is kept. This
+        runs over every session of every poll: the label sets are found once per group
+        code, and the only Python loop over the sessions sorts their ages by label set."""
         ids = list(map(fields.id, records))
         keys = id_hashes(ids)
+        codes: Sequence[int] = groups.codes
         if len(set(keys)) != len(keys) or None in ids:
             kept = _first_with_id(ids, keys)
             records, keys = [records[i] for i in kept], [keys[i] for i in kept]
+            codes = [codes[i] for i in kept]
         ages = list(map(fields.age, records))
         if None in ages:
             ages = [UNKNOWN if age is None else age for age in ages]
-        labels, raws, groups = _group(map(fields.first, records), map(fields.second, records),
-                                      ages)
         order: dict[LabelSet, int] = {}
-        by_label: dict[LabelSet, list[float]] = {}
-        for raw, group in zip(raws, groups, strict=True):
-            label_set = fields.label(raw)
-            order.setdefault(label_set, len(order))
-            by_label[label_set] = by_label[label_set] + group if label_set in by_label else group
-        if len(order) != len(raws):  # raw values that became one label set
-            positions = [order[fields.label(raw)] for raw in raws]
-            labels = [positions[i] for i in labels]
+        of_code = [order.setdefault(fields.label(key), len(order)) for key in groups.keys]
+        labels = list(map(of_code.__getitem__, codes))
+        by_label: list[list[float]] = [[] for _ in order]
+        for position, age in zip(labels, ages, strict=True):
+            by_label[position].append(age)
         return cls(array("q", keys), array("I", labels), _ages_array(ages), tuple(order),
-                   MappingProxyType({k: Histogram.of_ages(v) for k, v in by_label.items()}))
+                   MappingProxyType({label_set: Histogram.of_ages(group) for label_set, group
+                                     in zip(order, by_label, strict=True) if group}))
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -147,30 +147,6 @@ def _first_with_id(ids: Sequence[object], keys: Sequence[int]) -> list[int]:
     # In a dict later positions overwrite earlier ones, so the list is walked backwards.
     first = dict(zip(reversed(keys), range(len(keys) - 1, -1, -1), strict=True))
     return sorted(i for i in first.values() if ids[i] is not None)
-
-
-def _group(firsts: Iterable[object], seconds: Iterable[object], ages: Sequence[float]
-           ) -> tuple[list[int], list[tuple[object, object]], list[list[float]]]:
-    """Per session the position of its raw label values among the distinct ones; the
-    distinct ones in order of first appearance; the ages grouped by them. Looked up one
-    value at a time (a dict per first value), which makes no tuple per session."""
-    index: dict[object, dict[object, int]] = {}
-    raws: list[tuple[object, object]] = []
-    groups: list[list[float]] = []
-    labels: list[int] = []
-    append = labels.append
-    for first, second, age in zip(firsts, seconds, ages, strict=True):
-        by_second = index.get(first)
-        if by_second is None:
-            by_second = index[first] = {}
-        position = by_second.get(second)
-        if position is None:
-            position = by_second[second] = len(groups)
-            raws.append((first, second))
-            groups.append([])
-        append(position)
-        groups[position].append(age)
-    return labels, raws, groups
 
 
 def _float(value: float) -> float:
@@ -197,37 +173,43 @@ R = TypeVar("R")
 
 @dataclass(frozen=True, slots=True)
 class Fields(Generic[R]):
-    """How to read one kind of record: its id, its two raw label values, its age in ms (None
-    if unknown), and the label set the raw values make."""
+    """How to read one kind of record: its id, its age in ms (None if unknown), and the
+    label set of its group's key (`groups.PERSPECTIVE_KEY`, `groups.CLIENT_KEY`)."""
 
     id: Callable[[R], str | int | None]
-    first: Callable[[R], object]
-    second: Callable[[R], object]
     age: Callable[[R], float | None]
-    label: Callable[[Any], LabelSet]
+    label: Callable[[Key], LabelSet]
 
 
-PERSPECTIVE: Fields[PerspectiveSession] = Fields(
-    attrgetter("id"), attrgetter("project"), attrgetter("session_scope"), attrgetter("uptime"),
-    scope_key)
+def _perspective_label(key: Key) -> LabelSet:
+    """(project, scope) from a (project, sessionScope, username) key."""
+    return scope_key(key)
 
 
-def perspective_held(sessions: Sequence[PerspectiveSession]) -> Held:
-    """Perspective sessions by `id`, labelled (project, scope), aged by `uptime` (ms)."""
-    return Held.of(sessions, PERSPECTIVE)
+PERSPECTIVE: Fields[PerspectiveSession] = Fields(attrgetter("id"), attrgetter("uptime"),
+                                                 _perspective_label)
 
 
-def _client_label(raw: tuple[str | None, str]) -> LabelSet:
-    return label(raw[0]), raw[1]
+def perspective_held(sessions: Sequence[PerspectiveSession], groups: Groups | None = None
+                     ) -> Held:
+    """Perspective sessions by `id`, labelled (project, scope), aged by `uptime` (ms).
+    `groups` are the sessions' (`Groups.of_perspective`), when the caller has them."""
+    return Held.of(sessions, PERSPECTIVE, groups or Groups.of_perspective(sessions))
 
 
-def client_held(clients: Sequence[ClientSession], at: float) -> Held:
+def _client_label(key: Key) -> LabelSet:
+    """(project, kind) from a (project, username, isDesigner) key."""
+    return label(key[0]), "designer" if key[2] else "vision"
+
+
+def client_held(clients: Sequence[ClientSession], at: float, groups: Groups | None = None
+                ) -> Held:
     """Vision clients and Designers by client id, labelled (project, kind); their age is
     `at` (the poll's time, epoch seconds) minus `creationTime` (epoch ms)."""
     at_ms = at * 1000
     return Held.of(clients, Fields(
-        attrgetter("client_id"), attrgetter("project"), attrgetter("kind"),
-        lambda client: _since(at_ms, client.creation_time), _client_label))
+        attrgetter("client_id"), lambda client: _since(at_ms, client.creation_time),
+        _client_label), groups or Groups.of_clients(clients))
 
 
 class _Tally:
@@ -351,11 +333,16 @@ class GatewayLifecycle:
     perspective: Lifecycle = Lifecycle()
     clients: Lifecycle = Lifecycle()
 
-    def after(self, snapshot: Snapshot, now: float, stale_after: float) -> GatewayLifecycle:
+    def after(self, snapshot: Snapshot, now: float, stale_after: float,
+              groups: SnapshotGroups | None = None) -> GatewayLifecycle:
+        """`groups` are the snapshot's, when the caller has them."""
         at = snapshot.collected_at if snapshot.collected_at is not None else now
+        groups = groups or SnapshotGroups.of(snapshot)
         return GatewayLifecycle(
-            self.perspective.after(perspective_held(snapshot.perspective), now, stale_after),
-            self.clients.after(client_held(snapshot.clients, at), now, stale_after))
+            self.perspective.after(perspective_held(snapshot.perspective, groups.perspective),
+                                   now, stale_after),
+            self.clients.after(client_held(snapshot.clients, at, groups.clients), now,
+                               stale_after))
 
 
 NOTHING_YET = GatewayLifecycle()

@@ -56,7 +56,7 @@ def digest(snapshot: Snapshot, lifecycle: GatewayLifecycle, sent_bytes: SentByte
         clients=SessionIndex.grouped(snapshot.clients_json, groups.clients.codes,
                                      groups.clients.owners(1, 0)),
         sent_bytes=sent_bytes.after(snapshot.perspective, groups.perspective),
-        lifecycle=lifecycle.after(snapshot, now, settings.stale_after),
+        lifecycle=lifecycle.after(snapshot, now, settings.stale_after, groups),
         about=replace(snapshot, perspective=(), perspective_json=(), clients=(),
                       clients_json=()),
     )

@@ -26,6 +26,7 @@ from exporter.digest.groups import Groups
 from exporter.digest.lifecycle import REMEMBERED_LABEL_SETS
 from exporter.model import Number, PerspectiveSession, id_hashes
 
+
 @dataclass(frozen=True, slots=True)
 class SentBytes:
     """One gateway's byte counter as of its last successful poll; `after` gives the next.
