@@ -48,6 +48,10 @@ STALE_AFTER_POLLS = 4
 DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 DEFAULT_REST_PAGE_SIZE = 500
 DEFAULT_MAX_SERIES = 10_000
+# A gateway's project label values beyond this many (its busiest) are folded into "__other__".
+# Real gateways have tens of projects; the cap stops a broken one from multiplying every
+# metric with a project label.
+DEFAULT_MAX_PROJECTS = 500
 DEFAULT_REST_TOKEN_HEADER = "X-Ignition-API-Token"
 WEBDEV_TOKEN_HEADER = "Authorization"
 
@@ -81,6 +85,8 @@ class Config:
     privacy: Privacy = field(default_factory=Privacy)
     # Series cap for each metric with a username label, shared equally by the gateways.
     max_series_per_metric: int = DEFAULT_MAX_SERIES
+    # Project label values per gateway (digest.groups.SnapshotGroups.capped).
+    max_projects_per_gateway: int = DEFAULT_MAX_PROJECTS
     warnings: tuple[str, ...] = ()
 
 
@@ -128,6 +134,7 @@ _TOP_FIELDS: dict[str, Parser] = {
     "username_hash_key_file": string_field,
     "username_hash_key_env": string_field,
     "max_series_per_metric": converting(positive_int),
+    "max_projects_per_gateway": converting(positive_int),
 }
 
 
@@ -314,6 +321,8 @@ def build_config(document: object, environ: Mapping[str, str] | None = None) -> 
                   sessions_users=MappingProxyType(top.get("sessions_basic_auth_users", {})),
                   privacy=privacy,
                   max_series_per_metric=top.get("max_series_per_metric", DEFAULT_MAX_SERIES),
+                  max_projects_per_gateway=top.get("max_projects_per_gateway",
+                                                   DEFAULT_MAX_PROJECTS),
                   warnings=tuple(warnings))
 
 

@@ -67,6 +67,9 @@ async def test_metric_contract(clock: FakeClock) -> None:
     assert got[key("ignition_gateway_info", gateway="plant-a", system_name="Ignition-plant-a",
                    version="8.1.33", redundancy_role="")] == 1
     assert any(name == "ignition_exporter_build_info" for name, _ in got)
+    for label in ("project", "scope"):
+        assert got[key("ignition_exporter_folded_label_values", gateway="plant-a",
+                       label=label)] == 0
 
 
 async def test_logged_out_user_disappears_and_counter_keeps_value(clock: FakeClock) -> None:

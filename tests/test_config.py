@@ -135,9 +135,18 @@ def test_cross_checks_name_the_key() -> None:
      "gateways[0].tls_verify: expected true or false, got str"),
     ({"gateways": [{"name": "a", "url": "http://a", "session_limit": -1}]},
      "gateways[0].session_limit: expected a positive whole number, got -1"),
+    ({"gateways": [{"name": "a", "url": "http://a"}], "max_projects_per_gateway": 0},
+     "max_projects_per_gateway: expected a positive whole number, got 0"),
 ])
 def test_shape_errors(document: object, expected: str) -> None:
     assert expected in problems(document)
+
+
+def test_max_projects_per_gateway_is_read_and_defaults_to_500() -> None:
+    gateways = [{"name": "a", "url": "http://a"}]
+    assert build_config({"gateways": gateways}).max_projects_per_gateway == 500
+    assert build_config({"gateways": gateways, "max_projects_per_gateway": 7}
+                        ).max_projects_per_gateway == 7
 
 
 def test_token_file_is_read_and_tls_verify_false_warns(tmp_path: Path) -> None:

@@ -276,3 +276,31 @@ async def test_odd_gateways_cost_only_themselves_end_to_end(
     assert len(down) == 2, down  # one per failing gateway, not one per poll
     away_line, = (line for line in down if "gateway=away" in line)
     assert "redirect to" in away_line and "another host" in away_line
+
+
+async def test_a_gateway_inventing_projects_cannot_multiply_the_series(
+        tmp_path: Path, aiohttp_server: ServerFactory) -> None:
+    """2,000 sessions each in a project and a scope of its own: the series stay bounded by
+    max_projects_per_gateway (and 16 scopes), the fold is reported, and /sessions still
+    finds a session by the project its gateway sent."""
+    gateway = FaultyGateway(GatewaySimulator(seed=3, clock=FakeClock(), target_sessions=2000),
+                            mode=Fault.INVENTED_LABELS)
+    url = str((await aiohttp_server(faulty_app(gateway))).make_url(WEBDEV_PATH))
+    config = tmp_path / "config.yml"
+    config.write_text(json.dumps({"poll_interval": "1s", "max_projects_per_gateway": 50,
+                                  "gateways": [{"name": "invent", "url": url}]}))
+    async with ExporterProcess(tmp_path, "--config", str(config)) as exporter:
+        text = await exporter.wait_for_metric('ignition_up{gateway="invent"} 1.0')
+        status, body = await exporter.get("/sessions?project=invented-1234")
+        assert await exporter.stop() == 0
+    for metric in ("ignition_perspective_sessions", "ignition_perspective_sent_bytes_total",
+                   "ignition_perspective_sessions_started_total"):
+        labels = [dict(key) for key in samples(text, metric)]
+        assert len({label["project"] for label in labels}) == 50 + 1, metric
+        assert len({label["scope"] for label in labels}) <= 16 + 1, metric
+    folded = {dict(labels)["label"]: value for labels, value
+              in samples(text, "ignition_exporter_folded_label_values").items()}
+    assert folded == {"project": 2000 - 50, "scope": 2000 - 16}
+    assert len(text) < 2_000_000
+    assert status == 200
+    assert [s["project"] for s in json.loads(body)["perspective"]] == ["invented-1234"]

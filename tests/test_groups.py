@@ -40,3 +40,33 @@ def test_a_snapshots_groups() -> None:
     assert groups.perspective.codes == [0, 0, 1]
     assert groups.perspective.keys == (("P", "browser", "u"), ("P", "ios", "v"))
     assert groups.clients.keys == (("P", "op", False), ("P", "eng", True))
+
+
+def test_folding_keeps_the_values_holding_most_items_ties_by_value() -> None:
+    groups = Groups.of([("A", "x"), ("B", "x"), ("B", "y"), ("C", "x"), ("D", "x"), ("A", "y")])
+    folded, count = groups.folded(0, 2)
+    assert count == 2  # C and D, one item each; A and B hold two each
+    assert folded.keys == (("A", "x"), ("B", "x"), ("B", "y"), ("__other__", "x"), ("A", "y"))
+    assert folded.counts() == {("A", "x"): 1, ("B", "x"): 1, ("B", "y"): 1,
+                               ("__other__", "x"): 2, ("A", "y"): 1}
+    tie, _ = Groups.of([("Z", 1), ("Y", 1), ("X", 1)]).folded(0, 1)
+    assert {key[0] for key in tie.keys} == {"X", "__other__"}
+
+
+def test_folding_under_the_limit_is_the_same_groups() -> None:
+    groups = Groups.of([("A", "x"), ("B", "x")])
+    assert groups.folded(0, 2) == (groups, 0)
+    assert groups.folded(0, 2)[0] is groups
+
+
+def test_a_snapshots_capped_groups_fold_projects_and_scopes() -> None:
+    snap = snapshot_of(document(
+        [perspective(str(i), "u", f"P{i % 4}", f"scope-{i}") for i in range(40)],
+        [vision("op", f"V{i}", client_id=str(i)) for i in range(5)]))
+    groups = SnapshotGroups.of(snap)
+    capped, folded = groups.capped(max_projects=3)
+    assert folded == {"project": 2, "scope": 40 - 16}
+    assert {key[0] for key in capped.perspective.keys} == {"P0", "P1", "P2", "__other__"}
+    assert len({key[1] for key in capped.perspective.keys}) == 16 + 1
+    assert {key[0] for key in capped.clients.keys} == {"V0", "V1", "V2", "__other__"}
+    assert groups.capped(max_projects=5)[1] == {"project": 0, "scope": 24}

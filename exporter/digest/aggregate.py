@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, TypeVar
 
-from exporter.digest.groups import Groups, SnapshotGroups
+from exporter.digest.groups import OTHER, Groups, SnapshotGroups
 from exporter.model import PerspectiveSession, Snapshot
 
-OTHER = "__other__"
 # Label values longer than this are cut: a megabyte-long "username" from a broken gateway must
 # not become a megabyte in every scrape and in Prometheus' index.
 LABEL_MAX_CHARS = 256
@@ -51,6 +50,9 @@ class Aggregates:
     # Series this poll had before folding, per capped metric: the gateway's demand on the
     # series budget.
     demand: Mapping[str, int] = field(default_factory=dict)
+    # Distinct values of the project and scope labels this poll folded into "__other__"
+    # (groups.SnapshotGroups.capped).
+    folded_values: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def total_perspective_sessions(self) -> int:

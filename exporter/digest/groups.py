@@ -21,6 +21,11 @@ if TYPE_CHECKING:  # model.py builds its SessionIndex from Groups
     from exporter.model import ClientSession, Owner, PerspectiveSession, Snapshot
 
 Key = tuple[Any, ...]
+OTHER = "__other__"
+# Distinct `sessionScope` values kept per gateway. Ignition has four (designer, browser, ios,
+# android; capitalised in some versions): more is a broken gateway, whose extra scopes are
+# folded into "__other__" so that it cannot multiply the exporter's series.
+MAX_SCOPES = 16
 # The finest keys: a Perspective session's (project, sessionScope, username) as sent, and a
 # client's (project, username, isDesigner).
 PERSPECTIVE_KEY = attrgetter("project", "session_scope", "username")
@@ -57,6 +62,28 @@ class Groups:
         """Per code, the (username, project) of its key."""
         return tuple((key[username_at], key[project_at]) for key in self.keys)
 
+    def folded(self, at: int, limit: int) -> tuple[Groups, int]:
+        """These groups with the value at position `at` of the keys replaced by OTHER beyond
+        the `limit` values that hold the most items (ties by value, so the choice is the
+        same on every poll for the same data); and how many values were folded. Free when
+        there are no more than `limit` values, the usual case: then `self` comes back."""
+        if len({key[at] for key in self.keys}) <= limit:
+            return self, 0
+        held: Counter[Any] = Counter()
+        for key, size in zip(self.keys, self.sizes(), strict=True):
+            held[key[at]] += size
+        ranked = sorted(held.items(), key=_most_held_first)
+        kept = {value for value, _ in ranked[:limit]}
+        merged = Groups.of(key if key[at] in kept else (*key[:at], OTHER, *key[at + 1:])
+                           for key in self.keys)
+        return Groups(merged.keys, list(map(merged.codes.__getitem__, self.codes))), \
+            len(held) - limit
+
+    def sizes(self) -> list[int]:
+        """Per code, how many items hold it."""
+        counts = Counter(self.codes)
+        return [counts[code] for code in range(len(self.keys))]
+
     def sums(self, values: Iterable[float | None]) -> list[float]:
         """Per code, the sum of the items' values (one value per item; None counts as 0)."""
         out = [0] * len(self.keys)
@@ -64,6 +91,11 @@ class Groups:
             if value:
                 out[code] += value
         return out
+
+
+def _most_held_first(item: tuple[Any, int]) -> tuple[int, str]:
+    value, held = item
+    return -held, "" if value is None else str(value)
 
 
 def shared(values: Sequence[Any]) -> tuple[Any, ...]:
@@ -85,3 +117,15 @@ class SnapshotGroups:
     def of(cls, snapshot: Snapshot) -> SnapshotGroups:
         return cls(Groups.of_perspective(snapshot.perspective),
                    Groups.of_clients(snapshot.clients))
+
+    def capped(self, max_projects: int) -> tuple[SnapshotGroups, dict[str, int]]:
+        """The groups the label values are made from: a gateway's projects beyond its
+        `max_projects` busiest, and its scopes beyond MAX_SCOPES, folded into "__other__",
+        so that no gateway can make the series of every metric with a project or scope
+        label grow without bound. Returns them and how many values of each label were
+        folded. (`/sessions` keeps the real values: it indexes the groups before this.)"""
+        perspective, projects = self.perspective.folded(0, max_projects)
+        perspective, scopes = perspective.folded(1, MAX_SCOPES)
+        clients, client_projects = self.clients.folded(0, max_projects)
+        return SnapshotGroups(perspective, clients), {
+            "project": max(projects, client_projects), "scope": scopes}

@@ -26,6 +26,7 @@ class DigestSettings:
     idle_after: float  # seconds
     stale_after: float  # seconds
     username: Callable[[str], str]  # the username label policy (privacy.Privacy.username)
+    max_projects: int  # project label values kept per gateway (groups.capped)
     caps: int | Mapping[str, int] | None = None  # series caps (aggregate.aggregate)
 
 
@@ -48,15 +49,18 @@ def digest(snapshot: Snapshot, lifecycle: GatewayLifecycle, sent_bytes: SentByte
     """`lifecycle` and `sent_bytes` are the previous successful poll's; `now` is this poll's
     time (epoch seconds)."""
     groups = SnapshotGroups.of(snapshot)  # shared: grouping is most of a digest's cost
+    # Every label is made from the capped groups; /sessions keeps the values as sent.
+    labelled, folded = groups.capped(settings.max_projects)
+    aggregates = aggregate(snapshot, settings.idle_after, settings.username, settings.caps,
+                           labelled)
     return Digest(
-        aggregates=aggregate(snapshot, settings.idle_after, settings.username, settings.caps,
-                             groups),
+        aggregates=replace(aggregates, folded_values=folded),
         perspective=SessionIndex.grouped(snapshot.perspective_json, groups.perspective.codes,
                                          groups.perspective.owners(2, 0)),
         clients=SessionIndex.grouped(snapshot.clients_json, groups.clients.codes,
                                      groups.clients.owners(1, 0)),
-        sent_bytes=sent_bytes.after(snapshot.perspective, groups.perspective),
-        lifecycle=lifecycle.after(snapshot, now, settings.stale_after, groups),
+        sent_bytes=sent_bytes.after(snapshot.perspective, labelled.perspective),
+        lifecycle=lifecycle.after(snapshot, now, settings.stale_after, labelled),
         about=replace(snapshot, perspective=(), perspective_json=(), clients=(),
                       clients_json=()),
     )

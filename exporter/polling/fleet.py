@@ -96,7 +96,9 @@ class Fleet:
         return GatewayPoller(gateway, self._sources(gateway, self._session, self._clock),
                              idle_after=self.config.idle_after, clock=self._clock,
                              rng=self._rng, privacy=self.config.privacy,
-                             max_series=self._budget, cpu=self._cpu, prepare=self._prepare)
+                             max_series=self._budget,
+                             max_projects=self.config.max_projects_per_gateway,
+                             cpu=self._cpu, prepare=self._prepare)
 
     def _run(self, pollers: Iterable[GatewayPoller]) -> None:
         for poller in pollers:
@@ -128,7 +130,8 @@ class Fleet:
         kept = {gateway: running.pop(gateway) for gateway in config.gateways
                 if gateway in running}
         for poller in kept.values():
-            poller.retune(idle_after=config.idle_after, max_series=self._budget)
+            poller.retune(idle_after=config.idle_after, max_series=self._budget,
+                          max_projects=config.max_projects_per_gateway)
         fresh = {gateway: self._poller(gateway) for gateway in config.gateways
                  if gateway not in kept}
         staying = set(kept.values())

@@ -18,7 +18,7 @@ from types import MappingProxyType
 from typing import TypeVar
 
 from exporter.clock import Clock
-from exporter.config import GatewayConfig
+from exporter.config import DEFAULT_MAX_PROJECTS, GatewayConfig
 from exporter.digest.aggregate import CAPPED, EMPTY, Aggregates, ScopeKey
 from exporter.digest.budget import SeriesBudget
 from exporter.digest.lifecycle import NOTHING_YET, GatewayLifecycle
@@ -84,6 +84,7 @@ class GatewayPoller:
     def __init__(self, gateway: GatewayConfig, source: Source, *, idle_after: float,
                  clock: Clock, rng: random.Random | None = None,
                  privacy: Privacy | None = None, max_series: int | SeriesBudget | None = None,
+                 max_projects: int = DEFAULT_MAX_PROJECTS,
                  cpu: Executor | None = None,
                  prepare: Callable[[GatewayStatus], None] | None = None) -> None:
         self.gateway = gateway
@@ -91,6 +92,7 @@ class GatewayPoller:
         self._idle_after = idle_after
         self._username = (privacy or Privacy()).username
         self._max_series = max_series
+        self._max_projects = max_projects
         # The worker thread, shared by all gateways, for decoding and aggregation (None:
         # inline).
         self._cpu = cpu
@@ -102,10 +104,12 @@ class GatewayPoller:
         self._sent_bytes = SentBytes()  # replaced after each successful poll
         self.status = GatewayStatus(gateway)
 
-    def retune(self, *, idle_after: float, max_series: int | SeriesBudget | None) -> None:
+    def retune(self, *, idle_after: float, max_series: int | SeriesBudget | None,
+               max_projects: int = DEFAULT_MAX_PROJECTS) -> None:
         """Settings a reload may change without a new poller; the next poll uses them."""
         self._idle_after = idle_after
         self._max_series = max_series
+        self._max_projects = max_projects
 
     async def run(self) -> None:
         """Poll forever at a fixed rate; a poll that overruns skips the ticks it missed."""
@@ -169,7 +173,7 @@ class GatewayPoller:
 
     def _settings(self) -> DigestSettings:
         return DigestSettings(self._idle_after, self.gateway.stale_after, self._username,
-                              self._caps())
+                              self._max_projects, self._caps())
 
     def _caps(self) -> int | dict[str, int] | None:
         """This poll's series caps: fixed, or this gateway's share of a fleet's budget."""

@@ -52,6 +52,7 @@ class Fault(StrEnum):
     DEEP_NESTING = "deep_nesting"  # one session holding JSON nested `depth` levels deep
     DEEP_DOCUMENT = "deep_document"  # the whole answer nested `depth` levels deep
     IMPOSSIBLE_NUMBERS = "impossible_numbers"  # negative, huge and overflowing numbers
+    INVENTED_LABELS = "invented_labels"  # a project and a scope of its own for every session
 
 
 @dataclass
@@ -189,11 +190,23 @@ def _impossible_numbers(document: dict[str, Any], _: int) -> bytes:
     return body
 
 
+def _invented_labels(document: dict[str, Any], _: int) -> bytes:
+    """Every session and client in a project of its own, every session in a scope of its
+    own: what a broken gateway (or a script mixing up its fields) could send, and what would
+    multiply every series with a project or scope label."""
+    for index, session in enumerate(document["perspective"]):
+        session["project"], session["sessionScope"] = f"invented-{index}", f"scope-{index}"
+    for index, client in enumerate(document["vision"]):
+        client["project"] = f"invented-client-{index}"
+    return json.dumps(document).encode()
+
+
 _ODD_DOCUMENTS: dict[Fault, Callable[[dict[str, Any], int], bytes]] = {
     Fault.DUPLICATE_IDS: _duplicate_ids,
     Fault.DEEP_NESTING: _deep_nesting,
     Fault.DEEP_DOCUMENT: _deep_document,
     Fault.IMPOSSIBLE_NUMBERS: _impossible_numbers,
+    Fault.INVENTED_LABELS: _invented_labels,
 }
 
 
