@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from exporter.digest.sent_bytes import SentBytes
+from exporter.digest.sent_bytes import GRACE_POLLS, SentBytes
 from exporter.model import PerspectiveSession
 
 
@@ -29,13 +29,13 @@ def test_example_from_the_contract() -> None:
     assert counter.observe([s("A", 7000), s("C", 50)]) == {("P", "browser"): 8050}
 
 
-def test_reset_adds_the_new_value_and_ended_sessions_are_forgotten() -> None:
+def test_reset_adds_the_new_value() -> None:
     counter = Counter()
     counter.observe([s("A", 5000)])
     assert counter.observe([s("A", 300)]) == {("P", "browser"): 5300}
     assert counter.observe([]) == {("P", "browser"): 5300}
-    # A came back after being forgotten: it counts as new, in full.
-    assert counter.observe([s("A", 400)]) == {("P", "browser"): 5700}
+    # A came back within the grace: only its growth since it was last seen counts.
+    assert counter.observe([s("A", 400)]) == {("P", "browser"): 5400}
 
 
 def test_never_decreases_and_keeps_idle_keys() -> None:
@@ -88,3 +88,40 @@ def test_a_state_is_never_changed_by_the_next_poll() -> None:
     first.after([s("A", 30), s("B", 5)])
     assert first.totals == {("P", "browser"): 10}
     assert first.after([s("A", 30)]).totals == {("P", "browser"): 30}
+
+
+def test_a_session_missing_for_a_few_polls_is_not_counted_again_when_back() -> None:
+    """A list that drops a session for a poll or two (REST pages shifting while read) must
+    not add the session's whole total again when it reappears."""
+    counter = Counter()
+    counter.observe([s("A", 5000), s("B", 100)])
+    counter.observe([s("B", 100)])
+    counter.observe([s("B", 100)])
+    assert counter.observe([s("A", 5200), s("B", 100)]) == {("P", "browser"): 5300}
+
+
+def test_a_gateway_alternating_two_lists_does_not_inflate_the_counter() -> None:
+    counter = Counter()
+    first, second = [s("A", 1000), s("B", 1000)], [s("C", 1000), s("D", 1000)]
+    for _ in range(10):
+        counter.observe(first)
+        totals = counter.observe(second)
+    assert totals == {("P", "browser"): 4000}
+
+
+def test_a_session_missing_longer_than_the_grace_is_forgotten() -> None:
+    counter = Counter()
+    counter.observe([s("A", 5000)])
+    for _ in range(GRACE_POLLS):
+        counter.observe([])
+    assert len(counter.state.missing_ids) == 1  # still followed
+    counter.observe([])
+    assert len(counter.state.missing_ids) == 0
+    assert counter.observe([s("A", 5000)]) == {("P", "browser"): 10_000}  # new, in full
+
+
+def test_a_gateway_renewing_every_id_holds_at_most_the_grace_of_missing_sessions() -> None:
+    counter = Counter()
+    for poll in range(20):
+        counter.observe([s(f"{poll}-{i}", 10) for i in range(100)])
+    assert len(counter.state.missing_ids) == GRACE_POLLS * 100

@@ -5,6 +5,11 @@ busy session ends. Instead, per gateway, the last total of every live session is
 only growth is added: the delta for a known session, the whole total for a new one, and the new
 total when a session's count went down (the gateway reset it).
 
+A session missing from a poll is followed for GRACE_POLLS more successful polls before it is
+forgotten: a list that drops a session for a poll (REST pages shifting while they are read, a
+gateway answering from a half-updated list) must not have its whole total counted again when
+it is back.
+
 The totals of every (project, scope) stay, also once it holds no session, so the counter never
 goes down; but only the REMEMBERED_LABEL_SETS most recently seen of those without a session
 are kept, as for the lifecycle counters, so that a gateway inventing project names cannot grow
@@ -17,7 +22,7 @@ import operator
 from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import islice, repeat
+from itertools import compress, islice, repeat
 from operator import attrgetter
 from types import MappingProxyType
 
@@ -25,6 +30,8 @@ from exporter.digest.aggregate import ScopeKey, scope_key
 from exporter.digest.groups import Groups
 from exporter.digest.lifecycle import REMEMBERED_LABEL_SETS
 from exporter.model import Number, PerspectiveSession, id_hashes
+
+GRACE_POLLS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,12 +43,17 @@ class SentBytes:
     held as two flat arrays, keyed by the hash of the session id: 16 bytes a session rather
     than a dictionary entry, an id string and a float object (about 150). Two ids whose
     64-bit hashes collide would share a counter (by chance only: `id_hashes` is keyed, for
-    integer ids too). `totals` is least recently seen first."""
+    integer ids too). `totals` is least recently seen first. The sessions missing from the
+    last poll but not yet forgotten are held the same way (`missing_*`), with how many polls
+    in a row each has been missing."""
 
     ids: array = field(default_factory=lambda: array("q"))
     last: array = field(default_factory=lambda: array("d"))
     totals: Mapping[ScopeKey, float] = field(default_factory=dict)
     remember: int = REMEMBERED_LABEL_SETS
+    missing_ids: array = field(default_factory=lambda: array("q"))
+    missing_last: array = field(default_factory=lambda: array("d"))
+    missing_polls: array = field(default_factory=lambda: array("B"))
 
     def after(self, sessions: Sequence[PerspectiveSession], groups: Groups | None = None
               ) -> SentBytes:
@@ -63,7 +75,22 @@ class SentBytes:
         excess = len(totals) - len(live.keys() & totals.keys()) - self.remember
         for key in list(islice(totals, max(0, excess))):
             del totals[key]
-        return SentBytes(ids, last, MappingProxyType(totals), self.remember)
+        return SentBytes(ids, last, MappingProxyType(totals), self.remember,
+                         *self._missing_after(ids))
+
+    def _missing_after(self, live: array) -> tuple[array, array, array]:
+        """The sessions to follow while missing, after a poll that saw `live`: those of the
+        previous poll not in it, and those missing before, not back and not missing for
+        GRACE_POLLS polls yet. C loops only: this runs over every session of every poll."""
+        seen = set(live)
+        gone = list(map(operator.not_, map(seen.__contains__, self.ids)))
+        still = list(map(operator.and_, map(operator.not_, map(seen.__contains__,
+                                                                self.missing_ids)),
+                         map(GRACE_POLLS.__gt__, self.missing_polls)))
+        return (array("q", [*compress(self.ids, gone), *compress(self.missing_ids, still)]),
+                array("d", [*compress(self.last, gone), *compress(self.missing_last, still)]),
+                array("B", [*repeat(1, sum(gone)),
+                            *map((1).__add__, compress(self.missing_polls, still))]))
 
     def _growth(self, sessions: Sequence[PerspectiveSession], groups: Groups
                 ) -> tuple[array, array, list[float]]:
@@ -72,7 +99,8 @@ class SentBytes:
         ids = list(map(_ID, sessions))
         currents = list(map(_TOTAL, sessions))
         hashes = id_hashes(ids)
-        last = dict(zip(self.ids, self.last, strict=True))
+        last = dict(zip(self.missing_ids, self.missing_last, strict=True))
+        last.update(zip(self.ids, self.last, strict=True))
         if None in ids or None in currents or min(currents, default=0) < 0:
             return _growth_skipping(groups, ids, hashes, currents, last)
         # Every session counts: growth is current - previous where previous <= current, and
