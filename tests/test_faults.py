@@ -107,8 +107,11 @@ async def test_flapping_gateway_keeps_series_and_counters_monotonic(
         aiohttp_server: ServerFactory, aiohttp_client: ClientFactory) -> None:
     gateway = FaultyGateway(GatewaySimulator(seed=8), mode=Fault.FLAP)
     server = await aiohttp_server(faulty_app(gateway))
+    # Polls every 0.1 s, but with a timeout far beyond that: with a 0.1 s timeout this test
+    # failed about 1 run in 16 on a loaded machine, where a slow answer (a 500 as well as a
+    # good one) becomes a timeout and the outcomes asserted below no longer alternate.
     config = Config(gateways=(GatewayConfig(name="flappy", url=str(server.make_url(WEBDEV_PATH)),
-                                            poll_interval=0.1, timeout=0.1, stale_after=30),))
+                                            poll_interval=0.1, timeout=10, stale_after=30),))
     client = await aiohttp_client(create_app(config))
     fleet = client.app[FLEET]
     previous_bytes: dict[tuple[tuple[str, str], ...], float] = {}
