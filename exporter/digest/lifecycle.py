@@ -28,7 +28,7 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
@@ -129,7 +129,10 @@ class Held:
         if None in ages:
             ages = [UNKNOWN if age is None else age for age in ages]
         order: dict[LabelSet, int] = {}
-        of_code = [order.setdefault(fields.label(key), len(order)) for key in groups.keys]
+        raws = list(map(fields.raw, groups.keys))  # thousands of keys, a few label sets
+        position = {raw: order.setdefault(fields.label(raw), len(order))
+                    for raw in dict.fromkeys(raws)}
+        of_code = list(map(position.__getitem__, raws))  # per group code, its label set's
         labels = list(map(of_code.__getitem__, codes))
         by_label: list[list[float]] = [[] for _ in order]
         for position, age in zip(labels, ages, strict=True):
@@ -173,21 +176,18 @@ R = TypeVar("R")
 
 @dataclass(frozen=True, slots=True)
 class Fields(Generic[R]):
-    """How to read one kind of record: its id, its age in ms (None if unknown), and the
-    label set of its group's key (`groups.PERSPECTIVE_KEY`, `groups.CLIENT_KEY`)."""
+    """How to read one kind of record: its id, its age in ms (None if unknown), the raw
+    label values in its group's key (`groups.PERSPECTIVE_KEY`, `groups.CLIENT_KEY`), and the
+    label set they make."""
 
     id: Callable[[R], str | int | None]
     age: Callable[[R], float | None]
-    label: Callable[[Key], LabelSet]
+    raw: Callable[[Key], tuple[Any, Any]]
+    label: Callable[[tuple[Any, Any]], LabelSet]
 
 
-def _perspective_label(key: Key) -> LabelSet:
-    """(project, scope) from a (project, sessionScope, username) key."""
-    return scope_key(key)
-
-
-PERSPECTIVE: Fields[PerspectiveSession] = Fields(attrgetter("id"), attrgetter("uptime"),
-                                                 _perspective_label)
+PERSPECTIVE: Fields[PerspectiveSession] = Fields(
+    attrgetter("id"), attrgetter("uptime"), itemgetter(0, 1), scope_key)  # project, scope
 
 
 def perspective_held(sessions: Sequence[PerspectiveSession], groups: Groups | None = None
@@ -197,9 +197,9 @@ def perspective_held(sessions: Sequence[PerspectiveSession], groups: Groups | No
     return Held.of(sessions, PERSPECTIVE, groups or Groups.of_perspective(sessions))
 
 
-def _client_label(key: Key) -> LabelSet:
-    """(project, kind) from a (project, username, isDesigner) key."""
-    return label(key[0]), "designer" if key[2] else "vision"
+def _client_label(raw: tuple[str | None, bool | None]) -> LabelSet:
+    """(project, kind) from a (project, isDesigner) pair."""
+    return label(raw[0]), "designer" if raw[1] else "vision"
 
 
 def client_held(clients: Sequence[ClientSession], at: float, groups: Groups | None = None
@@ -209,7 +209,7 @@ def client_held(clients: Sequence[ClientSession], at: float, groups: Groups | No
     at_ms = at * 1000
     return Held.of(clients, Fields(
         attrgetter("client_id"), lambda client: _since(at_ms, client.creation_time),
-        _client_label), groups or Groups.of_clients(clients))
+        itemgetter(0, 2), _client_label), groups or Groups.of_clients(clients))
 
 
 class _Tally:
