@@ -7,11 +7,13 @@ scraping every 15 s pays bcrypt once, not on every scrape. Failures are never ca
 Timing: an unknown user is checked against the costliest configured hash (and refused
 whatever the outcome), so the time taken does not tell which users exist.
 
-Fairness: waiting checks queue per (user, client address), a few each, and are served round
-robin, so a client sending wrong passwords as fast as it can delays another client's first
-login by about one check per busy queue, not by its whole backlog. A check that finds its
-queue (or all queues together) full is refused at once, without bcrypt: a flood costs the
-flooder, and one log line per episode.
+Fairness: waiting checks queue per client (an IPv4 address or an IPv6 /64, `peers.py`) and
+user, a few each, and are served round robin across clients, so a client sending wrong
+passwords as fast as it can delays another client's first login by about one check per busy
+client, not by its whole backlog. When every waiting place is taken, a client holding fewer
+places than another takes one of that client's: many flooding addresses together cannot lock
+out one that is not flooding. A check refused, at once or by losing its place, never runs
+bcrypt: a flood costs the flooder, and one log line per episode.
 """
 
 from __future__ import annotations
@@ -32,11 +34,12 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from exporter.logs import Episode
+from exporter.web.peers import peer_of
 
 REALM = "ignition-exporter"
 CACHE_SIZE = 1024
 CONCURRENT_CHECKS = 4
-WAITING_PER_QUEUE = 4  # per (user, client address)
+WAITING_PER_QUEUE = 4  # per (client, user)
 WAITING_IN_ALL = 64
 # bcrypt reads at most 72 bytes of a password; bcrypt 5 raises on longer ones, and
 # exporter-toolkit's Go bcrypt refuses them. A longer password is simply wrong.
@@ -67,71 +70,139 @@ def bcrypt_cost(hashed: bytes) -> int:
 
 
 class QueueFull(Exception):
-    """Too many checks are waiting already: this one is refused without running."""
+    """No waiting place for this check (or its place was given to another client's): it is
+    refused without running."""
 
-    def __init__(self, key: Hashable) -> None:
-        super().__init__(f"too many waiting checks for {key!r}")
-        self.key = key
+    def __init__(self, client: Hashable, user: Hashable) -> None:
+        super().__init__(f"no waiting place for {user!r} from {client!r}")
+        self.client = client
+        self.user = user
+
+
+class _Waiting:
+    """One client's waiters, a queue per user, and how many they are."""
+
+    __slots__ = ("count", "queues")
+
+    def __init__(self) -> None:
+        self.queues: OrderedDict[Hashable, deque[asyncio.Future[None]]] = OrderedDict()
+        self.count = 0
+
+    def longest(self) -> Hashable:
+        return max(self.queues, key=lambda user: len(self.queues[user]))
 
 
 class FairSlots:
-    """At most `slots` holders at once; waiters queue per key, at most `per_key` each and
-    `in_all` together, and are let in round robin across keys."""
+    """At most `slots` holders at once. Waiters queue per (client, user), at most `per_key`
+    in a queue and `in_all` together, and are let in round robin: client after client, and
+    within a client user after user, so a client's turn comes once a round however many
+    users it tries.
+
+    When every waiting place is taken, a newcomer whose client holds fewer places than the
+    client holding most takes the newest place of that client's longest queue, whose waiter
+    is refused: a flood can fill the places only while nobody else wants one, and a client
+    with nothing waiting always gets in. Between the users of one client (every client
+    behind one proxy) the same holds, queue against queue."""
 
     def __init__(self, slots: int, per_key: int, in_all: int) -> None:
         self._free = slots
         self._per_key = per_key
         self._in_all = in_all
-        self._queues: OrderedDict[Hashable, deque[asyncio.Future[None]]] = OrderedDict()
+        self._clients: OrderedDict[Hashable, _Waiting] = OrderedDict()
         self._waiting = 0
 
     @contextlib.asynccontextmanager
-    async def slot(self, key: Hashable) -> AsyncIterator[None]:
-        await self._acquire(key)
+    async def slot(self, client: Hashable, user: Hashable) -> AsyncIterator[None]:
+        await self._acquire(client, user)
         try:
             yield
         finally:
             self._release()
 
-    async def _acquire(self, key: Hashable) -> None:
+    async def _acquire(self, client: Hashable, user: Hashable) -> None:
         if self._free and not self._waiting:
             self._free -= 1
             return
-        queue = self._queues.setdefault(key, deque())
-        if len(queue) >= self._per_key or self._waiting >= self._in_all:
-            if not queue:
-                del self._queues[key]
-            raise QueueFull(key)
+        self._make_room(client, user)
         turn = asyncio.get_running_loop().create_future()
-        queue.append(turn)
+        waiting = self._clients.setdefault(client, _Waiting())
+        waiting.queues.setdefault(user, deque()).append(turn)
+        waiting.count += 1
         self._waiting += 1
         try:
             await turn
         except asyncio.CancelledError:
-            self._leave(key, turn)
+            self._leave(client, user, turn)
             raise
 
-    def _leave(self, key: Hashable, turn: asyncio.Future[None]) -> None:
+    def _held(self, client: Hashable) -> int:
+        """How many wait from `client`."""
+        waiting = self._clients.get(client)
+        return waiting.count if waiting else 0
+
+    def _queued(self, client: Hashable, user: Hashable) -> int:
+        """How many wait from `client` as `user` (None: an unknown user)."""
+        waiting = self._clients.get(client)
+        return len(waiting.queues.get(user, ())) if waiting else 0
+
+    def _make_room(self, client: Hashable, user: Hashable) -> None:
+        """Raise QueueFull unless the newcomer may wait; when every place is taken, refuse
+        the waiter whose place it takes."""
+        if self._queued(client, user) >= self._per_key:
+            raise QueueFull(client, user)
+        if self._waiting < self._in_all:
+            return
+        victim, queue = self._victim(client, user)
+        turn = self._clients[victim].queues[queue][-1]
+        self._remove(victim, queue, turn)
+        if not turn.done():
+            turn.set_exception(QueueFull(victim, queue))
+
+    def _victim(self, client: Hashable, user: Hashable) -> tuple[Hashable, Hashable]:
+        """Whose place a newcomer takes: the client holding most, if it holds more than the
+        newcomer's; else, in the newcomer's own client, the longest queue, if it is longer
+        than the newcomer's. Neither: the newcomer holds its share already."""
+        heaviest = max(self._clients, key=self._held)
+        if self._held(heaviest) > self._held(client):
+            return heaviest, self._clients[heaviest].longest()
+        longest = self._clients[client].longest()  # the newcomer's client is a heaviest
+        if self._queued(client, longest) > self._queued(client, user):
+            return client, longest
+        raise QueueFull(client, user)
+
+    def _remove(self, client: Hashable, user: Hashable, turn: asyncio.Future[None]) -> None:
+        """Take a waiter out of its queue; an empty queue, and a client with none, go."""
+        waiting = self._clients[client]
+        waiting.queues[user].remove(turn)
+        waiting.count -= 1
+        self._waiting -= 1
+        if not waiting.queues[user]:
+            del waiting.queues[user]
+        if not waiting.queues:
+            del self._clients[client]
+
+    def _leave(self, client: Hashable, user: Hashable, turn: asyncio.Future[None]) -> None:
         """A cancelled waiter: out of its queue, or, if its turn had come, pass it on."""
         if turn.done() and not turn.cancelled():
-            self._release()
+            if turn.exception() is None:  # not refused: the slot was handed to it
+                self._release()
             return
-        queue = self._queues.get(key)
-        if queue is not None and turn in queue:
-            queue.remove(turn)
-            self._waiting -= 1
-            if not queue:
-                del self._queues[key]
+        waiting = self._clients.get(client)
+        if waiting is not None and turn in waiting.queues.get(user, ()):
+            self._remove(client, user, turn)
 
     def _release(self) -> None:
-        """Hand the slot to the first waiter of the next key in turn, or free it."""
-        while self._queues:
-            key, queue = next(iter(self._queues.items()))
-            turn = queue.popleft()
-            self._waiting -= 1
-            del self._queues[key]
-            if queue:
-                self._queues[key] = queue  # to the back of the round
+        """Hand the slot to the first waiter of the next client in turn (its next user in
+        turn), or free it. Both go to the back of their rounds."""
+        while self._clients:
+            client, waiting = next(iter(self._clients.items()))
+            user, queue = next(iter(waiting.queues.items()))
+            turn = queue[0]
+            self._remove(client, user, turn)
+            if client in self._clients:
+                self._clients.move_to_end(client)
+                if user in waiting.queues:
+                    waiting.queues.move_to_end(user)
             if not turn.done():  # a waiter cancelled just now is skipped
                 turn.set_result(None)
                 return
@@ -173,9 +244,9 @@ class BasicAuth:
     async def _bcrypt(self, password: bytes, hashed: bytes | None, user: str | None,
                       client: str | None) -> bool:
         """True only for a known user's right password. Unknown users share one queue per
-        client address, so made-up names do not make queues."""
+        client, so made-up names do not make queues."""
         try:
-            async with self._slots.slot((user, client)):
+            async with self._slots.slot(peer_of(client), user):
                 ok = await asyncio.to_thread(bcrypt.checkpw, password, hashed or self._decoy)
         except QueueFull:
             self._flooded.hit(client=client)
