@@ -4,17 +4,20 @@ exporter while it polls its gateways, bounded in time and in request count.
 Used by tests/test_load.py with the numbers of the reliability contract (200 clients, 30 s,
 20 gateways polled every second), and runnable by hand against any exporter:
 
-    python bench/load.py --url http://127.0.0.1:9871 --pid 12345 --clients 200 --seconds 30
+    python bench/load.py --url http://127.0.0.1:9871 --pid 12345 --clients 200 --seconds 30 \
+        --source 127.0.0.2 --source 127.0.0.3 --source 127.0.0.4 --source 127.0.0.5
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import re
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -99,14 +102,22 @@ async def _monitor(http: aiohttp.ClientSession, url: str, pid: int, deadline: fl
         await asyncio.sleep(1)
 
 
-async def drive(url: str, pid: int, clients: int = 200, seconds: float = 30.0) -> LoadReport:
+async def drive(url: str, pid: int, clients: int = 200, seconds: float = 30.0,
+                sources: Sequence[str] = ()) -> LoadReport:
+    """`clients` at once, spread over the local `sources` addresses (none: the system's
+    choice, one address), as many clients on many hosts would be: the exporter holds one
+    address to its share of connections (`--web.max-connections-per-address`)."""
     report = LoadReport(clients=clients, seconds=seconds)
     deadline = time.monotonic() + seconds
     timeout = aiohttp.ClientTimeout(total=10)
-    connector = aiohttp.TCPConnector(limit=clients + 1)
-    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http:
-        await asyncio.gather(_monitor(http, url, pid, deadline, report),
-                             *(_client(http, url, deadline, i, report) for i in range(clients)))
+    async with contextlib.AsyncExitStack() as stack:
+        https = [await stack.enter_async_context(aiohttp.ClientSession(
+            timeout=timeout, connector=aiohttp.TCPConnector(
+                limit=clients + 1, local_addr=(source, 0) if source else None)))
+            for source in sources or [None]]
+        await asyncio.gather(_monitor(https[0], url, pid, deadline, report),
+                             *(_client(https[i % len(https)], url, deadline, i, report)
+                               for i in range(clients)))
     return report
 
 
@@ -116,8 +127,12 @@ def main() -> None:
     parser.add_argument("--pid", type=int, required=True, help="the exporter's process id")
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--source", action="append", default=[], metavar="ADDRESS",
+                        help="a local address to send from; repeat it to spread the clients "
+                             "(one address holds at most --web.max-connections-per-address)")
     args = parser.parse_args()
-    report = asyncio.run(drive(args.url.rstrip("/"), args.pid, args.clients, args.seconds))
+    report = asyncio.run(drive(args.url.rstrip("/"), args.pid, args.clients, args.seconds,
+                               args.source))
     print(json.dumps(report.summary(), indent=2))
 
 

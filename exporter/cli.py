@@ -20,6 +20,7 @@ from exporter.web.appkeys import RELOADER
 from exporter.web.http import create_app, gateway_connection_limit
 from exporter.web.server import (
     DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
     EXIT_CANNOT_LISTEN,
     MIN_CONNECTIONS,
     OTHER_FILES,
@@ -79,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
                         default=DEFAULT_MAX_CONNECTIONS, metavar="N",
                         help="connections served at once (default %(default)s); idle ones are "
                              "dropped to make room, then new ones refused")
+    parser.add_argument("--web.max-connections-per-address", dest="max_connections_per_address",
+                        type=connection_count, default=DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+                        metavar="N",
+                        help="connections one client (IPv4 address, IPv6 /64) may hold "
+                             "(default %(default)s); behind a reverse proxy, where every "
+                             "client has the proxy's address, raise it to --web.max-connections")
     parser.add_argument("--web.enable-lifecycle", dest="lifecycle", action="store_true",
                         help="allow POST /-/reload (SIGHUP always reloads)")
     parser.add_argument("--log.level", "--log-level", dest="log_level", default="info",
@@ -134,6 +141,7 @@ def _ignore_further_signals() -> None:
 
 async def serve(config: Config | None, web_config: WebConfig, host: str, port: int,
                 max_connections: int = DEFAULT_MAX_CONNECTIONS, *,
+                max_connections_per_address: int = DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
                 load: Callable[[], Config] | None = None,
                 load_web: Callable[[], WebConfig] | None = None,
                 lifecycle: bool = False) -> None:
@@ -151,6 +159,7 @@ async def serve(config: Config | None, web_config: WebConfig, host: str, port: i
         app = create_app(config, web_config=web_config, load=load, load_web=load_web,
                          lifecycle=lifecycle)
         limits = Limits(max_connections=max_connections,
+                        max_connections_per_address=max_connections_per_address,
                         reserved_files=gateway_connection_limit(config) + OTHER_FILES)
         address = await stack.enter_async_context(
             running_site(app, host, port, web_config.ssl_context, limits))
@@ -235,6 +244,7 @@ def _exporter(args: argparse.Namespace) -> int:
     path, web_path = args.config, args.web_config
     return _run(serve(config, web_config, *(args.listen or parse_listen(DEFAULT_LISTEN)),
                       args.max_connections,
+                      max_connections_per_address=args.max_connections_per_address,
                       load=(lambda: load_config(path)) if path else None,
                       load_web=(lambda: load_web_config(web_path)) if web_path else None,
                       lifecycle=args.lifecycle))

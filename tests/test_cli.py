@@ -96,14 +96,14 @@ def test_port_in_use_is_one_line_and_exit_status_3(
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("flag", ["--web.max-connections", "--web.max-connections-per-address"])
 @pytest.mark.parametrize("value", ["0", "7", "-5", "many", "1e3"])
 def test_max_connections_must_be_a_sensible_number(
-        value: str, capsys: pytest.CaptureFixture[str]) -> None:
+        flag: str, value: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
-        main(["--demo", "--web.max-connections", value])
+        main(["--demo", flag, value])
     assert exited.value.code == 2
-    assert "--web.max-connections: expected a whole number of at least 8" in \
-        capsys.readouterr().err
+    assert f"{flag}: expected a whole number of at least 8" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("old", "new"), [

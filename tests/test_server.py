@@ -17,12 +17,14 @@ from aiohttp import web
 
 from exporter.logs import Episode
 from exporter.web.server import (
+    Handler,
     Limits,
     ListenError,
     accept_error_handler,
     connection_cap,
     running_site,
 )
+from tests.conftest import eventually
 
 RELEASE = web.AppKey("release", asyncio.Event)
 STARTED = web.AppKey("started", asyncio.Event)
@@ -278,3 +280,98 @@ async def test_a_slow_reader_that_keeps_reading_is_not_cut(
         received += len(await reader.readexactly(min(1 << 20, len(BIG) - received)))
         await asyncio.sleep(STALLED.send_timeout / 5)
     assert received == len(BIG)
+
+
+# --- one address flooding ----------------------------------------------------------------------
+
+async def get_from(address: str, url: str, path: str = "/") -> tuple[int, str]:
+    """`get`, over a socket bound to `address` (all of 127/8 is loopback on Linux)."""
+    connector = aiohttp.TCPConnector(force_close=True, local_addr=(address, 0))
+    async with aiohttp.ClientSession(connector=connector) as http, \
+            http.get(url + path, timeout=aiohttp.ClientTimeout(total=10)) as response:
+        return response.status, await response.text()
+
+
+async def socket_from(address: str, url: str, request: bytes = b""
+                      ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port), local_addr=(address, 0))
+    writer.write(request)
+    return reader, writer
+
+
+def counting_slow_app() -> tuple[web.Application, list[int]]:
+    """`app_with_slow_route`, counting the slow requests whose handler has started."""
+    app = app_with_slow_route()
+    started: list[int] = []
+
+    @web.middleware
+    async def count(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path == "/slow":
+            started.append(1)
+        return await handler(request)
+
+    app.middlewares.append(count)
+    return app, started
+
+
+async def test_one_address_holding_every_connection_busy_leaves_room_for_others(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """One client opening --web.max-connections sockets that ask and never read used to hold
+    every slot busy, so every other client got 503."""
+    app, started = counting_slow_app()
+    limits = Limits(header_timeout=30, shutdown_grace=1.0)  # the default caps
+    async with running_site(app, "127.0.0.1", 0, limits=limits) as url:
+        flood = [await socket_from("127.0.0.2", url, b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+                 for _ in range(limits.max_connections)]
+        answers = [asyncio.create_task(reader.read()) for reader, _ in flood]
+        try:
+            await eventually(lambda: len(started) + sum(a.done() for a in answers)
+                             == len(flood), what="every flood request running or refused")
+            assert await get_from("127.0.0.3", url) == (200, "ok")
+        finally:
+            app[RELEASE].set()
+        refused = [a.result() for a in answers if a.done()]
+        assert len(started) == limits.max_connections_per_address
+        assert all(body.startswith(b"HTTP/1.1 503") for body in refused)
+        for _, writer in flood:
+            writer.close()
+    assert warnings(caplog) == ["connection limit per address reached: dropping the address's "
+                                "idle connections and refusing its new ones while all are busy"]
+    assert not errors(caplog)
+
+
+PER_ADDRESS = Limits(max_connections=8, max_connections_per_address=3, header_timeout=30,
+                     shutdown_grace=1.0)
+
+
+@pytest.mark.parametrize("served", [PER_ADDRESS], indirect=True)
+async def test_an_address_at_its_share_makes_room_among_its_own_idle_connections(
+        served: tuple[web.Application, str]) -> None:
+    _, url = served
+    other, _ = await socket_from("127.0.0.3", url)  # the quietest of all, but within its share
+    mine = [await socket_from("127.0.0.2", url)
+            for _ in range(PER_ADDRESS.max_connections_per_address + 2)]
+    assert await closed_by_server(mine[0][0], within=2)
+    assert await closed_by_server(mine[1][0], within=2)
+    assert not await closed_by_server(mine[-1][0], within=0.1)
+    assert not await closed_by_server(other, within=0.1)
+    assert await get(url) == (200, "ok")
+
+
+@pytest.mark.parametrize("served", [PER_ADDRESS], indirect=True)
+async def test_an_address_whose_connections_are_all_busy_is_refused_alone(
+        served: tuple[web.Application, str]) -> None:
+    app, url = served
+    busy = [asyncio.create_task(get_from("127.0.0.2", url, "/slow"))
+            for _ in range(PER_ADDRESS.max_connections_per_address)]
+    try:
+        async with asyncio.timeout(10):
+            while (status := await get_from("127.0.0.2", url))[0] != 503:
+                assert status == (200, "ok")  # until its slow requests are all running
+                await asyncio.sleep(0.05)
+        assert status == (503, "too many connections\n")
+        assert await get_from("127.0.0.3", url) == (200, "ok")
+    finally:
+        app[RELEASE].set()
+    assert await asyncio.gather(*busy) == [(200, "done")] * len(busy)

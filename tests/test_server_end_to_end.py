@@ -23,6 +23,9 @@ resource = pytest.importorskip("resource")
 
 IDLE_SOCKETS = 300
 OPEN_FILES = 256
+# Idle sockets come from this many loopback addresses, each within its share (64 by default),
+# so it is the whole cap that they fill.
+IDLE_ADDRESSES = 10
 
 
 def low_open_file_limit() -> None:
@@ -43,8 +46,9 @@ async def test_idle_sockets_do_not_take_the_exporter_offline(tmp_path: Path) -> 
         idle = []
         try:
             async with asyncio.timeout(60):
-                for _ in range(IDLE_SOCKETS):
-                    idle.append(await asyncio.open_connection(host, int(port)))
+                for i in range(IDLE_SOCKETS):
+                    idle.append(await asyncio.open_connection(
+                        host, int(port), local_addr=(f"127.0.0.{2 + i % IDLE_ADDRESSES}", 0)))
             status, body = await exporter.get("/metrics", timeout=aiohttp.ClientTimeout(10))
         finally:
             for _, writer in idle:
@@ -55,6 +59,26 @@ async def test_idle_sockets_do_not_take_the_exporter_offline(tmp_path: Path) -> 
         assert await exporter.stop() == 0
     text = exporter.log.read_text()
     assert "Traceback" not in text and "level=error" not in text, text[-3000:]
+
+
+async def test_one_address_is_held_to_its_share_of_connections(tmp_path: Path) -> None:
+    share = 8
+    async with ExporterProcess(tmp_path, "--demo", "--web.max-connections-per-address",
+                               str(share)) as exporter:
+        host, port = exporter.url.removeprefix("http://").rsplit(":", 1)
+        idle = [await asyncio.open_connection(host, int(port), local_addr=("127.0.0.2", 0))
+                for _ in range(share + 1)]
+        try:
+            first, _ = idle[0]
+            async with asyncio.timeout(10):  # dropped for the newest: EOF
+                assert await first.read() == b""
+            status, _ = await exporter.get("/healthz")
+        finally:
+            for _, writer in idle:
+                writer.close()
+        assert status == 200
+        assert len(log_lines(exporter, "connection limit per address reached")) == 1
+        assert await exporter.stop() == 0
 
 
 async def test_stop_within_three_seconds_despite_a_slow_reader(

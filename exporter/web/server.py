@@ -11,6 +11,10 @@ Anyone who can reach the port can open connections, so every connection is bound
   quiet longest without a request in progress is dropped to make room, so idle sockets
   cannot lock out a scrape; only when every connection is busy is the newcomer refused,
   with a canned 503 and no parsing;
+- at most `max_connections_per_address` of them come from one client (an IPv4 address or an
+  IPv6 /64, `peers.py`), by the same rule within the client's own connections, so one
+  client holding all of its connections busy (asking and never reading) still leaves the
+  rest to the others;
 - the soft open-file limit is raised to the hard limit at start (as Go programs do), and the
   cap is lowered to what the remaining file descriptors allow;
 - when a limit is hit, one log line per episode, never one per socket.
@@ -35,12 +39,16 @@ from typing import Any
 from aiohttp import web
 
 from exporter.logs import Episode
+from exporter.web.peers import peer_of
 
 log = logging.getLogger("exporter.web.server")
 
 # Exit status when the address cannot be listened on (2 is a configuration error).
 EXIT_CANNOT_LISTEN = 3
 DEFAULT_MAX_CONNECTIONS = 512
+# Prometheus needs one or two connections per scrape job, a browser six: 64 leaves room for
+# several of them behind one address, and takes eight flooding addresses to fill 512.
+DEFAULT_MAX_CONNECTIONS_PER_ADDRESS = 64
 # File descriptors besides served connections and the gateway connection pool: log and
 # configuration files, listening sockets, the event loop's own, worker threads' needs.
 OTHER_FILES = 64
@@ -57,6 +65,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 @dataclass(frozen=True, slots=True)
 class Limits:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_connections_per_address: int = DEFAULT_MAX_CONNECTIONS_PER_ADDRESS
     header_timeout: float = 10.0
     # A client that takes no byte of its answer for this long is gone or hostile. Generous,
     # because progress shows only when the kernel takes more of the answer, which it does in
@@ -119,6 +128,13 @@ def connection_cap(limits: Limits, open_files: int | None) -> int:
     return cap
 
 
+def _host(peername: object) -> str | None:
+    """The address of a socket's peer: (host, port, ...) for IP; a Unix socket's path."""
+    if isinstance(peername, tuple) and peername:
+        return str(peername[0])
+    return str(peername) if peername else None
+
+
 class _Connection(asyncio.Protocol):
     """One accepted connection: aiohttp's protocol inside, the limits' bookkeeping around."""
 
@@ -126,6 +142,7 @@ class _Connection(asyncio.Protocol):
         self._tracker = tracker
         self.inner: asyncio.Protocol | None = None
         self.transport: asyncio.Transport | None = None
+        self.peer: str | None = None  # the client, as `peers.peer_of` names it
         self.busy = 0  # requests whose handler is running
         # Since when request headers are awaited (loop time); None while there is no request
         # or its handler runs.
@@ -153,6 +170,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.peer = peer_of(_host(transport.get_extra_info("peername")))
         if not self._tracker.admit(self):
             transport.write(_REFUSAL)  # type: ignore[attr-defined]
             transport.close()
@@ -209,11 +227,15 @@ class ConnectionTracker:
         self.limits = limits
         self.cap = cap
         self._live: OrderedDict[object, _Connection] = OrderedDict()  # by transport
+        self._per_peer: dict[str | None, int] = {}
         self._loop = asyncio.get_running_loop()
         self._sweep_every = min(1.0, limits.header_timeout / 4, limits.send_timeout / 4)
         self._sweeper: asyncio.TimerHandle | None = None
         self.at_cap = Episode(log, "connection limit reached: dropping idle connections and "
                               "refusing new ones while every connection is busy")
+        self.at_peer_cap = Episode(log, "connection limit per address reached: dropping the "
+                                   "address's idle connections and refusing its new ones "
+                                   "while all are busy")
         self.header_timeouts = Episode(log, "closing connections that did not send request "
                                        "headers in time")
         self.send_timeouts = Episode(log, "closing connections that did not read their "
@@ -249,14 +271,30 @@ class ConnectionTracker:
         self.start()
 
     def admit(self, connection: _Connection) -> bool:
+        """Room for a newcomer within its client's share, then within the cap: at each, the
+        quietest idle connection (the client's own, then any) makes room, if there is one."""
+        peer = connection.peer
+        per_peer = self.limits.max_connections_per_address
+        if self._per_peer.get(peer, 0) >= per_peer:
+            self.at_peer_cap.hit(address=peer, max_connections_per_address=per_peer)
+            if not self._drop_idle(lambda c: c.peer == peer):
+                return False
         if len(self._live) >= self.cap:
             self.at_cap.hit(max_connections=self.cap)
-            victim = next((c for c in self._live.values() if c.idle), None)
-            if victim is None:
+            if not self._drop_idle(lambda _: True):
                 return False
-            self.forget(victim)
-            victim.abort()
         self._live[connection.transport] = connection
+        self._per_peer[peer] = self._per_peer.get(peer, 0) + 1
+        return True
+
+    def _drop_idle(self, among: Callable[[_Connection], bool]) -> bool:
+        """Drop the connection quiet longest without a request in progress, of those `among`;
+        False when every one of them is busy."""
+        victim = next((c for c in self._live.values() if c.idle and among(c)), None)
+        if victim is None:
+            return False
+        self.forget(victim)
+        victim.abort()
         return True
 
     def touch(self, connection: _Connection) -> None:
@@ -264,7 +302,11 @@ class ConnectionTracker:
             self._live.move_to_end(connection.transport)
 
     def forget(self, connection: _Connection) -> None:
-        self._live.pop(connection.transport, None)
+        if self._live.pop(connection.transport, None) is None:
+            return
+        left = self._per_peer.pop(connection.peer) - 1
+        if left:
+            self._per_peer[connection.peer] = left
 
     def abort_all(self) -> None:
         for connection in list(self._live.values()):
