@@ -46,3 +46,41 @@ def test_append_with_gateway_keeps_json_valid_and_ours_wins(raw: bytes) -> None:
     items = json.loads(b"[" + b"".join(out) + b"]")
     expected = {**json.loads(raw), "gateway": "plant-a"}
     assert items == [expected, expected]
+
+
+def refusal(params: dict[str, list[str]], configured: frozenset[str] = frozenset({"plant-a"})
+            ) -> str:
+    with pytest.raises(BadQuery) as refused:
+        parse_query(params, configured)
+    return str(refused.value)
+
+
+def unknown_gateway_error(value: str, configured: set[str]) -> str:
+    return refusal({"gateway": [value]}, frozenset(configured))
+
+
+def test_an_unknown_gateway_is_answered_with_the_configured_ones() -> None:
+    assert unknown_gateway_error("plant-z", {"plant-b", "plant-a"}) == (
+        "gateway: unknown gateway 'plant-z' (configured: plant-a, plant-b)")
+    assert unknown_gateway_error("plant-z", set()) == (
+        "gateway: unknown gateway 'plant-z' (none configured)")
+
+
+def test_a_fleet_of_a_thousand_gateways_makes_a_short_error() -> None:
+    fleet = {f"plant-{i:04d}" for i in range(1000)}
+    error = unknown_gateway_error("plant-z", fleet)
+    assert error.startswith("gateway: unknown gateway 'plant-z' (configured: plant-0000, "
+                            "plant-0001, ")
+    assert error.endswith(", plant-0019 and 980 more)")
+    long_names = {"x" * 10_000 + str(i) for i in range(1000)}
+    assert len(unknown_gateway_error("plant-z", long_names)) < 2000
+
+
+@pytest.mark.parametrize("value", ["a" * 100_000, "evil\r\nX-Forged: 1\x1b[31m", "\u202eabc"])
+def test_the_clients_value_is_echoed_escaped_and_cut(value: str) -> None:
+    for error in (refusal({"gateway": [value]}), refusal({"kind": [value]}),
+                  refusal({value: ["1"]})):
+        assert len(error) < 300
+        assert error.isprintable(), error
+        assert value not in error
+    assert refusal({"user": ["1"]}).startswith("user: unknown parameter")  # a plain word

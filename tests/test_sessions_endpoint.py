@@ -166,7 +166,7 @@ async def test_stale_gateway_is_left_out_but_explained(setup: Setup) -> None:
     ("?kind=designer", "kind: unknown kind 'designer' (allowed: perspective, vision)"),
     ("?username=" + "a" * 1001, "username: pattern longer than 1000 characters"),
     ("?username=a&username=b", "username: given more than once"),
-    ("?gateway=plant-z", "gateway: unknown gateway 'plant-z'"),
+    ("?gateway=plant-z", "gateway: unknown gateway 'plant-z' (configured: plant-a, plant-b)"),
 ])
 async def test_bad_input_is_a_400_naming_the_parameter(setup: Setup, query: str,
                                                        message: str) -> None:

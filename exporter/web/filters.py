@@ -16,6 +16,11 @@ import re2
 KINDS = ("perspective", "vision")
 PARAMETERS = ("username", "project", "gateway", "kind")
 MAX_PATTERN_LENGTH = 1000
+# What an error shows: at most this much of the client's value, and this many of the
+# configured gateways (a fleet of thousands must not make an error of megabytes).
+MAX_ECHO = 64
+MAX_LISTED = 20
+_PLAIN_NAME = re2.compile(r"[A-Za-z0-9_.\-]{1,64}")
 
 Matcher = Callable[[str | None], bool]
 
@@ -30,6 +35,32 @@ class BadQuery(Exception):
 
     def __str__(self) -> str:
         return f"{self.parameter}: {self.message}"
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_ECHO else text[:MAX_ECHO] + "…"
+
+
+def echo(value: str) -> str:
+    """The client's value as an error shows it: cut short, and quoted with every unprintable
+    character escaped (no forged lines, no terminal codes, no reversed text)."""
+    return repr(_cut(value))
+
+
+def parameter_name(name: str) -> str:
+    """A query parameter's name as an error starts: as is when it is a plain word."""
+    return name if _PLAIN_NAME.fullmatch(name) else echo(name)
+
+
+def listing(names: Collection[str]) -> str:
+    """The configured gateways, sorted: the first `MAX_LISTED` (each cut as an echo is) and
+    how many more."""
+    if not names:
+        return "none configured"
+    ordered = sorted(names)
+    shown = ", ".join(map(_cut, ordered[:MAX_LISTED]))
+    more = len(ordered) - MAX_LISTED
+    return f"configured: {shown}" + (f" and {more} more" if more > 0 else "")
 
 
 def _re2_options() -> re2.Options:
@@ -88,14 +119,15 @@ def parse_query(params: Mapping[str, Sequence[str]], known_gateways: Collection[
     """Check every parameter; raise `BadQuery` for the first one that is wrong."""
     for name in params:
         if name not in PARAMETERS:
-            raise BadQuery(name, f"unknown parameter (allowed: {', '.join(PARAMETERS)})")
+            raise BadQuery(parameter_name(name),
+                           f"unknown parameter (allowed: {', '.join(PARAMETERS)})")
     username, project, kind = (_single(params, n) for n in ("username", "project", "kind"))
     if kind is not None and kind not in KINDS:
-        raise BadQuery("kind", f"unknown kind {kind!r} (allowed: {', '.join(KINDS)})")
+        raise BadQuery("kind", f"unknown kind {echo(kind)} (allowed: {', '.join(KINDS)})")
     gateways = params.get("gateway")
     for name in gateways or ():
         if name not in known_gateways:
-            raise BadQuery("gateway", f"unknown gateway {name!r}")
+            raise BadQuery("gateway", f"unknown gateway {echo(name)} ({listing(known_gateways)})")
     return SessionQuery(
         username=full_matcher(username, "username") if username is not None else None,
         project=full_matcher(project, "project") if project is not None else None,
