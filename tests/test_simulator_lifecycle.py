@@ -3,6 +3,7 @@ the same seed. (Kept apart from the simulator's other tests, which are about its
 
 from __future__ import annotations
 
+from collections import Counter
 from itertools import pairwise
 
 from exporter.standins.simulator import GatewaySimulator
@@ -47,3 +48,25 @@ def test_ages_range_from_a_minute_to_days() -> None:
     clients = [s for seed in range(5) for s in run(seed, 0)[0]["vision"]]  # type: ignore[attr-defined]
     collected = run(0, 0)[0]["collectedAt"]
     assert all(c["creationTime"] <= collected for c in clients)
+
+
+def test_no_user_holds_more_sessions_than_the_limit() -> None:
+    clock = FakeClock()
+    users = ("ann", "bob", "cy", "Unauthenticated", *(f"op{i}" for i in range(8)))
+    simulator = GatewaySimulator(seed=2, clock=clock, target_sessions=40, users=users,
+                                 max_sessions_per_user=4)
+    most, sizes = 0, []
+    for _ in range(200):
+        clock.advance(5.0)
+        simulator.advance()
+        held = Counter(simulator.iter_usernames())
+        most = max(most, *held.values())
+        sizes.append(sum(held.values()))
+    assert most == 4, "the limit binds, and holds"
+    assert min(sizes[20:]) >= 30 and max(sizes) <= 40
+
+
+def test_when_every_user_is_at_the_limit_nobody_more_logs_in() -> None:
+    simulator = GatewaySimulator(seed=2, clock=FakeClock(), target_sessions=40,
+                                 users=("ann", "Unauthenticated"), max_sessions_per_user=3)
+    assert Counter(simulator.iter_usernames()) == {"ann": 3, "Unauthenticated": 3}

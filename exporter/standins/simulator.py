@@ -20,6 +20,7 @@ import hmac
 import html
 import json
 import random
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,8 +42,6 @@ TIMEZONES = ("America/Chicago", "Europe/Berlin", "UTC")
 PROJECTS = ("Packaging Line", "Utilities", "QA_Lab", "Shipping")
 USERS = ("operator1", "operator2", "jsmith", "maría.lópez", "shift.lead", "mwagner",
          "Unauthenticated", "eng-admin")
-# Vision and the Designer always require a login.
-VISION_USERS = tuple(u for u in USERS if u != "Unauthenticated")
 SCOPES = ("browser", "browser", "browser", "ios", "android", "designer")
 USER_AGENTS = {
     "browser": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/120.0",
@@ -99,8 +98,12 @@ class GatewaySimulator:
     clock: Clock = field(default_factory=SystemClock)
     perspective_module: bool = True
     vision_module: bool = True
-    # 0: the usual handful of plant users; N: N distinct users (for large series counts).
+    # 0: the plant's `users`; N: N distinct users (for large series counts).
     distinct_users: int = 0
+    users: tuple[str, ...] = USERS
+    # At most this many Perspective sessions per username at once (0: no limit): a login
+    # picks among the users below it, so a demo's users stay below an alert's threshold.
+    max_sessions_per_user: int = 0
     redundancy_role: str = "Independent"  # or Master, Backup (8.3 gateway-info)
     commissioned: bool = True  # False: every route redirects to /welcome
     failing: int | None = None  # an HTTP status every route answers with Jetty's error page
@@ -108,7 +111,9 @@ class GatewaySimulator:
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
         self._users = (tuple(f"user{i:06d}" for i in range(self.distinct_users))
-                       if self.distinct_users else USERS)
+                       if self.distinct_users else self.users)
+        # Vision and the Designer always require a login.
+        self._login_users = tuple(u for u in self.users if u != "Unauthenticated")
         self._serial = 0
         self._perspective: dict[str, _Perspective] = {}
         self._clients: dict[str, _Client] = {}
@@ -133,12 +138,25 @@ class GatewaySimulator:
         start = now_ms - (self._rng.uniform(0, length) if already_open else 0)
         return start, start + length
 
+    def _pick_user(self, users: tuple[str, ...]) -> str | None:
+        """Who logs in: any of `users` below `max_sessions_per_user`; None if none is."""
+        if self.max_sessions_per_user:
+            held = Counter(s.username for s in self._perspective.values())
+            users = tuple(u for u in users if held[u] < self.max_sessions_per_user)
+            if not users:
+                return None
+        return self._rng.choice(users)
+
     def _login(self, now_ms: float, already_open: bool = False) -> None:
         started_ms, ends_ms = self._lifetime(PERSPECTIVE_DURATIONS, now_ms, already_open)
         scope = self._rng.choice(SCOPES)
+        session_id = self._next_id()
+        username = self._pick_user(self._login_users if scope == "designer" else self._users)
+        if username is None:
+            return
         session = _Perspective(
-            id=self._next_id(),
-            username=self._rng.choice(VISION_USERS if scope == "designer" else self._users),
+            id=session_id,
+            username=username,
             project=self._rng.choice(PROJECTS),
             scope=scope,
             address=None if scope == "designer" else f"10.20.{self._rng.randint(1, 9)}."
@@ -157,7 +175,7 @@ class GatewaySimulator:
         designer = self._rng.random() < 0.3
         client = _Client(
             client_id=f"{self._rng.getrandbits(24):06X}",
-            username=self._rng.choice(VISION_USERS),
+            username=self._rng.choice(self._login_users),
             project=self._rng.choice(PROJECTS),
             address=f"10.30.0.{self._rng.randint(2, 250)}",
             designer=designer,
