@@ -70,3 +70,13 @@ def test_a_snapshots_capped_groups_fold_projects_and_scopes() -> None:
     assert len({key[1] for key in capped.perspective.keys}) == 16 + 1
     assert {key[0] for key in capped.clients.keys} == {"V0", "V1", "V2", "__other__"}
     assert groups.capped(max_projects=5)[1] == {"project": 0, "scope": 24}
+
+
+def test_coarser_groups_regroup_the_same_items_by_fewer_values() -> None:
+    groups = Groups.of([("P", "browser", "a"), ("P", "ios", "b"), ("P", "browser", "b"),
+                        ("Q", "browser", "a")])
+    scopes = groups.coarser(0, 1)
+    assert scopes.keys == (("P", "browser"), ("P", "ios"), ("Q", "browser"))
+    assert scopes.codes == [0, 1, 0, 2]
+    assert scopes.sizes() == [2, 1, 1]
+    assert groups.coarser(2, 0).keys == (("a", "P"), ("b", "P"), ("a", "Q"))

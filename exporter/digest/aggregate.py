@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import operator
 import sys
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
@@ -123,22 +122,13 @@ def count_perspective(groups: Groups, username: Callable[[str], str] = _keep
                     operator.add)
 
 
-def total_by_scope(sessions: Sequence[PerspectiveSession], groups: Groups,
+def total_by_scope(sessions: Sequence[PerspectiveSession], scopes: Groups,
                    idle_after_ms: float) -> dict[ScopeKey, ScopeTotals]:
-    """Sums per group code in one pass over the sessions, then per (project, scope) over the
-    few codes."""
-    pages, idle, recent = _scope_columns(sessions, groups, idle_after_ms)
-    counts = Counter(groups.codes)
-    grouped: dict[tuple[str | None, str | None], list[float]] = {}
-    for code, (project, scope, _) in enumerate(groups.keys):
-        acc = grouped.get((project, scope))
-        if acc is None:
-            acc = grouped[(project, scope)] = [0, 0, 0, 0]
-        acc[0] += counts[code]
-        acc[1] += pages[code]
-        acc[2] += idle[code]
-        acc[3] += recent[code]
-    totals = {key: ScopeTotals(int(a[0]), a[1], int(a[2]), a[3]) for key, a in grouped.items()}
+    """Sums per raw (project, scope) in one pass over the sessions, then per label set.
+    `scopes` are the sessions grouped by (project, sessionScope) (`SnapshotGroups.scopes`)."""
+    pages, idle, recent = _scope_columns(sessions, scopes, idle_after_ms)
+    totals = {key: ScopeTotals(count, pages[code], idle[code], recent[code])
+              for code, (key, count) in enumerate(zip(scopes.keys, scopes.sizes(), strict=True))}
     return _relabel(totals, (label, scope_label), ScopeTotals.__add__)
 
 
@@ -223,7 +213,7 @@ def aggregate(snapshot: Snapshot, idle_after_seconds: float,
         clients, folded[CLIENT_SESSIONS] = fold(clients, caps[CLIENT_SESSIONS], 1)
     return Aggregates(
         perspective_sessions=sessions,
-        scopes=total_by_scope(snapshot.perspective, groups.perspective,
+        scopes=total_by_scope(snapshot.perspective, groups.scopes,
                               float(idle_after_seconds * 1000)),
         client_sessions=clients,
         folded=folded,

@@ -14,7 +14,7 @@ import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # model.py builds its SessionIndex from Groups
@@ -60,14 +60,23 @@ class Groups:
 
     def owners(self, username_at: int, project_at: int) -> tuple[Owner, ...]:
         """Per code, the (username, project) of its key."""
-        return tuple((key[username_at], key[project_at]) for key in self.keys)
+        return tuple(map(itemgetter(username_at, project_at), self.keys))
+
+    def coarser(self, *positions: int) -> Groups:
+        """The same items grouped by fewer of their key's values (those at `positions`, two
+        or more), found from the codes rather than from the items again: thousands of keys
+        (a username in each) make a handful of (project, scope) groups."""
+        parts = list(map(itemgetter(*positions), self.keys))
+        code_of = {part: code for code, part in enumerate(dict.fromkeys(parts))}
+        of_key = list(map(code_of.__getitem__, parts))
+        return Groups(tuple(code_of), list(map(of_key.__getitem__, self.codes)))
 
     def folded(self, at: int, limit: int) -> tuple[Groups, int]:
         """These groups with the value at position `at` of the keys replaced by OTHER beyond
         the `limit` values that hold the most items (ties by value, so the choice is the
         same on every poll for the same data); and how many values were folded. Free when
         there are no more than `limit` values, the usual case: then `self` comes back."""
-        if len({key[at] for key in self.keys}) <= limit:
+        if len(set(map(itemgetter(at), self.keys))) <= limit:
             return self, 0
         held: Counter[Any] = Counter()
         for key, size in zip(self.keys, self.sizes(), strict=True):
@@ -108,15 +117,23 @@ def shared(values: Sequence[Any]) -> tuple[Any, ...]:
 
 @dataclass(frozen=True, slots=True)
 class SnapshotGroups:
-    """The groups of both of a snapshot's lists."""
+    """The groups of both of a snapshot's lists, by their finest keys and, found from those,
+    by the two values every label set is made of: (project, sessionScope) for Perspective,
+    (project, isDesigner) for clients."""
 
     perspective: Groups
     clients: Groups
+    scopes: Groups
+    kinds: Groups
 
     @classmethod
     def of(cls, snapshot: Snapshot) -> SnapshotGroups:
-        return cls(Groups.of_perspective(snapshot.perspective),
-                   Groups.of_clients(snapshot.clients))
+        return cls.grouped(Groups.of_perspective(snapshot.perspective),
+                           Groups.of_clients(snapshot.clients))
+
+    @classmethod
+    def grouped(cls, perspective: Groups, clients: Groups) -> SnapshotGroups:
+        return cls(perspective, clients, perspective.coarser(0, 1), clients.coarser(0, 2))
 
     def capped(self, max_projects: int) -> tuple[SnapshotGroups, dict[str, int]]:
         """The groups the label values are made from: a gateway's projects beyond its
@@ -127,5 +144,5 @@ class SnapshotGroups:
         perspective, projects = self.perspective.folded(0, max_projects)
         perspective, scopes = perspective.folded(1, MAX_SCOPES)
         clients, client_projects = self.clients.folded(0, max_projects)
-        return SnapshotGroups(perspective, clients), {
+        return SnapshotGroups.grouped(perspective, clients), {
             "project": max(projects, client_projects), "scope": scopes}

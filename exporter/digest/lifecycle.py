@@ -28,12 +28,12 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from operator import attrgetter, itemgetter
+from operator import attrgetter
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
 from exporter.digest.aggregate import label, scope_key
-from exporter.digest.groups import Groups, Key, SnapshotGroups
+from exporter.digest.groups import Groups, SnapshotGroups
 from exporter.model import ClientSession, PerspectiveSession, Snapshot, id_hashes
 
 # Seconds: a quick look, five minutes, a quarter hour, an hour, half a shift, a shift, twelve
@@ -114,10 +114,11 @@ class Held:
 
     @classmethod
     def of(cls, records: Sequence[R], fields: Fields[R], groups: Groups) -> Held:
-        """The sessions of one list, grouped as `groups` (the list's, `groups.Groups`).
-        Sessions without an id are dropped; of a repeated id only the first is kept. This
-        runs over every session of every poll: the label sets are found once per group
-        code, and the only Python loop over the sessions sorts their ages by label set."""
+        """The sessions of one list, grouped by their two raw label values (`groups`:
+        `SnapshotGroups.scopes` or `kinds`). Sessions without an id are dropped; of a
+        repeated id only the first is kept. This runs over every session of every poll: the
+        label sets are found once per raw pair of label values, and the only Python loop
+        over the sessions sorts their ages by label set."""
         ids = list(map(fields.id, records))
         keys = id_hashes(ids)
         codes: Sequence[int] = groups.codes
@@ -129,10 +130,7 @@ class Held:
         if None in ages:
             ages = [UNKNOWN if age is None else age for age in ages]
         order: dict[LabelSet, int] = {}
-        raws = list(map(fields.raw, groups.keys))  # thousands of keys, a few label sets
-        position = {raw: order.setdefault(fields.label(raw), len(order))
-                    for raw in dict.fromkeys(raws)}
-        of_code = list(map(position.__getitem__, raws))  # per group code, its label set's
+        of_code = [order.setdefault(fields.label(raw), len(order)) for raw in groups.keys]
         labels = list(map(of_code.__getitem__, codes))
         by_label: list[list[float]] = [[] for _ in order]
         for position, age in zip(labels, ages, strict=True):
@@ -176,25 +174,25 @@ R = TypeVar("R")
 
 @dataclass(frozen=True, slots=True)
 class Fields(Generic[R]):
-    """How to read one kind of record: its id, its age in ms (None if unknown), the raw
-    label values in its group's key (`groups.PERSPECTIVE_KEY`, `groups.CLIENT_KEY`), and the
-    label set they make."""
+    """How to read one kind of record: its id, its age in ms (None if unknown), and the
+    label set its two raw label values make (the keys of `SnapshotGroups.scopes` and
+    `SnapshotGroups.kinds`)."""
 
     id: Callable[[R], str | int | None]
     age: Callable[[R], float | None]
-    raw: Callable[[Key], tuple[Any, Any]]
     label: Callable[[tuple[Any, Any]], LabelSet]
 
 
-PERSPECTIVE: Fields[PerspectiveSession] = Fields(
-    attrgetter("id"), attrgetter("uptime"), itemgetter(0, 1), scope_key)  # project, scope
+PERSPECTIVE: Fields[PerspectiveSession] = Fields(attrgetter("id"), attrgetter("uptime"),
+                                                 scope_key)
 
 
-def perspective_held(sessions: Sequence[PerspectiveSession], groups: Groups | None = None
+def perspective_held(sessions: Sequence[PerspectiveSession], scopes: Groups | None = None
                      ) -> Held:
     """Perspective sessions by `id`, labelled (project, scope), aged by `uptime` (ms).
-    `groups` are the sessions' (`Groups.of_perspective`), when the caller has them."""
-    return Held.of(sessions, PERSPECTIVE, groups or Groups.of_perspective(sessions))
+    `scopes` are the sessions grouped by (project, sessionScope), when the caller has them."""
+    return Held.of(sessions, PERSPECTIVE,
+                   scopes or Groups.of_perspective(sessions).coarser(0, 1))
 
 
 def _client_label(raw: tuple[str | None, bool | None]) -> LabelSet:
@@ -202,14 +200,15 @@ def _client_label(raw: tuple[str | None, bool | None]) -> LabelSet:
     return label(raw[0]), "designer" if raw[1] else "vision"
 
 
-def client_held(clients: Sequence[ClientSession], at: float, groups: Groups | None = None
+def client_held(clients: Sequence[ClientSession], at: float, kinds: Groups | None = None
                 ) -> Held:
     """Vision clients and Designers by client id, labelled (project, kind); their age is
-    `at` (the poll's time, epoch seconds) minus `creationTime` (epoch ms)."""
+    `at` (the poll's time, epoch seconds) minus `creationTime` (epoch ms). `kinds` are the
+    clients grouped by (project, isDesigner), when the caller has them."""
     at_ms = at * 1000
     return Held.of(clients, Fields(
         attrgetter("client_id"), lambda client: _since(at_ms, client.creation_time),
-        itemgetter(0, 2), _client_label), groups or Groups.of_clients(clients))
+        _client_label), kinds or Groups.of_clients(clients).coarser(0, 2))
 
 
 class _Tally:
@@ -339,9 +338,9 @@ class GatewayLifecycle:
         at = snapshot.collected_at if snapshot.collected_at is not None else now
         groups = groups or SnapshotGroups.of(snapshot)
         return GatewayLifecycle(
-            self.perspective.after(perspective_held(snapshot.perspective, groups.perspective),
+            self.perspective.after(perspective_held(snapshot.perspective, groups.scopes),
                                    now, stale_after),
-            self.clients.after(client_held(snapshot.clients, at, groups.clients), now,
+            self.clients.after(client_held(snapshot.clients, at, groups.kinds), now,
                                stale_after))
 
 

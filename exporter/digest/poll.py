@@ -59,7 +59,7 @@ def digest(snapshot: Snapshot, lifecycle: GatewayLifecycle, sent_bytes: SentByte
                                          groups.perspective.owners(2, 0)),
         clients=SessionIndex.grouped(snapshot.clients_json, groups.clients.codes,
                                      groups.clients.owners(1, 0)),
-        sent_bytes=sent_bytes.after(snapshot.perspective, labelled.perspective),
+        sent_bytes=sent_bytes.after(snapshot.perspective, labelled.scopes),
         lifecycle=lifecycle.after(snapshot, now, settings.stale_after, labelled),
         about=replace(snapshot, perspective=(), perspective_json=(), clients=(),
                       clients_json=()),

@@ -55,17 +55,15 @@ class SentBytes:
     missing_last: array = field(default_factory=lambda: array("d"))
     missing_polls: array = field(default_factory=lambda: array("B"))
 
-    def after(self, sessions: Sequence[PerspectiveSession], groups: Groups | None = None
+    def after(self, sessions: Sequence[PerspectiveSession], scopes: Groups | None = None
               ) -> SentBytes:
-        """Add this poll's growth; sessions absent from it are forgotten. `groups` are the
-        sessions' (`Groups.of_perspective`), when the caller has them."""
-        groups = groups or Groups.of_perspective(sessions)
-        ids, last, growth = self._growth(sessions, groups)
-        growth_by_scope: dict[tuple[str | None, str | None], float] = {}
-        for (project, scope, _), grown in zip(groups.keys, growth, strict=True):
-            growth_by_scope[project, scope] = growth_by_scope.get((project, scope), 0) + grown
+        """Add this poll's growth; sessions absent from it are forgotten. `scopes` are the
+        sessions grouped by (project, sessionScope) (`SnapshotGroups.scopes`), when the
+        caller has them."""
+        scopes = scopes or Groups.of_perspective(sessions).coarser(0, 1)
+        ids, last, growth = self._growth(sessions, scopes)
         live: dict[ScopeKey, float] = {}
-        for raw_key, grown in growth_by_scope.items():
+        for raw_key, grown in zip(scopes.keys, growth, strict=True):
             key = scope_key(raw_key)
             live[key] = live.get(key, 0.0) + grown
         totals = dict(self.totals)
@@ -94,8 +92,8 @@ class SentBytes:
 
     def _growth(self, sessions: Sequence[PerspectiveSession], groups: Groups
                 ) -> tuple[array, array, list[float]]:
-        """This poll's ids and totals to remember, and per group code the growth of its
-        sessions' totals."""
+        """This poll's ids and totals to remember, and per code of `groups` the growth of
+        its sessions' totals."""
         ids = list(map(_ID, sessions))
         currents = list(map(_TOTAL, sessions))
         hashes = id_hashes(ids)
