@@ -109,7 +109,6 @@ class Snapshot:
     invalid_sessions: int = 0
 
 
-Owner = tuple[str | None, str | None]  # (username, project)
 Selector = Callable[[str | None, str | None], bool]
 
 # Sessions per compressed block. Smaller blocks cost /sessions less decompression for a
@@ -143,19 +142,16 @@ class SessionIndex:
     @classmethod
     def of(cls, records: Sequence[PerspectiveSession | ClientSession],
            raw: Sequence[msgspec.Raw | bytes]) -> SessionIndex:
-        groups = Groups.of(zip(map(_USERNAME, records), map(_PROJECT, records), strict=True))
-        return cls.grouped(raw, groups.codes, groups.keys)
+        return cls.grouped(raw, Groups.of(zip(map(_USERNAME, records), map(_PROJECT, records),
+                                              strict=True)))
 
     @classmethod
-    def grouped(cls, raw: Sequence[msgspec.Raw | bytes], codes: Sequence[int],
-                owners: tuple[Owner, ...]) -> SessionIndex:
-        """From codes computed already: `codes[i]` is session i's index in `owners`, which may
-        hold a pair more than once (the codes of a finer grouping)."""
-        distinct = Groups.of(owners)
+    def grouped(cls, raw: Sequence[msgspec.Raw | bytes], owners: Groups) -> SessionIndex:
+        """From a grouping computed already: `owners` groups the sessions by (username,
+        project)."""
         blocks, ends = _compressed_blocks(raw)
-        usernames, projects = zip(*distinct.keys, strict=True) if distinct.keys else ((), ())
-        return cls(blocks, ends, array("I", map(distinct.codes.__getitem__, codes)),
-                   shared(usernames), shared(projects))
+        usernames, projects = zip(*owners.keys, strict=True) if owners.keys else ((), ())
+        return cls(blocks, ends, array("I", owners.codes), shared(usernames), shared(projects))
 
     def __len__(self) -> int:
         return len(self.owner_codes)

@@ -18,11 +18,6 @@ def test_sums_per_code_treat_none_as_zero() -> None:
     assert groups.sums([1, 5, None, 2.5]) == [3.5, 5]
 
 
-def test_owners_reorder_each_key() -> None:
-    groups = Groups.of([("P", "browser", "a"), ("Q", "ios", "b")])
-    assert groups.owners(2, 0) == (("a", "P"), ("b", "Q"))
-
-
 def test_shared_makes_equal_strings_one_object() -> None:
     first, second = "".join(["op", "erator"]), "".join(["oper", "ator"])
     assert first is not second

@@ -18,7 +18,7 @@ from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # model.py builds its SessionIndex from Groups
-    from exporter.model import ClientSession, Owner, PerspectiveSession, Snapshot
+    from exporter.model import ClientSession, PerspectiveSession, Snapshot
 
 Key = tuple[Any, ...]
 OTHER = "__other__"
@@ -57,10 +57,6 @@ class Groups:
         """How many items hold each key."""
         keys = self.keys
         return {keys[code]: n for code, n in Counter(self.codes).items()}
-
-    def owners(self, username_at: int, project_at: int) -> tuple[Owner, ...]:
-        """Per code, the (username, project) of its key."""
-        return tuple(map(itemgetter(username_at, project_at), self.keys))
 
     def coarser(self, *positions: int) -> Groups:
         """The same items grouped by fewer of their key's values (those at `positions`, two
@@ -144,5 +140,7 @@ class SnapshotGroups:
         perspective, projects = self.perspective.folded(0, max_projects)
         perspective, scopes = perspective.folded(1, MAX_SCOPES)
         clients, client_projects = self.clients.folded(0, max_projects)
-        return SnapshotGroups.grouped(perspective, clients), {
-            "project": max(projects, client_projects), "scope": scopes}
+        folded = {"project": max(projects, client_projects), "scope": scopes}
+        if not any(folded.values()):
+            return self, folded
+        return SnapshotGroups.grouped(perspective, clients), folded

@@ -55,10 +55,9 @@ def digest(snapshot: Snapshot, lifecycle: GatewayLifecycle, sent_bytes: SentByte
                            labelled)
     return Digest(
         aggregates=replace(aggregates, folded_values=folded),
-        perspective=SessionIndex.grouped(snapshot.perspective_json, groups.perspective.codes,
-                                         groups.perspective.owners(2, 0)),
-        clients=SessionIndex.grouped(snapshot.clients_json, groups.clients.codes,
-                                     groups.clients.owners(1, 0)),
+        perspective=SessionIndex.grouped(snapshot.perspective_json,
+                                         groups.perspective.coarser(2, 0)),  # user, project
+        clients=SessionIndex.grouped(snapshot.clients_json, groups.clients.coarser(1, 0)),
         sent_bytes=sent_bytes.after(snapshot.perspective, labelled.scopes),
         lifecycle=lifecycle.after(snapshot, now, settings.stale_after, labelled),
         about=replace(snapshot, perspective=(), perspective_json=(), clients=(),
