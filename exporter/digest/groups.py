@@ -55,8 +55,7 @@ class Groups:
 
     def counts(self) -> dict[Key, int]:
         """How many items hold each key."""
-        keys = self.keys
-        return {keys[code]: n for code, n in Counter(self.codes).items()}
+        return dict(zip(self.keys, self.sizes(), strict=True))
 
     def coarser(self, *positions: int) -> Groups:
         """The same items grouped by fewer of their key's values (those at `positions`, two
@@ -86,8 +85,7 @@ class Groups:
 
     def sizes(self) -> list[int]:
         """Per code, how many items hold it."""
-        counts = Counter(self.codes)
-        return [counts[code] for code in range(len(self.keys))]
+        return list(map(Counter(self.codes).__getitem__, range(len(self.keys))))
 
     def sums(self, values: Iterable[float | None]) -> list[float]:
         """Per code, the sum of the items' values (one value per item; None counts as 0)."""
