@@ -375,3 +375,29 @@ async def test_an_address_whose_connections_are_all_busy_is_refused_alone(
     finally:
         app[RELEASE].set()
     assert await asyncio.gather(*busy) == [(200, "done")] * len(busy)
+
+
+async def test_many_addresses_holding_every_connection_busy_leave_room_for_a_quiet_one(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Addresses each within their share, together holding every connection busy (asking
+    and never reading), used to get every other client a 503: eight at the default caps.
+    Now the client holding most gives up its quietest connection, and only for a client
+    holding at least two fewer, so equal shares never cut each other."""
+    app, started = counting_slow_app()
+    shares = {"127.0.0.2": 3, "127.0.0.3": 3, "127.0.0.4": 2}  # 8: every connection
+    async with running_site(app, "127.0.0.1", 0, limits=PER_ADDRESS) as url:
+        flood = [await socket_from(address, url, b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+                 for address, count in shares.items() for _ in range(count)]
+        try:
+            await eventually(lambda: len(started) == len(flood), what="every flood request")
+            assert await get_from("127.0.0.4", url) == (503, "too many connections\n")
+            assert await get_from("127.0.0.5", url) == (200, "ok")
+            assert await closed_by_server(flood[0][0], within=2)  # the heaviest's quietest
+        finally:
+            app[RELEASE].set()
+        async with asyncio.timeout(10):
+            answers = [await reader.readuntil(b"done") for reader, _ in flood[1:]]
+        assert all(answer.startswith(b"HTTP/1.1 200") for answer in answers)
+        for _, writer in flood:
+            writer.close()
+    assert not errors(caplog)

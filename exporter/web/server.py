@@ -9,8 +9,10 @@ Anyone who can reach the port can open connections, so every connection is bound
   connection slots, and a copy of the answer each, for ever;
 - at most `max_connections` are open at once. At the cap, the connection that has been
   quiet longest without a request in progress is dropped to make room, so idle sockets
-  cannot lock out a scrape; only when every connection is busy is the newcomer refused,
-  with a canned 503 and no parsing;
+  cannot lock out a scrape; when every connection is busy, the client holding most gives
+  up its quietest connection to a client holding at least two fewer, so many addresses
+  each within their share cannot together lock out another; only when neither frees a
+  connection is the newcomer refused, with a canned 503 and no parsing;
 - at most `max_connections_per_address` of them come from one client (an IPv4 address or an
   IPv6 /64, `peers.py`), by the same rule within the client's own connections, so one
   client holding all of its connections busy (asking and never reading) still leaves the
@@ -281,7 +283,7 @@ class ConnectionTracker:
                 return False
         if len(self._live) >= self.cap:
             self.at_cap.hit(max_connections=self.cap)
-            if not self._drop_idle(lambda _: True):
+            if not (self._drop_idle(lambda _: True) or self._drop_heaviest(peer)):
                 return False
         self._live[connection.transport] = connection
         self._per_peer[peer] = self._per_peer.get(peer, 0) + 1
@@ -290,7 +292,21 @@ class ConnectionTracker:
     def _drop_idle(self, among: Callable[[_Connection], bool]) -> bool:
         """Drop the connection quiet longest without a request in progress, of those `among`;
         False when every one of them is busy."""
-        victim = next((c for c in self._live.values() if c.idle and among(c)), None)
+        return self._drop(lambda c: c.idle and among(c))
+
+    def _drop_heaviest(self, peer: str | None) -> bool:
+        """Every connection busy: the client holding most gives up its quietest one, busy or
+        not, when it holds at least two more than `peer` does, so that clients each within
+        their share cannot together lock out one holding few (and equal shares never cut
+        each other's answers). False when no client holds that many more."""
+        heaviest = max(self._per_peer, key=self._per_peer.__getitem__)
+        if self._per_peer[heaviest] < self._per_peer.get(peer, 0) + 2:
+            return False
+        return self._drop(lambda c: c.peer == heaviest)
+
+    def _drop(self, among: Callable[[_Connection], bool]) -> bool:
+        """Drop the connection quiet longest of those `among`; False when there is none."""
+        victim = next((c for c in self._live.values() if among(c)), None)
         if victim is None:
             return False
         self.forget(victim)
