@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import secrets
+import sys
+
 from exporter.digest.aggregate import LABEL_MAX_CHARS, ScopeTotals, aggregate, label
 from tests.payloads import document, perspective, snapshot_of, vision
 
@@ -78,3 +81,15 @@ def test_aggregate_applies_the_cap_to_both_username_metrics() -> None:
     assert result.perspective_sessions[("Line1", "browser", "__other__")] == 20
     assert result.folded == {"ignition_perspective_sessions": 20, "ignition_client_sessions": 2}
     assert sum(result.client_sessions.values()) == 12
+
+
+def test_label_values_are_not_interned() -> None:
+    """Interned strings are immortal on Python 3.12.0 to 3.12.5 and on free-threaded builds:
+    a gateway inventing a project and a username every poll would grow the exporter for
+    ever."""
+    project, user = f"p-{secrets.token_hex(8)}", f"u-{secrets.token_hex(8)}"
+    result = aggregate(snapshot_of(document([perspective(project=project, username=user)])),
+                       300)
+    (label_project, _, label_user), = result.perspective_sessions
+    assert sys.intern("".join([project[:1], project[1:]])) is not label_project
+    assert sys.intern("".join([user[:1], user[1:]])) is not label_user

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from exporter.digest.groups import Groups, SnapshotGroups, shared
+import secrets
+import sys
+
+import pytest
+
+from exporter.digest import groups as groups_module
+from exporter.digest.groups import Groups, SnapshotGroups, one_copy, shared
 from tests.payloads import document, perspective, snapshot_of, vision
 
 
@@ -24,6 +30,32 @@ def test_shared_makes_equal_strings_one_object() -> None:
     values = shared([first, None, second, 3])
     assert values == ("operator", None, "operator", 3)
     assert values[0] is values[2]
+
+
+def fresh(text: str) -> str:
+    """An equal string that is another object."""
+    return "".join([text[:1], text[1:]])
+
+
+def test_shared_strings_are_not_interned() -> None:
+    """sys.intern makes its strings immortal on Python 3.12.0 to 3.12.5 and on free-threaded
+    builds: a gateway sending a new project or username on every poll would grow the
+    exporter for ever. Equal values from separate polls or gateways are still one object."""
+    name = f"project-{secrets.token_hex(8)}"
+    kept = shared([fresh(name)])[0]
+    assert shared([fresh(name)])[0] is kept
+    assert sys.intern(fresh(name)) is not kept
+
+
+def test_the_table_of_shared_strings_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past SHARED_STRINGS values it starts afresh; longer values are never kept in it."""
+    monkeypatch.setattr(groups_module, "SHARED_STRINGS", 10)
+    first = one_copy(fresh(f"first-{secrets.token_hex(8)}"))
+    for number in range(10):
+        one_copy(f"invented-{number}-{secrets.token_hex(8)}")
+    assert one_copy(fresh(first)) is not first
+    long = "x" * (groups_module.MAX_SHARED_CHARS + 1)
+    assert one_copy(long) is long and one_copy(fresh(long)) is not long
 
 
 def test_a_snapshots_groups() -> None:

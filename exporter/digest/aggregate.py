@@ -7,13 +7,12 @@ keys), then turns the few distinct keys into label values, so the per-session lo
 from __future__ import annotations
 
 import operator
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, TypeVar
 
-from exporter.digest.groups import OTHER, Groups, SnapshotGroups
+from exporter.digest.groups import OTHER, Groups, SnapshotGroups, one_copy
 from exporter.model import PerspectiveSession, Snapshot
 
 # Label values longer than this are cut: a megabyte-long "username" from a broken gateway must
@@ -95,12 +94,13 @@ def _relabel(grouped: Mapping[tuple[Any, ...], V], labelers: Sequence[Labeler],
              add: Callable[[V, V], V]) -> dict[Any, V]:
     """Raw keys to label keys, merging the values of keys whose labels collide (after a cut,
     say). Each position's label is computed once per distinct raw value: thousands of keys
-    share a few hundred users and a handful of projects. Labels are interned: they outlive
-    the poll, and equal ones across gateways share one object."""
+    share a few hundred users and a handful of projects. Labels are made one object with
+    equal ones (`groups.one_copy`): they outlive the poll, and equal ones across gateways
+    share it."""
     if not grouped:
         return {}
     columns = list(zip(*grouped, strict=True))
-    labelled = [map({raw: sys.intern(to_label(raw)) for raw in set(column)}.__getitem__, column)
+    labelled = [map({raw: one_copy(to_label(raw)) for raw in set(column)}.__getitem__, column)
                 for column, to_label in zip(columns, labelers, strict=True)]
     keys = list(zip(*labelled, strict=True))
     out = dict(zip(keys, grouped.values(), strict=True))
