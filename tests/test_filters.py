@@ -84,3 +84,19 @@ def test_the_clients_value_is_echoed_escaped_and_cut(value: str) -> None:
         assert error.isprintable(), error
         assert value not in error
     assert refusal({"user": ["1"]}).startswith("user: unknown parameter")  # a plain word
+
+
+@pytest.mark.parametrize("pattern", ["(" + "a" * 999, "(\x1b\r\nX-Forged: 1", "[\u202eabc"])
+def test_a_bad_patterns_text_is_echoed_escaped_and_cut(pattern: str) -> None:
+    """The regular expression library's error repeats the pattern from where it went wrong;
+    that text is the client's, so an error shows it as it shows the client's other values."""
+    error = refusal({"username": [pattern]})
+    assert error.startswith("username: invalid regular expression: missing ")
+    assert len(error) < 300
+    assert error.isprintable(), error
+    assert pattern[1:] not in error
+
+
+def test_a_plain_bad_patterns_text_is_shown_as_it_is() -> None:
+    assert refusal({"username": ["(a"]}) == (
+        "username: invalid regular expression: missing ): (a")

@@ -52,6 +52,14 @@ def parameter_name(name: str) -> str:
     return name if _PLAIN_NAME.fullmatch(name) else echo(name)
 
 
+def quoted(reason: str) -> str:
+    """A regular expression error, whose text after its first ": " is the client's pattern
+    from where it went wrong: as is when it is short and printable, else as `echo` shows it."""
+    what, colon, text = reason.partition(": ")
+    plain = len(text) <= MAX_ECHO and text.isprintable()
+    return reason if plain or not colon else f"{what}: {echo(text)}"
+
+
 def listing(names: Collection[str]) -> str:
     """The configured gateways, sorted: the first `MAX_LISTED` (each cut as an echo is) and
     how many more."""
@@ -77,7 +85,8 @@ def full_matcher(pattern: str, parameter: str) -> Matcher:
         compiled = re2.compile(pattern, _re2_options())
     except re2.error as exc:
         reason = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else exc
-        raise BadQuery(parameter, f"invalid regular expression: {reason}") from None
+        raise BadQuery(parameter, f"invalid regular expression: {quoted(str(reason))}"
+                       ) from None
     # Usernames and projects repeat across thousands of sessions: match each distinct once.
     seen: dict[str | None, bool] = {}
 
