@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from exporter.digest import groups as groups_module
-from exporter.digest.groups import Groups, SnapshotGroups, one_copy, shared
+from exporter.digest.groups import Groups, Shown, SnapshotGroups, one_copy, shared
 from tests.payloads import document, perspective, snapshot_of, vision
 
 
@@ -107,3 +107,12 @@ def test_coarser_groups_regroup_the_same_items_by_fewer_values() -> None:
     assert scopes.codes == [0, 1, 0, 2]
     assert scopes.sizes() == [2, 1, 1]
     assert groups.coarser(2, 0).keys == (("a", "P"), ("b", "P"), ("a", "Q"))
+
+
+def test_folding_counts_the_values_shown_already_first() -> None:
+    groups = Groups.of([("a",), ("b",), ("b",), ("c",), ("c",), ("c",)])
+    folded, count = groups.folded(0, 3, Shown(frozenset({"A", "gone"}), str.upper))
+    # a is shown already: kept though it holds least; gone takes a place too, though absent;
+    # the one place left goes to the busiest new value.
+    assert folded.keys == (("a",), ("__other__",), ("c",)) and count == 1
+    assert folded.codes == [0, 1, 1, 2, 2, 2]

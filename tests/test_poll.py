@@ -67,3 +67,26 @@ def test_a_real_gateway_is_not_touched_by_the_cap() -> None:
     assert result.aggregates.folded_values == {"project": 0, "scope": 0}
     assert result.aggregates.perspective_sessions == aggregate(snap, 60).perspective_sessions
     assert result.about.perspective == () and result.about.version == "8.1.33"
+
+
+def renamed(poll: int, count: int) -> Snapshot:
+    """The same sessions and clients, in projects and scopes renamed on every poll."""
+    return snapshot_of(document(
+        [perspective(f"s{i}", "u", f"p{poll}-{i}", f"scope{poll}-{i}") for i in range(count)],
+        [vision("op", f"c{poll}-{i}", client_id=str(i)) for i in range(count)]))
+
+
+def test_a_gateway_renaming_its_projects_every_poll_stays_within_the_cap() -> None:
+    """Each poll was folded on its own, so the lifecycle families, which show every label
+    set seen within stale_after, showed the cap's worth of new projects for every poll in
+    that time: 2,000 with the defaults (a 4 MB /metrics from one gateway of 2,000 sessions).
+    Values shown within stale_after now count against the cap; new ones take what is left."""
+    state = digest(renamed(0, 30), NOTHING_YET, SentBytes(), settings(max_projects=10), NOW)
+    for poll in range(1, 8):
+        state = digest(renamed(poll, 30), state.lifecycle, state.sent_bytes,
+                       settings(max_projects=10), NOW + 15 * poll)
+        for shown in (state.lifecycle.perspective.shown, state.lifecycle.clients.shown):
+            assert len({project for project, _ in shown}) <= 10 + 1, poll
+        assert len({scope for _, scope in state.lifecycle.perspective.shown}) <= 16 + 1
+        assert state.aggregates.total_perspective_sessions == 30
+        assert state.aggregates.total_client_sessions == 30

@@ -10,9 +10,11 @@ codes; everything else works on the codes and on the few distinct keys.
 
 from __future__ import annotations
 
+import operator
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from itertools import compress, islice
 from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Any
 
@@ -65,22 +67,32 @@ class Groups:
         of_key = list(map(code_of.__getitem__, parts))
         return Groups(tuple(code_of), list(map(of_key.__getitem__, self.codes)))
 
-    def folded(self, at: int, limit: int) -> tuple[Groups, int]:
+    def folded(self, at: int, limit: int, shown: Shown | None = None) -> tuple[Groups, int]:
         """These groups with the value at position `at` of the keys replaced by OTHER beyond
-        the `limit` values that hold the most items (ties by value, so the choice is the
-        same on every poll for the same data); and how many values were folded. Free when
-        there are no more than `limit` values, the usual case: then `self` comes back."""
-        if len(set(map(itemgetter(at), self.keys))) <= limit:
+        `limit` values; and how many values were folded. The values the metrics show already
+        (`shown`: seen within stale_after) count against the limit first, so a gateway
+        renaming its values on every poll cannot show the limit's worth of new ones per
+        poll; new values take the room left. Among each, those holding the most items are
+        kept (ties by value, so the choice is the same on every poll for the same data).
+        Free when the values and those shown are no more than `limit`, the usual case: then
+        `self` comes back."""
+        shown = shown or NOTHING_SHOWN
+        taken = len(shown.labels - {OTHER})
+        if len(set(map(itemgetter(at), self.keys))) + taken <= limit:
             return self, 0
         held: Counter[Any] = Counter()
         for key, size in zip(self.keys, self.sizes(), strict=True):
             held[key[at]] += size
-        ranked = sorted(held.items(), key=_most_held_first)
-        kept = {value for value, _ in ranked[:limit]}
+        ranked = [value for value, _ in sorted(held.items(), key=_most_held_first)]
+        known = list(map(shown.has, ranked))
+        kept = {*islice(compress(ranked, known), limit),
+                *islice(compress(ranked, map(operator.not_, known)), max(0, limit - taken))}
+        if len(kept) == len(held):
+            return self, 0
         merged = Groups.of(key if key[at] in kept else (*key[:at], OTHER, *key[at + 1:])
                            for key in self.keys)
         return Groups(merged.keys, list(map(merged.codes.__getitem__, self.codes))), \
-            len(held) - limit
+            len(held) - len(kept)
 
     def sizes(self) -> list[int]:
         """Per code, how many items hold it."""
@@ -93,6 +105,21 @@ class Groups:
             if value:
                 out[code] += value
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class Shown:
+    """The values of one label the metrics show already (seen within stale_after), and how
+    a raw value becomes a label value (cut, lower-cased): what `Groups.folded` counts first."""
+
+    labels: frozenset[str] = frozenset()
+    label: Callable[[Any], str] = str
+
+    def has(self, value: Any) -> bool:
+        return self.label(value) in self.labels
+
+
+NOTHING_SHOWN = Shown()
 
 
 def _most_held_first(item: tuple[Any, int]) -> tuple[int, str]:
@@ -129,6 +156,15 @@ def shared(values: Sequence[Any]) -> tuple[Any, ...]:
 
 
 @dataclass(frozen=True, slots=True)
+class ShownLabels:
+    """What a gateway's metrics show already, per label `SnapshotGroups.capped` folds."""
+
+    projects: Shown = NOTHING_SHOWN
+    scopes: Shown = NOTHING_SHOWN
+    client_projects: Shown = NOTHING_SHOWN
+
+
+@dataclass(frozen=True, slots=True)
 class SnapshotGroups:
     """The groups of both of a snapshot's lists, by their finest keys and, found from those,
     by the two values every label set is made of: (project, sessionScope) for Perspective,
@@ -148,15 +184,18 @@ class SnapshotGroups:
     def grouped(cls, perspective: Groups, clients: Groups) -> SnapshotGroups:
         return cls(perspective, clients, perspective.coarser(0, 1), clients.coarser(0, 2))
 
-    def capped(self, max_projects: int) -> tuple[SnapshotGroups, dict[str, int]]:
-        """The groups the label values are made from: a gateway's projects beyond its
-        `max_projects` busiest, and its scopes beyond MAX_SCOPES, folded into "__other__",
-        so that no gateway can make the series of every metric with a project or scope
-        label grow without bound. Returns them and how many values of each label were
-        folded. (`/sessions` keeps the real values: it indexes the groups before this.)"""
-        perspective, projects = self.perspective.folded(0, max_projects)
-        perspective, scopes = perspective.folded(1, MAX_SCOPES)
-        clients, client_projects = self.clients.folded(0, max_projects)
+    def capped(self, max_projects: int, shown: ShownLabels | None = None
+               ) -> tuple[SnapshotGroups, dict[str, int]]:
+        """The groups the label values are made from: a gateway's projects beyond
+        `max_projects`, and its scopes beyond MAX_SCOPES, folded into "__other__" (those
+        `shown` already first, then the busiest: `Groups.folded`), so that no gateway can
+        make the series of every metric with a project or scope label grow without bound.
+        Returns them and how many values of each label were folded. (`/sessions` keeps the
+        real values: it indexes the groups before this.)"""
+        shown = shown or ShownLabels()
+        perspective, projects = self.perspective.folded(0, max_projects, shown.projects)
+        perspective, scopes = perspective.folded(1, MAX_SCOPES, shown.scopes)
+        clients, client_projects = self.clients.folded(0, max_projects, shown.client_projects)
         folded = {"project": max(projects, client_projects), "scope": scopes}
         if not any(folded.values()):
             return self, folded

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
-from exporter.digest.aggregate import Aggregates, aggregate
-from exporter.digest.groups import SnapshotGroups
-from exporter.digest.lifecycle import GatewayLifecycle
+from exporter.digest.aggregate import Aggregates, aggregate, label, scope_label
+from exporter.digest.groups import Shown, ShownLabels, SnapshotGroups
+from exporter.digest.lifecycle import GatewayLifecycle, LabelSet
 from exporter.digest.sent_bytes import SentBytes
 from exporter.model import SessionIndex, Snapshot
 
@@ -50,7 +50,8 @@ def digest(snapshot: Snapshot, lifecycle: GatewayLifecycle, sent_bytes: SentByte
     time (epoch seconds)."""
     groups = SnapshotGroups.of(snapshot)  # shared: grouping is most of a digest's cost
     # Every label is made from the capped groups; /sessions keeps the values as sent.
-    labelled, folded = groups.capped(settings.max_projects)
+    labelled, folded = groups.capped(settings.max_projects,
+                                     shown_labels(lifecycle, now, settings.stale_after))
     aggregates = aggregate(snapshot, settings.idle_after, settings.username, settings.caps,
                            labelled)
     return Digest(
@@ -63,3 +64,18 @@ def digest(snapshot: Snapshot, lifecycle: GatewayLifecycle, sent_bytes: SentByte
         about=replace(snapshot, perspective=(), perspective_json=(), clients=(),
                       clients_json=()),
     )
+
+
+def shown_labels(lifecycle: GatewayLifecycle, now: float, stale_after: float) -> ShownLabels:
+    """The project and scope values the metrics show as of `now`: those of the label sets
+    seen within `stale_after` (the lifecycle keeps when each was last seen)."""
+    perspective = _recent(lifecycle.perspective.last_seen, now, stale_after)
+    clients = _recent(lifecycle.clients.last_seen, now, stale_after)
+    return ShownLabels(Shown(frozenset(project for project, _ in perspective), label),
+                       Shown(frozenset(scope for _, scope in perspective), scope_label),
+                       Shown(frozenset(project for project, _ in clients), label))
+
+
+def _recent(last_seen: Mapping[LabelSet, float], now: float, stale_after: float
+            ) -> list[LabelSet]:
+    return [labels for labels, seen in last_seen.items() if now - seen <= stale_after]
