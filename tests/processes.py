@@ -30,6 +30,46 @@ from tests.conftest import require_tool
 _LISTENING = re.compile(r'msg=listening address=(\S+)|"msg": "listening", "address": "([^"]+)"')
 
 
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid`, from /proc (Linux)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def running(pid: int) -> bool:
+    """Whether `pid` is a live process: a zombie has ended, only its parent has not looked."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def forkservers() -> list[int]:
+    """multiprocessing's forkserver started by this process (one at most, while it runs)."""
+    return [pid for pid in children(os.getpid())
+            if "multiprocessing.forkserver" in command_line(pid) and running(pid)]
+
+
+def digest_workers() -> list[int]:
+    """The worker processes this process runs: every process forks from the forkserver."""
+    return [pid for server in forkservers() for pid in children(server) if running(pid)]
+
+
 def write_config(tmp_path: Path, gateways: list[dict[str, object]]) -> str:
     path = tmp_path / "config.yml"
     path.write_text(yaml.safe_dump({"poll_interval": "1s", "gateways": gateways}))

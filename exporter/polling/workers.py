@@ -1,0 +1,328 @@
+"""Where a poll's CPU work runs: one worker thread, or worker processes.
+
+Decoding and digesting an answer is CPU-bound Python. In a thread of the exporter's process
+it competes with the event loop for the interpreter (the GIL): while a round of big gateways
+is digested, reading their answers and answering scrapes waits. In worker processes it does
+not, and it can use more than one core. The work is one pure function whose arguments and
+result are immutable data, so it travels to a worker and back pickled (1-2 ms each way for a
+gateway of 5,000 sessions).
+
+Each worker process is a `ProcessPoolExecutor` of one process (a slot), and a slot takes one
+poll at a time. So a worker that dies (killed, out of memory) costs exactly the poll that was
+in it: with one pool of several processes, the death of one fails every poll in flight or
+queued in the pool. Processes start from a forkserver (safe in a process with threads and a
+running event loop, unlike `fork`) that has imported the digest's modules once, and only when
+a poll needs them: a site whose polls never overlap uses one process, whatever the number
+allowed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copyreg
+import logging
+import math
+import multiprocessing
+import multiprocessing.forkserver
+import os
+import secrets
+import signal
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+from types import FrameType, MappingProxyType
+from typing import Any, Protocol, TypeVar
+
+log = logging.getLogger(__name__)
+R = TypeVar("R")
+
+# `auto` never starts more worker processes than this: each holds its own interpreter, the
+# digest's modules and, while it digests, a whole answer (tens of MB for a big gateway). Four
+# digest a round of 100 gateways of 5,000 sessions in about a second.
+AUTO_MAX_PROCESSES = 4
+WORKER_NICENESS = 5  # see _start_worker
+# A digest stuck in C code, where the soft bound (an exception) cannot reach it, is ended with
+# its process once it has used this much CPU time beyond the bound.
+HARD_BOUND_GRACE = 2.0
+
+
+def _mapping_proxy(items: dict[Any, Any]) -> MappingProxyType[Any, Any]:
+    return MappingProxyType(items)
+
+
+def _reduce_mapping_proxy(proxy: MappingProxyType[Any, Any]) -> tuple[Any, ...]:
+    """Read-only mappings travel as the dict they show, and come back read-only. (pickle
+    cannot look `MappingProxyType` up by name, so the reducer names this module's function.)"""
+    return _mapping_proxy, (dict(proxy),)
+
+
+copyreg.pickle(MappingProxyType, _reduce_mapping_proxy)
+
+
+# --- how many --------------------------------------------------------------------------------
+
+def usable_cpus(cgroups: Path = Path("/proc/self/cgroup"),
+                root: Path = Path("/sys/fs/cgroup")) -> int:
+    """The cores this process may use: its CPU affinity (`taskset`, cpusets), and the CPU
+    quota of its cgroup where there is one (`docker run --cpus`, systemd's `CPUQuota=`),
+    which affinity does not show."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+        else os.cpu_count() or 1
+    quota = _cgroup_quota(cgroups, root)
+    return max(1, min(cpus, math.ceil(quota))) if quota else cpus
+
+
+def _cgroup_quota(cgroups: Path, root: Path) -> float | None:
+    """Cores' worth of CPU time the process's own cgroup may use; None when unlimited or not
+    known. cgroup v2: `cpu.max` holds `<quota> <period>` (microseconds) or `max <period>`;
+    v1: `cpu.cfs_quota_us` (-1 when unlimited) and `cpu.cfs_period_us`."""
+    try:
+        lines = cgroups.read_text().splitlines()
+    except OSError:
+        return None
+    for hierarchy, controllers, path in (line.split(":", 2) for line in lines
+                                         if line.count(":") >= 2):
+        if hierarchy == "0":
+            files = [root / path.lstrip("/") / "cpu.max"]
+        elif "cpu" in controllers.split(","):
+            where = root / controllers / path.lstrip("/")
+            files = [where / "cpu.cfs_quota_us", where / "cpu.cfs_period_us"]
+        else:
+            continue
+        try:
+            quota, period = " ".join(file.read_text() for file in files).split()
+            return int(quota) / int(period) if quota not in ("max", "-1") else None
+        except (OSError, ValueError):
+            continue  # not this hierarchy's controller (a hybrid host), or unreadable
+    return None
+
+
+# Worker processes start from a forkserver, which Windows does not have.
+PROCESSES_SUPPORTED = "forkserver" in multiprocessing.get_all_start_methods()
+
+
+def auto_processes(cpus: int) -> int:
+    """`digest_processes: auto`. One core: the worker thread, since a process would add memory
+    and pickling and no CPU. More: one core is left to the event loop (reading answers,
+    serving scrapes), the rest digest, up to AUTO_MAX_PROCESSES."""
+    if not PROCESSES_SUPPORTED or cpus <= 1:
+        return 0
+    return min(cpus - 1, AUTO_MAX_PROCESSES)
+
+
+def describe(processes: int) -> str:
+    """`digest_processes` in words, for `--check-config`."""
+    where = f"{processes} worker process(es)" if processes else "0, the worker thread"
+    return f"{where} (this process may use {usable_cpus()} core(s))"
+
+
+# --- failures --------------------------------------------------------------------------------
+
+class DigestTimeout(BaseException):
+    """Raised inside a worker process when its work outlives its bound. A BaseException, so
+    no `except Exception` in the work can take it for the work's own failure."""
+
+
+class WorkerLost(Exception):
+    """The worker process running the work died before answering (killed, out of memory, or
+    stopped for overrunning its bound by HARD_BOUND_GRACE)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+# --- inside a worker process -----------------------------------------------------------------
+
+def _expired(signum: int, frame: FrameType | None) -> None:
+    raise DigestTimeout
+
+
+def _start_worker() -> None:
+    """Ctrl+C in a terminal reaches the whole process group: the exporter stops its workers
+    itself, so they ignore it (SIGTERM still ends one: a broken pool ends its remains with
+    it). SIGALRM ends overrunning work (`_bounded`). A lower priority than the exporter's
+    own process: when they compete for a core, reading answers and serving scrapes go
+    first."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGALRM, _expired)
+    os.nice(WORKER_NICENESS)
+
+
+def _bounded(seconds: float, grace: float, work: Callable[..., R], *arguments: object) -> R:
+    """`work(*arguments)`, raising DigestTimeout after `seconds` of wall time. Work stuck where
+    Python cannot interrupt it (a loop in C) ends with its process after `seconds` plus
+    `grace` of CPU time: SIGPROF's default action."""
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    signal.setitimer(signal.ITIMER_PROF, seconds + grace)
+    try:
+        return work(*arguments)
+    finally:
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+# --- in the exporter -------------------------------------------------------------------------
+
+class Workers(Protocol):
+    async def run(self, bound: float, work: Callable[..., R], *arguments: object) -> R:
+        """`work(*arguments)` off the event loop; `bound` seconds where it can be enforced."""
+        ...
+
+    async def close(self) -> None:
+        """Let work under way finish, drop what waits, end the threads or processes."""
+        ...
+
+
+class WorkerThread:
+    """One thread for every gateway's work: CPU-bound Python, so more threads would only
+    contend for the GIL. A thread cannot be stopped, so `bound` is not enforced."""
+
+    def __init__(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="digest")
+
+    async def run(self, bound: float, work: Callable[..., R], *arguments: object) -> R:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, work,
+                                                                *arguments)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
+
+
+# Python's `hash` of a string is keyed per process, and the digest's state between polls holds
+# session ids as such hashes (model.id_hashes). Every worker forks from one forkserver and so
+# shares its key; should the forkserver die and be started again, this seed gives it the same
+# key. Chosen once per exporter process, never 0 (which turns the keying off).
+_HASH_SEED = str(1 + secrets.randbelow(2**32 - 1))
+_SEEDING = threading.Lock()  # the environment is the process's: one thread changes it at once
+
+
+@contextmanager
+def _environment(name: str, value: str) -> Iterator[None]:
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = before
+
+
+def _forkserver(preload: Sequence[str]) -> multiprocessing.context.BaseContext:
+    """The forkserver context, its server running with the pinned hash seed. The server is the
+    interpreter's one, shared by every pool, started once and again only if it died."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(preload))
+    with _SEEDING, _environment("PYTHONHASHSEED", _HASH_SEED):
+        multiprocessing.forkserver.ensure_running()
+    return context
+
+
+class _Slot:
+    """One worker process, as a pool of one; renewed when its process died."""
+
+    def __init__(self, preload: Sequence[str]) -> None:
+        self._preload = preload
+        self.executor = self._start()
+
+    def _start(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(max_workers=1, mp_context=_forkserver(self._preload),
+                                   initializer=_start_worker)
+
+    def submit(self, call: tuple[Any, ...]) -> Future[Any]:
+        """Called off the loop: the process starts on first use and waits for the forkserver,
+        which is checked first (started again, with the pinned seed, if it died)."""
+        _forkserver(self._preload)
+        return self.executor.submit(*call)
+
+    def renew(self) -> ProcessPoolExecutor:
+        """A new pool for this slot; returns the old one, to be shut down."""
+        old, self.executor = self.executor, self._start()
+        return old
+
+
+class WorkerProcesses:
+    """Up to `count` worker processes, one poll in each at a time; more polls wait their turn.
+
+    `preload` names the modules the work needs, imported once by the forkserver so that a new
+    worker starts with them."""
+
+    def __init__(self, count: int, preload: Sequence[str] = (),
+                 grace: float = HARD_BOUND_GRACE) -> None:
+        self._grace = grace
+        self._slots = [_Slot(tuple(preload)) for _ in range(count)]
+        # Idle slots, the most recently used on top: polls that never overlap reuse one
+        # process, and the others are never started.
+        self._idle: asyncio.LifoQueue[_Slot] = asyncio.LifoQueue()
+        for slot in reversed(self._slots):
+            self._idle.put_nowait(slot)
+        self._retired: list[ProcessPoolExecutor] = []
+        self._failing = False
+        self._closed = False
+
+    async def run(self, bound: float, work: Callable[..., R], *arguments: object) -> R:
+        slot = await self._idle.get()
+        submitting = asyncio.get_running_loop().run_in_executor(
+            None, self._submit, slot, (_bounded, bound, self._grace, work, *arguments))
+        # The slot is released when its work is over, whatever becomes of this poll.
+        submitting.add_done_callback(partial(self._submitted, slot))
+        future: Future[R] = await asyncio.shield(submitting)
+        try:
+            return await asyncio.wrap_future(future)
+        except BrokenProcessPool:
+            raise WorkerLost("the worker process digesting the answer died (killed, out of "
+                             "memory, or stuck past its timeout); a new one takes the next "
+                             "poll") from None
+
+    def _submit(self, slot: _Slot, call: tuple[Any, ...]) -> Future[Any]:
+        try:
+            return slot.submit(call)
+        except BrokenProcessPool:  # its process died while idle: not this poll's doing
+            self._renew(slot)
+            return slot.submit(call)
+
+    def _submitted(self, slot: _Slot, submitting: asyncio.Future[Future[Any]]) -> None:
+        if submitting.cancelled() or submitting.exception() is not None:
+            self._idle.put_nowait(slot)
+            return
+        loop = asyncio.get_running_loop()
+        submitting.result().add_done_callback(
+            lambda work: loop.call_soon_threadsafe(self._ended, slot, work))
+
+    def _ended(self, slot: _Slot, work: Future[Any]) -> None:
+        if not work.cancelled() and isinstance(work.exception(), BrokenProcessPool):
+            self._renew(slot)
+        elif not work.cancelled() and self._failing:
+            log.info("digest worker processes work again")
+            self._failing = False
+        self._idle.put_nowait(slot)
+
+    def _renew(self, slot: _Slot) -> None:
+        """A new process for a slot whose process died (the old pool has ended what was left
+        of itself); logged once until a poll is digested again."""
+        if self._closed:
+            return
+        if not self._failing:
+            log.warning("a digest worker process died; starting another",
+                        extra={"processes": len(self._slots)})
+        self._failing = True
+        self._retired.append(slot.renew())
+
+    async def close(self) -> None:
+        self._closed = True
+        executors = [slot.executor for slot in self._slots] + self._retired
+        await asyncio.gather(*(asyncio.to_thread(executor.shutdown, wait=True,
+                                                 cancel_futures=True)
+                               for executor in executors))
+        self._retired.clear()
+
+
+def workers(processes: int, preload: Sequence[str] = ()) -> Workers:
+    """`digest_processes`: 0 for the worker thread, else that many worker processes."""
+    return WorkerProcesses(processes, preload) if processes else WorkerThread()

@@ -1,0 +1,192 @@
+"""Where polls are digested: real worker processes, and what happens when one overruns, gets
+stuck, is killed or loses its forkserver. The work below runs in the workers, so it is made
+of module-level functions (they travel pickled, by name)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
+from types import MappingProxyType
+
+import pytest
+
+from exporter.polling.workers import (
+    AUTO_MAX_PROCESSES,
+    DigestTimeout,
+    WorkerLost,
+    WorkerProcesses,
+    auto_processes,
+    usable_cpus,
+)
+from tests.conftest import eventually
+from tests.processes import digest_workers, forkservers, running
+
+MakeWorkers = Callable[..., WorkerProcesses]
+
+
+def pid() -> int:
+    return os.getpid()
+
+
+def pid_after_a_while() -> int:
+    """Long enough for a second run to find this worker busy."""
+    time.sleep(0.3)
+    return os.getpid()
+
+
+def spin() -> None:
+    while True:
+        pass
+
+
+def stuck_in_c() -> int:
+    """A loop in C that never checks for signals: no Python exception can stop it."""
+    return sum(itertools.repeat(1))
+
+
+def wait_to_be_killed(path: str) -> None:
+    Path(path).write_text(str(os.getpid()))
+    time.sleep(600)
+
+
+def with_b(mapping: Mapping[str, int]) -> Mapping[str, int]:
+    return MappingProxyType({**mapping, "b": 2})
+
+
+def string_hash() -> int:
+    return hash("plant-a session 1")
+
+
+@pytest.fixture
+async def make_workers() -> AsyncIterator[MakeWorkers]:
+    made: list[WorkerProcesses] = []
+
+    def make(count: int, **options: float) -> WorkerProcesses:
+        made.append(WorkerProcesses(count, **options))
+        return made[-1]
+
+    yield make
+    for workers in made:
+        await workers.close()
+
+
+async def test_read_only_mappings_travel_both_ways(make_workers: MakeWorkers) -> None:
+    result = await make_workers(1).run(10, with_b, MappingProxyType({"a": 1}))
+    assert isinstance(result, MappingProxyType)
+    assert result == {"a": 1, "b": 2}
+
+
+async def test_work_past_its_bound_is_stopped_and_its_worker_carries_on(
+        make_workers: MakeWorkers) -> None:
+    workers = make_workers(1)
+    first = await workers.run(10, pid)
+    assert first != os.getpid()
+    with pytest.raises(DigestTimeout):
+        await workers.run(0.2, spin)
+    assert await workers.run(10, pid) == first
+
+
+async def test_work_stuck_in_c_ends_with_its_process(make_workers: MakeWorkers) -> None:
+    workers = make_workers(1, grace=0.2)
+    first = await workers.run(10, pid)
+    with pytest.raises(WorkerLost):
+        await workers.run(0.1, stuck_in_c)
+    assert not running(first)
+    assert await workers.run(10, pid) not in (first, os.getpid())
+
+
+async def test_a_killed_worker_costs_its_own_work_only(
+        make_workers: MakeWorkers, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    workers = make_workers(2)
+    caplog.set_level(logging.INFO, logger="exporter.polling.workers")
+    marker = tmp_path / "pid"
+    victim = asyncio.create_task(workers.run(60, wait_to_be_killed, str(marker)))
+    await eventually(marker.exists, what="the work to start")
+    killed = int(marker.read_text())
+    other = await workers.run(10, pid)  # the other worker, meanwhile
+    os.kill(killed, signal.SIGKILL)
+    with pytest.raises(WorkerLost, match="died"):
+        await victim
+    after = {await workers.run(10, pid_after_a_while) for _ in range(3)}
+    assert killed not in after and other != killed
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages.count("a digest worker process died; starting another") == 1
+    assert messages.count("digest worker processes work again") == 1
+
+
+async def test_closing_ends_every_worker_process(make_workers: MakeWorkers) -> None:
+    workers = make_workers(2)
+    pids = set(await asyncio.gather(workers.run(10, pid_after_a_while),
+                                    workers.run(10, pid_after_a_while)))
+    assert len(pids) == 2 and pids <= set(digest_workers())
+    await workers.close()
+    assert not any(map(running, pids))
+    assert not pids & set(digest_workers())
+
+
+async def test_polls_that_never_overlap_use_one_process(make_workers: MakeWorkers) -> None:
+    workers = make_workers(3)
+    assert len({await workers.run(10, pid) for _ in range(4)}) == 1
+
+
+async def test_workers_hash_alike_after_their_forkserver_is_started_again(
+        make_workers: MakeWorkers) -> None:
+    """The digest's state holds session ids hashed by the worker that made it; the next
+    poll's worker must hash them alike, or every session would look new."""
+    workers = make_workers(1)
+    before = await workers.run(10, string_hash)
+    [server] = forkservers()
+    os.kill(server, signal.SIGKILL)
+    await eventually(lambda: not running(server), what="the forkserver to end")
+    answers = []
+    for _ in range(3):  # a poll sent before the pool saw its worker go may be lost
+        try:
+            answers.append(await workers.run(10, string_hash))
+        except WorkerLost:
+            continue
+    assert answers and set(answers) == {before}
+    assert forkservers() and server not in forkservers()
+
+
+def test_auto_leaves_a_core_to_the_event_loop() -> None:
+    assert [auto_processes(cpus) for cpus in (1, 2, 3, 4)] == [0, 1, 2, 3]
+    assert auto_processes(64) == AUTO_MAX_PROCESSES
+
+
+def cgroups(tmp_path: Path, lines: str, files: dict[str, str]) -> tuple[Path, Path]:
+    (tmp_path / "cgroup").write_text(lines)
+    for name, text in files.items():
+        (tmp_path / "fs" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "fs" / name).write_text(text)
+    return tmp_path / "cgroup", tmp_path / "fs"
+
+
+AFFINITY = len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize(("lines", "files", "quota"), [
+    ("0::/system.slice/x.service\n", {"system.slice/x.service/cpu.max": "150000 100000\n"}, 2),
+    ("0::/\n", {"cpu.max": "max 100000\n"}, None),
+    ("0::/\n", {"cpu.max": "50000 100000\n"}, 1),
+    ("4:cpu,cpuacct:/docker/abc\n1:name=systemd:/docker/abc\n0::/\n",
+     {"cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "100000\n",
+      "cpu,cpuacct/docker/abc/cpu.cfs_period_us": "100000\n"}, 1),
+    ("4:cpu,cpuacct:/\n0::/\n", {"cpu,cpuacct/cpu.cfs_quota_us": "-1\n",
+                                 "cpu,cpuacct/cpu.cfs_period_us": "100000\n"}, None),
+    ("0::/\n", {}, None),  # no cpu controller there
+    ("garbage\n", {}, None),
+])
+def test_usable_cpus_honour_a_cgroup_quota(tmp_path: Path, lines: str, files: dict[str, str],
+                                           quota: int | None) -> None:
+    expected = AFFINITY if quota is None else min(AFFINITY, quota)
+    assert usable_cpus(*cgroups(tmp_path, lines, files)) == expected
+
+
+def test_usable_cpus_without_cgroups_are_the_affinity(tmp_path: Path) -> None:
+    assert usable_cpus(tmp_path / "absent", tmp_path) == AFFINITY
