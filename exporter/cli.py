@@ -15,6 +15,7 @@ from exporter import __version__, packaged, webdev_script
 from exporter.clock import Clock, SystemClock
 from exporter.config import Config, ConfigError, GatewayConfig, load_config
 from exporter.logs import LOG_FORMATS, setup_logging
+from exporter.polling import workers
 from exporter.standins import simulate
 from exporter.standins.simulator import USERS, WEBDEV_PATH, GatewaySimulator, simulator_app
 from exporter.web.appkeys import RELOADER
@@ -228,6 +229,7 @@ def _check(args: argparse.Namespace, config: Config | None, web_config: WebConfi
     if config is not None:
         names = ", ".join(g.name for g in config.gateways)
         print(f"{args.config}: OK, {len(config.gateways)} gateway(s): {names}")
+        print(f"digest_processes: {workers.describe(config.digest_processes)}")
     else:  # --demo: its configuration is built in, so there is nothing of the user's to check
         print("--demo: OK, 1 gateway: the simulated one this process starts")
     if args.web_config:

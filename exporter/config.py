@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from exporter.digest.privacy import USERNAME_LABEL_MODES, Privacy
+from exporter.polling.workers import PROCESSES_SUPPORTED, auto_processes, usable_cpus
 from exporter.schema import (
     ConfigError,
     Parser,
@@ -25,6 +26,7 @@ from exporter.schema import (
     bcrypt_hash_field,
     boolean_field,
     converting,
+    count_or_auto,
     duration_field,
     format_duration,
     load_yaml,
@@ -87,6 +89,9 @@ class Config:
     max_series_per_metric: int = DEFAULT_MAX_SERIES
     # Project label values per gateway (digest.groups.SnapshotGroups.capped).
     max_projects_per_gateway: int = DEFAULT_MAX_PROJECTS
+    # Worker processes that digest polls, 0 for the worker thread. A configuration file's
+    # default is `auto` (workers.auto_processes); in code, the thread.
+    digest_processes: int = 0
     warnings: tuple[str, ...] = ()
 
 
@@ -135,6 +140,7 @@ _TOP_FIELDS: dict[str, Parser] = {
     "username_hash_key_env": string_field,
     "max_series_per_metric": converting(positive_int),
     "max_projects_per_gateway": converting(positive_int),
+    "digest_processes": converting(count_or_auto),
 }
 
 
@@ -284,6 +290,22 @@ def _resolve_gateway(raw: Mapping[str, Any], where: str, top: Mapping[str, Any],
     )
 
 
+def _resolve_processes(top: Mapping[str, Any], reader: Reader, warnings: list[str]) -> int:
+    """`digest_processes` as a number: `auto` from the cores this process may use; a number
+    above them is allowed (the workers then share cores), and warned about."""
+    written = top.get("digest_processes", "auto")
+    cpus = usable_cpus()
+    if written == "auto":
+        return auto_processes(cpus)
+    if written and not PROCESSES_SUPPORTED:
+        reader.fail("digest_processes", "worker processes need a forkserver, which this "
+                    "platform lacks (Windows): use 0, the worker thread")
+    elif written > cpus:
+        warnings.append(f"digest_processes is {written}, but this process may use {cpus} "
+                        "core(s): the worker processes will share them")
+    return int(written)
+
+
 def _check_unique_names(gateways: tuple[GatewayConfig, ...], reader: Reader) -> None:
     seen: dict[str, int] = {}
     for i, gateway in enumerate(gateways):
@@ -314,6 +336,7 @@ def build_config(document: object, environ: Mapping[str, str] | None = None) -> 
     )
     _check_unique_names(gateways, reader)
     privacy = _resolve_privacy(top, environ, reader)
+    processes = _resolve_processes(top, reader, warnings)
     if reader.problems:
         raise ConfigError(reader.problems)
     return Config(gateways=gateways, idle_after=top.get("idle_after", DEFAULT_IDLE_AFTER),
@@ -323,7 +346,7 @@ def build_config(document: object, environ: Mapping[str, str] | None = None) -> 
                   max_series_per_metric=top.get("max_series_per_metric", DEFAULT_MAX_SERIES),
                   max_projects_per_gateway=top.get("max_projects_per_gateway",
                                                    DEFAULT_MAX_PROJECTS),
-                  warnings=tuple(warnings))
+                  digest_processes=processes, warnings=tuple(warnings))
 
 
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:

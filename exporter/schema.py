@@ -162,6 +162,15 @@ def positive_int(value: object) -> int:
     raise ValueError(f"expected a positive whole number, got {value!r}")
 
 
+def count_or_auto(value: object) -> int | str:
+    """A whole number from 0 up, or the word `auto` (resolved later, where its meaning is
+    known)."""
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool)
+                           and value >= 0):
+        return value  # type: ignore[return-value]
+    raise ValueError(f"expected auto or a whole number from 0 up, got {value!r}")
+
+
 def one_of(choices: tuple[str, ...]) -> Parser:
     def convert(value: object) -> str:
         if value in choices:

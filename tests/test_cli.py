@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from exporter.cli import build_parser, main, parse_listen
+from exporter.polling.workers import auto_processes, describe, usable_cpus
 from exporter.webdev_script import DO_GET, script_path
 from tests.processes import ExporterProcess
 
@@ -46,7 +47,13 @@ def test_check_config_ok_and_bad(tmp_path: Path, capsys: pytest.CaptureFixture[s
     good = tmp_path / "good.yml"
     good.write_text("gateways:\n  - {name: a, url: 'http://a'}\n")
     assert main(["--config", str(good), "--check-config"]) == 0
-    assert "OK, 1 gateway(s): a" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "OK, 1 gateway(s): a" in out
+    assert f"\ndigest_processes: {describe(auto_processes(usable_cpus()))}\n" in out
+    good.with_name("thread.yml").write_text(good.read_text() + "digest_processes: 0\n")
+    assert main(["--config", str(good.with_name("thread.yml")), "--check-config"]) == 0
+    assert f"digest_processes: 0, the worker thread (this process may use {usable_cpus()} " \
+           "core(s))" in capsys.readouterr().out
     bad = tmp_path / "bad.yml"
     bad.write_text("gateways:\n  - {name: a, url: 'http://a', timeout: soon}\n")
     assert main(["--config", str(bad), "--check-config"]) == 2

@@ -12,6 +12,7 @@ from exporter.config import (
     parse_duration,
     parse_size,
 )
+from exporter.polling.workers import auto_processes, usable_cpus
 
 GOOD = """
 poll_interval: 15s
@@ -259,3 +260,29 @@ def test_a_connect_timeout_beyond_the_timeout_is_reported_and_the_default_fits()
                      "the whole poll"]
     config = build_config({"gateways": [{"name": "c", "url": "http://c", "timeout": "2s"}]}, {})
     assert config.gateways[0].connect_timeout == 2
+
+
+ONE_GATEWAY = {"gateways": [{"name": "a", "url": "http://a"}]}
+
+
+def test_digest_processes_default_to_auto_and_take_a_number() -> None:
+    assert build_config(ONE_GATEWAY).digest_processes == auto_processes(usable_cpus())
+    assert build_config({**ONE_GATEWAY, "digest_processes": "auto"}).digest_processes \
+        == auto_processes(usable_cpus())
+    assert build_config({**ONE_GATEWAY, "digest_processes": 0}).digest_processes == 0
+    one = build_config({**ONE_GATEWAY, "digest_processes": 1})
+    assert (one.digest_processes, one.warnings) == (1, ())
+
+
+@pytest.mark.parametrize("value", [-1, "2", "all", True, 1.5, None, [1]])
+def test_digest_processes_mistakes(value: object) -> None:
+    assert problems({**ONE_GATEWAY, "digest_processes": value}) == [
+        f"digest_processes: expected auto or a whole number from 0 up, got {value!r}"]
+
+
+def test_more_digest_processes_than_cores_are_warned_about() -> None:
+    cores = usable_cpus()
+    config = build_config({**ONE_GATEWAY, "digest_processes": cores + 1})
+    assert config.digest_processes == cores + 1
+    assert config.warnings == (f"digest_processes is {cores + 1}, but this process may use "
+                               f"{cores} core(s): the worker processes will share them",)
