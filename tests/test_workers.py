@@ -5,10 +5,13 @@ of module-level functions (they travel pickled, by name)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
@@ -25,7 +28,7 @@ from exporter.polling.workers import (
     usable_cpus,
 )
 from tests.conftest import eventually
-from tests.processes import digest_workers, forkservers, running
+from tests.processes import children, digest_workers, forkservers, running
 
 MakeWorkers = Callable[..., WorkerProcesses]
 
@@ -152,6 +155,39 @@ async def test_workers_hash_alike_after_their_forkserver_is_started_again(
             continue
     assert answers and set(answers) == {before}
     assert forkservers() and server not in forkservers()
+
+
+# An exporter in miniature: worker processes, one poll's work, then waiting to be killed.
+EXPORTER = """
+import asyncio, os
+from exporter.polling.workers import WorkerProcesses
+async def main():
+    workers = WorkerProcesses(1)
+    print(await workers.run(10, os.getpid), flush=True)
+    await asyncio.sleep(600)
+asyncio.run(main())
+"""
+
+
+async def test_workers_end_when_their_exporter_is_killed(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with out.open("wb") as stdout:
+        exporter = subprocess.Popen([sys.executable, "-c", EXPORTER], stdout=stdout)
+    try:
+        await eventually(lambda: out.read_text().endswith("\n"), what="the first poll")
+        worker = int(out.read_text())
+        helpers = children(exporter.pid)  # the forkserver and the resource tracker
+    finally:
+        exporter.kill()
+        exporter.wait()
+    try:
+        await eventually(lambda: not running(worker) and not any(map(running, helpers)),
+                         what="the worker, the forkserver and the tracker to end")
+    finally:
+        for pid in [worker, *helpers]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert len(helpers) == 2
 
 
 def test_auto_leaves_a_core_to_the_event_loop() -> None:

@@ -23,6 +23,7 @@ import copyreg
 import logging
 import math
 import multiprocessing
+import multiprocessing.connection
 import multiprocessing.forkserver
 import os
 import secrets
@@ -147,10 +148,21 @@ def _start_worker() -> None:
     itself, so they ignore it (SIGTERM still ends one: a broken pool ends its remains with
     it). SIGALRM ends overrunning work (`_bounded`). A lower priority than the exporter's
     own process: when they compete for a core, reading answers and serving scrapes go
-    first."""
+    first. And a worker ends with the exporter, also when that is killed."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGALRM, _expired)
     os.nice(WORKER_NICENESS)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_end_with, args=(parent.sentinel,), name="end with exporter",
+                         daemon=True).start()
+
+
+def _end_with(sentinel: int) -> None:
+    """Without it, a worker whose exporter was killed (SIGKILL, the OOM killer) waits for ever
+    on its queue of work, which it holds open itself, and keeps the forkserver alive."""
+    multiprocessing.connection.wait([sentinel])
+    os._exit(0)
 
 
 def _bounded(seconds: float, grace: float, work: Callable[..., R], *arguments: object) -> R:
