@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 
 from aiohttp.test_utils import TestServer
 
@@ -31,7 +32,13 @@ class ScriptedSource:
         answer = self.answers.popleft() if len(self.answers) > 1 else self.answers[0]
         if isinstance(answer, SourceError):
             raise answer
-        return lambda: answer
+        return partial(given, answer)
+
+
+def given(snapshot: Snapshot) -> Snapshot:
+    """A decode whose answer is already a snapshot (a function by name: it also travels to a
+    worker process)."""
+    return snapshot
 
 
 def down(reason: Reason = Reason.CONNECT) -> SourceError:

@@ -12,7 +12,8 @@ from prometheus_client import CollectorRegistry, PlatformCollector
 from prometheus_client.exposition import choose_encoder
 
 from exporter.config import GatewayConfig
-from exporter.polling.poller import GatewayPoller
+from exporter.polling.poller import GatewayPoller, GatewayStatus, Work
+from exporter.polling.workers import WorkerProcesses
 from exporter.reload import ReloadStatus
 from exporter.sources import Reason
 from exporter.web.collector import SessionCollector
@@ -24,6 +25,7 @@ from exporter.web.exposition import (
     TEXT,
     Exposition,
     Format,
+    Rendered,
     negotiate,
 )
 from tests.conftest import FakeClock, require_tool
@@ -57,12 +59,14 @@ def reference(pollers: list[GatewayPoller], clock: FakeClock, accept: str,
     return encoder(registry)
 
 
+SNAPSHOT = snapshot_of(document(
+    [perspective("A", 'O"Brien\\', "Line 1", "Browser", total=5000, last_comm=90_000),
+     perspective("B", "jürgen\nx", "Line 1", "ios", total=10)],
+    [vision("op", "Line 1"), vision("eng", "Q", designer=True, client_id="7C01")]))
+
+
 async def pollers_with_data(clock: FakeClock) -> list[GatewayPoller]:
-    snap = snapshot_of(document(
-        [perspective("A", 'O"Brien\\', "Line 1", "Browser", total=5000, last_comm=90_000),
-         perspective("B", "jürgen\nx", "Line 1", "ios", total=10)],
-        [vision("op", "Line 1"), vision("eng", "Q", designer=True, client_id="7C01")]))
-    a = GatewayPoller(GATEWAY, ScriptedSource(clock, snap, down(Reason.HTTP)), idle_after=60,
+    a = GatewayPoller(GATEWAY, ScriptedSource(clock, SNAPSHOT, down(Reason.HTTP)), idle_after=60,
                       clock=clock)
     b = GatewayPoller(replace(GATEWAY, name="plant-b", session_limit=50),
                       ScriptedSource(clock, down(Reason.TIMEOUT)), idle_after=60, clock=clock)
@@ -286,3 +290,58 @@ async def test_removed_gateways_are_forgotten(clock: FakeClock) -> None:
     assert body == reference(pollers[:1], clock, "")
     # Its rendered samples are not kept alive either: the only fragment left is plant-a's.
     assert {name for name, _ in exposition._fragments} == {"plant-a"}
+
+
+class Recording:
+    """The exposition as a poller's `Prepare`, recording what its workers rendered."""
+
+    def __init__(self, exposition: Exposition) -> None:
+        self.exposition = exposition
+        self.accepted: list[object] = []
+
+    def work(self) -> Work | None:
+        return self.exposition.work()
+
+    def accept(self, status: GatewayStatus, prepared: object) -> None:
+        self.accepted.append(prepared)
+        self.exposition.accept(status, prepared)
+
+
+@pytest.mark.parametrize("with_username", [True, False])
+async def test_samples_rendered_in_a_worker_process_are_the_librarys(
+        clock: FakeClock, with_username: bool) -> None:
+    exposition = Exposition(with_username, runtime=RUNTIME)
+    recording = Recording(exposition)
+    workers = WorkerProcesses(1)
+    pollers = await pollers_with_data(clock)
+    a = GatewayPoller(GATEWAY, ScriptedSource(clock, SNAPSHOT),
+                      idle_after=60, clock=clock, cpu=workers, prepare=recording)
+    try:
+        await a.poll_once()  # nothing served yet: nothing to render
+        statuses = [a.status, pollers[1].status]
+        exposition.body(statuses, clock.time(), OPENMETRICS, False)
+        assert exposition.body(statuses, clock.time(), TEXT, False) \
+            == reference([a, pollers[1]], clock, "", with_username)
+        await a.poll_once()
+    finally:
+        await workers.close()
+    assert [type(r) for r in recording.accepted] == [Rendered]
+    assert sorted(recording.accepted[0].lines) == ["openmetrics", "text"]  # type: ignore
+    for accept in ("", "application/openmetrics-text; version=1.0.0"):
+        assert exposition.body([a.status, pollers[1].status], clock.time(), negotiate(accept),
+                               False) == reference([a, pollers[1]], clock, accept,
+                                                   with_username)
+
+
+async def test_a_rendering_made_under_another_username_policy_is_not_used(
+        clock: FakeClock) -> None:
+    pollers = await pollers_with_data(clock)
+    exposition = Exposition(True, runtime=RUNTIME)
+    exposition.body([p.status for p in pollers], clock.time(), TEXT, False)
+    work = exposition.work()
+    assert work is not None
+    made = work(pollers[0].status)
+    exposition.configure(with_username=False)  # a reload, while the worker rendered
+    exposition.accept(pollers[0].status, made)
+    assert exposition.body([p.status for p in pollers], clock.time(), TEXT, False) \
+        == reference(pollers, clock, "", with_username=False)

@@ -1,24 +1,33 @@
-"""The fleet: one task per gateway, one worker thread for every gateway's CPU work."""
+"""The fleet: one task per gateway, and the worker thread or processes for every gateway's
+CPU work."""
 
 from __future__ import annotations
 
+import logging
+import os
 import random
+import signal
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
+from pathlib import Path
 
 import aiohttp
 import pytest
 
-from exporter.clock import SystemClock
+from exporter.clock import Clock, SystemClock
 from exporter.config import Config, GatewayConfig
 from exporter.digest.privacy import Privacy
+from exporter.model import Snapshot
 from exporter.polling.fleet import Fleet
 from exporter.polling.poller import GatewayStatus
-from exporter.sources import Reason, webdev
+from exporter.sources import Decode, Reason, Source, make_source, webdev
 from exporter.standins.simulator import WEBDEV_PATH, GatewaySimulator, simulator_app
 from tests.conftest import FakeClock, ServerFactory, eventually
 from tests.fakes import ScriptedSource, SteppedClock, down
 from tests.payloads import document, perspective, snapshot_of
+from tests.processes import digest_workers, running
 
 
 async def test_gateways_decode_off_the_event_loop_and_stop_cleanly(
@@ -44,6 +53,112 @@ async def test_gateways_decode_off_the_event_loop_and_stop_cleanly(
     assert all(s.up for s in fleet.statuses())
     assert threads == {"digest_0"}  # every poll's decoding, none on the event loop
     assert not any(t.name.startswith("digest") for t in threading.enumerate())
+
+
+async def test_worker_processes_live_and_die_with_the_fleet(
+        aiohttp_server: ServerFactory) -> None:
+    server = await aiohttp_server(simulator_app(GatewaySimulator(clock=FakeClock())))
+    url = str(server.make_url(WEBDEV_PATH))
+    config = Config(gateways=tuple(GatewayConfig(name=f"gw{i}", url=url, poll_interval=0.2,
+                                                 timeout=0.2) for i in range(3)),
+                    digest_processes=2)
+    fleet = Fleet(config, SystemClock())
+    async with aiohttp.ClientSession() as http:
+        fleet.start(http)
+        await eventually(lambda: all(s.polls >= 2 for s in fleet.statuses()), what="polls")
+        workers = set(digest_workers())
+        await fleet.stop()
+    assert all(s.up for s in fleet.statuses())
+    assert 1 <= len(workers) <= 2 and os.getpid() not in workers
+    assert not any(map(running, workers))
+    assert not any(t.name.startswith("digest") for t in threading.enumerate())
+
+
+def stall_when_armed(directory: str, decode: Decode) -> Snapshot:
+    """Runs in a worker process. Once the test has created `armed`, the first digest writes
+    its worker's pid and waits there to be killed; the others decode."""
+    folder = Path(directory)
+    if (folder / "armed").exists() and not (folder / "pid").exists():
+        (folder / "pid").write_text(str(os.getpid()))
+        time.sleep(600)
+    return decode()
+
+
+class Stalling:
+    """The real source of each gateway; the named gateway's digests go through
+    `stall_when_armed`."""
+
+    def __init__(self, name: str, directory: Path) -> None:
+        self.name = name
+        self.directory = directory
+
+    def __call__(self, config: GatewayConfig, session: aiohttp.ClientSession,
+                 clock: Clock) -> Source:
+        source = make_source(config, session, clock)
+        return self._stalling(source) if config.name == self.name else source
+
+    def _stalling(self, source: Source) -> Source:
+        directory = str(self.directory)
+
+        class StallingSource:
+            async def fetch(self) -> Decode:
+                return partial(stall_when_armed, directory, await source.fetch())
+
+        return StallingSource()
+
+
+def lifecycle_totals(status: GatewayStatus) -> tuple[int, int]:
+    counts = [c for lc in (status.lifecycle.perspective, status.lifecycle.clients)
+              for c in lc.shown.values()]
+    return sum(c.started for c in counts), sum(c.ended for c in counts)
+
+
+async def test_a_killed_worker_costs_one_poll_and_no_counter(
+        aiohttp_server: ServerFactory, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A real gateway stand-in over loopback, real worker processes: the one digesting
+    plant-a's poll is killed. That poll fails, plant-b carries on, and plant-a's next poll
+    continues from the state of its last good one: the population does not change, so a
+    state lost or hashed anew would count every session again."""
+    server = await aiohttp_server(simulator_app(GatewaySimulator(clock=FakeClock(), seed=5,
+                                                                 target_sessions=30)))
+    url = str(server.make_url(WEBDEV_PATH))
+    clock = SteppedClock()
+    config = Config(gateways=(GatewayConfig(name="plant-a", url=url, poll_interval=10),
+                              GatewayConfig(name="plant-b", url=url, poll_interval=10)),
+                    digest_processes=2)
+    fleet = Fleet(config, clock, random.Random(1), sources=Stalling("plant-a", tmp_path))
+    async with aiohttp.ClientSession() as http:
+        fleet.start(http)
+        try:
+            for seconds in (0, 10, 10):  # the first polls' random start, then two polls
+                await settle(clock, fleet, seconds)
+            good = by_name(fleet)
+            (tmp_path / "armed").touch()
+            await clock.step(10)
+            await eventually((tmp_path / "pid").exists, what="plant-a's digest to start")
+            await eventually(lambda: by_name(fleet)["plant-b"].polls == 3,
+                             what="plant-b, meanwhile")
+            os.kill(int((tmp_path / "pid").read_text()), signal.SIGKILL)
+            await eventually(lambda: clock.asleep == 2, what="the poll to end")
+            failed = by_name(fleet)["plant-a"]
+            await settle(clock, fleet, 10)
+            recovered = by_name(fleet)
+        finally:
+            await fleet.stop()
+    assert good["plant-a"].up and good["plant-a"].polls == 2
+    assert not failed.up and failed.error is not None
+    assert failed.error.reason is Reason.DECODE and "worker process" in failed.error.detail
+    assert failed.poll_errors[Reason.DECODE] == 1
+    assert failed.lifecycle is good["plant-a"].lifecycle  # the state held stays as it was
+    assert failed.sent_bytes is good["plant-a"].sent_bytes
+    a = recovered["plant-a"]
+    assert a.up and a.polls == 4 and a.poll_errors[Reason.DECODE] == 1
+    assert a.sent_bytes == good["plant-a"].sent_bytes and sum(a.sent_bytes.values()) > 0
+    assert lifecycle_totals(a) == lifecycle_totals(good["plant-a"]) == (0, 0)
+    assert recovered["plant-b"].up and recovered["plant-b"].polls == 4
+    died = [r for r in caplog.records if r.getMessage().startswith("a digest worker")]
+    assert len(died) == 1 and died[0].levelno == logging.WARNING
 
 
 # --- reload ------------------------------------------------------------------------------------

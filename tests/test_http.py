@@ -13,6 +13,7 @@ from exporter.standins.simulator import WEBDEV_PATH, GatewaySimulator, simulator
 from exporter.web.appkeys import EXPOSITION, FLEET
 from exporter.web.http import create_app
 from tests.conftest import ClientFactory, FakeClock, ServerFactory, eventually
+from tests.processes import digest_workers, running
 
 
 @pytest.fixture
@@ -124,3 +125,22 @@ async def test_metrics_odd_accept_gets_one_of_the_exporters_formats(exporter: Te
         "text/plain; version=0.0.4; charset=utf-8",
         "application/openmetrics-text; version=1.0.0; charset=utf-8"}
     assert exporter.app[EXPOSITION].cached_bodies <= 2
+
+
+async def test_worker_processes_live_and_die_with_the_app(
+        aiohttp_server: ServerFactory, aiohttp_client: ClientFactory) -> None:
+    gateway = await aiohttp_server(simulator_app(GatewaySimulator(seed=11, clock=FakeClock())))
+    config = Config(gateways=(GatewayConfig(name="plant-a", url=str(gateway.make_url(
+        WEBDEV_PATH)), poll_interval=0.2, timeout=0.2),), digest_processes=1)
+    client = await aiohttp_client(create_app(config))
+    fleet = client.app[FLEET]
+    await (await client.get("/metrics")).read()  # the text format is served from now on
+    polls = fleet.statuses()[0].polls
+    await eventually(lambda: fleet.statuses()[0].polls >= polls + 2, what="polls")
+    families = {f.name: f for f in text_string_to_metric_families(
+        await (await client.get("/metrics")).text())}
+    assert sum(s.value for s in families["ignition_perspective_sessions"].samples) == 40
+    workers = digest_workers()
+    assert len(workers) == 1
+    await client.close()
+    assert not any(map(running, workers))

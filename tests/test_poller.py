@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import replace
+from functools import partial
 
 import pytest
 
@@ -12,9 +14,10 @@ from exporter.config import GatewayConfig
 from exporter.digest.budget import SeriesBudget
 from exporter.model import Snapshot
 from exporter.polling.poller import GatewayPoller, GatewayStatus
+from exporter.polling.workers import WorkerProcesses
 from exporter.sources import Reason
 from tests.conftest import FakeClock
-from tests.fakes import ScriptedSource, down
+from tests.fakes import ScriptedSource, down, given
 from tests.payloads import document, perspective, snapshot_of
 
 GATEWAY = GatewayConfig(name="plant-a", url="http://gw", poll_interval=15, timeout=5,
@@ -159,18 +162,27 @@ async def test_lag_is_how_late_a_poll_started() -> None:
     assert p.status.last_lag == pytest.approx(0.5)
 
 
+def held_sessions(status: GatewayStatus) -> int:
+    return len(status.perspective)
+
+
 async def test_a_new_status_is_prepared_before_it_is_published(clock: FakeClock) -> None:
-    seen: list[tuple[int, int]] = []
+    seen: list[tuple[int, int, object]] = []
     poller: GatewayPoller
 
-    def prepare(status: GatewayStatus) -> None:
-        seen.append((status.polls, poller.status.polls))
+    class Readers:
+        def work(self) -> Callable[[GatewayStatus], int]:
+            return held_sessions
+
+        def accept(self, status: GatewayStatus, prepared: object) -> None:
+            seen.append((status.polls, poller.status.polls, prepared))
 
     poller = GatewayPoller(GATEWAY, ScriptedSource(clock, GOOD), idle_after=60, clock=clock,
-                           prepare=prepare)
+                           prepare=Readers())
     await poller.poll_once()
     await poller.poll_once()
-    assert seen == [(1, 0), (2, 1)]  # readers still saw the previous status meanwhile
+    # The work saw the digest's status; readers still saw the previous status meanwhile.
+    assert seen == [(1, 0, 2), (2, 1, 2)]
 
 
 async def test_a_shared_budget_serves_the_small_gateway_in_full(clock: FakeClock) -> None:
@@ -189,3 +201,35 @@ async def test_a_shared_budget_serves_the_small_gateway_in_full(clock: FakeClock
     # The big one gets the 16 series the small one leaves, then folds the rest into one.
     assert big_status.aggregates.folded["ignition_perspective_sessions"] == 30 - 16
     assert len(big_status.aggregates.perspective_sessions) == 16 + 1
+
+
+def spin() -> Snapshot:
+    while True:
+        pass
+
+
+class SpinsOnce:
+    """A source whose first answer takes for ever to digest; the next ones are GOOD."""
+
+    def __init__(self) -> None:
+        self.fetches = 0
+
+    async def fetch(self) -> Callable[[], Snapshot]:
+        self.fetches += 1
+        return spin if self.fetches == 1 else partial(given, GOOD)
+
+
+async def test_a_digest_past_the_timeout_fails_the_poll_and_its_worker_carries_on(
+        clock: FakeClock) -> None:
+    workers = WorkerProcesses(1)
+    gateway = replace(GATEWAY, timeout=0.3)
+    poller = GatewayPoller(gateway, SpinsOnce(), idle_after=60, clock=clock, cpu=workers)
+    try:
+        failed = await poller.poll_once()
+        recovered = await poller.poll_once()
+    finally:
+        await workers.close()
+    assert failed.error is not None and failed.error.reason is Reason.TIMEOUT
+    assert failed.error.detail == "digesting the answer took longer than 0.3s"
+    assert recovered.up and len(recovered.perspective) == 2
+    assert recovered.poll_errors[Reason.TIMEOUT] == 1

@@ -12,10 +12,9 @@ import logging
 import math
 import random
 from collections.abc import Callable, Mapping
-from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from exporter.clock import Clock
 from exporter.config import DEFAULT_MAX_PROJECTS, GatewayConfig
@@ -26,6 +25,7 @@ from exporter.digest.poll import Digest, DigestSettings, digest
 from exporter.digest.privacy import Privacy
 from exporter.digest.sent_bytes import SentBytes
 from exporter.model import SessionIndex
+from exporter.polling.workers import DigestTimeout, WorkerLost, Workers
 from exporter.sources import Decode, Reason, Source, SourceError
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ R = TypeVar("R")
 
 def decode_and_digest(decode: Decode, lifecycle: GatewayLifecycle, sent_bytes: SentBytes,
                       settings: DigestSettings, now: float) -> Digest:
-    """The CPU-heavy part of a poll, a pure function of its arguments: run by the worker."""
+    """The CPU-heavy part of a poll, a pure function of its arguments."""
     return digest(decode(), lifecycle, sent_bytes, settings, now)
 
 
@@ -80,24 +80,67 @@ class GatewayStatus:
         return self if self.is_fresh(now) else None
 
 
+def digested(status: GatewayStatus, result: Digest) -> GatewayStatus:
+    """`status` holding what a successful poll's digest gives readers."""
+    return replace(
+        status,
+        perspective=result.perspective,
+        clients=result.clients,
+        reported_name=result.about.reported_name,
+        version=result.about.version,
+        redundancy_role=result.about.redundancy_role,
+        warnings=result.about.warnings,
+        aggregates=result.aggregates,
+        sent_bytes=result.sent_bytes.totals,
+        lifecycle=result.lifecycle,
+    )
+
+
+Work = Callable[[GatewayStatus], object]
+
+
+class Prepare(Protocol):
+    """Readers' work on each new status, done before it is published (rendering its samples
+    for /metrics): `work()` is that work as things stand, a pure function of the status that
+    runs where the digest runs (so it must pickle); `accept` takes its result, on the event
+    loop."""
+
+    def work(self) -> Work | None: ...
+
+    def accept(self, status: GatewayStatus, prepared: object) -> None: ...
+
+
+def poll_work(decode: Decode, lifecycle: GatewayLifecycle, sent_bytes: SentBytes,
+              settings: DigestSettings, now: float, gateway: GatewayConfig,
+              prepare: Work | None) -> tuple[Digest, object]:
+    """A poll's CPU part, run by the workers: the digest, then readers' work on the status it
+    makes (as far as the digest decides it: a status for `gateway`, up, fresh as of `now`)."""
+    result = decode_and_digest(decode, lifecycle, sent_bytes, settings, now)
+    if prepare is None:
+        return result, None
+    return result, prepare(digested(GatewayStatus(gateway, up=True, last_success=now), result))
+
+
 class GatewayPoller:
     def __init__(self, gateway: GatewayConfig, source: Source, *, idle_after: float,
                  clock: Clock, rng: random.Random | None = None,
                  privacy: Privacy | None = None, max_series: int | SeriesBudget | None = None,
                  max_projects: int = DEFAULT_MAX_PROJECTS,
-                 cpu: Executor | None = None,
-                 prepare: Callable[[GatewayStatus], None] | None = None) -> None:
+                 cpu: Workers | None = None,
+                 prepare: Prepare | None = None) -> None:
         self.gateway = gateway
+        # What the workers need to know of the gateway; not its token.
+        self._for_workers = replace(gateway, token=None)
         self._source = source
         self._idle_after = idle_after
         self._username = (privacy or Privacy()).username
         self._max_series = max_series
         self._max_projects = max_projects
-        # The worker thread, shared by all gateways, for decoding and aggregation (None:
-        # inline).
+        # The worker thread or processes, shared by all gateways, for decoding and
+        # aggregation (None: inline).
         self._cpu = cpu
-        # Readers' work on a new status (rendering its samples), done in the worker thread
-        # before the status is published.
+        # Readers' work on a new status (rendering its samples), done by the workers before
+        # the status is published.
         self._prepare = prepare
         self._clock = clock
         self._rng = rng or random.Random()
@@ -132,17 +175,23 @@ class GatewayPoller:
         try:
             async with asyncio.timeout(self.gateway.timeout):
                 decode = await self._source.fetch()
-            result = await self._in_worker(
-                decode_and_digest, decode, self.status.lifecycle, self._sent_bytes,
-                self._settings(), self._clock.time())
+            work = self._prepare.work() if self._prepare is not None else None
+            result, prepared = await self._in_worker(
+                poll_work, decode, self.status.lifecycle, self._sent_bytes, self._settings(),
+                self._clock.time(), self._for_workers, work)
             status = self._succeeded(result, self._clock.monotonic() - started)
-            if self._prepare is not None:
-                await self._in_worker(self._prepare, status)
+            if self._prepare is not None and work is not None:
+                self._prepare.accept(status, prepared)
             self.status = status
             return self.status
         except TimeoutError:
             error = SourceError(self.gateway.name, Reason.TIMEOUT,
                                 f"poll took longer than {self.gateway.timeout:g}s")
+        except DigestTimeout:
+            error = SourceError(self.gateway.name, Reason.TIMEOUT, "digesting the answer took "
+                                f"longer than {self.gateway.timeout:g}s")
+        except WorkerLost as exc:
+            error = SourceError(self.gateway.name, Reason.DECODE, exc.detail)
         except SourceError as exc:
             error = exc
         except Exception as exc:  # a bug must cost one poll, not the gateway's poll task
@@ -162,14 +211,15 @@ class GatewayPoller:
                            f"while reading the answer{': ' + text if text else ''}")
 
     async def _in_worker(self, work: Callable[..., R], *arguments: object) -> R:
-        """CPU-bound work off the event loop, in the worker thread (inline without one).
+        """CPU-bound work off the event loop, in the workers (inline without them), bounded
+        by the gateway's timeout where the workers can bound it (processes).
 
         Every digest goes there, small ones too: inline, a round of gateways answering at
         once would hold the loop for the whole round, and a scrape needs several passes of
-        the loop. In the thread, the loop gets the interpreter back every few milliseconds."""
+        the loop."""
         if self._cpu is None:
             return work(*arguments)
-        return await asyncio.get_running_loop().run_in_executor(self._cpu, work, *arguments)
+        return await self._cpu.run(self.gateway.timeout, work, *arguments)
 
     def _settings(self) -> DigestSettings:
         return DigestSettings(self._idle_after, self.gateway.stale_after, self._username,
@@ -191,22 +241,13 @@ class GatewayPoller:
         for metric, count in digest.aggregates.folded.items():
             folded[metric] = folded.get(metric, 0) + count
         status = replace(
-            previous,
+            digested(previous, digest),
             up=True,
             polls=previous.polls + 1,
             last_success=self._clock.time(),
             last_duration=duration,
             error=None,
-            perspective=digest.perspective,
-            clients=digest.clients,
-            reported_name=snapshot.reported_name,
-            version=snapshot.version,
-            redundancy_role=snapshot.redundancy_role,
-            warnings=snapshot.warnings,
-            aggregates=digest.aggregates,
             folded_series=MappingProxyType(folded),
-            sent_bytes=digest.sent_bytes.totals,
-            lifecycle=digest.lifecycle,
             invalid_sessions=previous.invalid_sessions + snapshot.invalid_sessions,
         )
         if not previous.up:

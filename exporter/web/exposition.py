@@ -16,7 +16,7 @@ import math
 import operator
 import re
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -30,7 +30,7 @@ from prometheus_client.exposition import (
 from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.registry import Collector
 
-from exporter.polling.poller import GatewayStatus
+from exporter.polling.poller import GatewayStatus, Work
 from exporter.reload import ReloadStatus
 from exporter.web.collector import (
     Metric,
@@ -85,6 +85,7 @@ ESCAPED = {
        for e in (openmetrics.DOTS, openmetrics.VALUES)},
 }
 FORMATS = (TEXT, OPENMETRICS, *ESCAPED.values())
+_BY_NAME = {fmt.name: fmt for fmt in FORMATS}
 
 
 _VERSION = re.compile(r"[0-9]+(?:\.[0-9]+)*")
@@ -177,31 +178,89 @@ def _merge_trailers(trailers: Iterable[bytes]) -> list[bytes]:
     return [part for header, lines in blocks.items() for part in (header, *lines)]
 
 
+Lines = tuple[tuple[bytes, bytes], ...]  # per family: (sample lines, trailing blocks)
+
+
+def _lines(families: Sequence[Metric], encoder: Encoder) -> Lines:
+    return tuple(_samples(text) for text in _render(families, encoder))
+
+
+def _digested_families(status: GatewayStatus, now: float, with_username: bool) -> list[Metric]:
+    """The families a status's digest decides: sessions, then the lifecycle's."""
+    return (session_families([status], now, with_username)
+            + lifecycle_families([status], now))
+
+
+# The session families come before the health families in the body, the lifecycle families
+# after them.
+_SESSION_FAMILIES = len(session_families([], 0.0))
+
+
+def _fresh_at(status: GatewayStatus) -> float:
+    """A time at which the status's session data is fresh (never, before a first success)."""
+    return status.last_success if status.last_success is not None else math.inf
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """A new status's digested families' sample lines, rendered by the worker with the
+    digest, in the formats served when its poll started (by format name)."""
+
+    with_username: bool
+    lines: Mapping[str, Lines]
+
+
+def render_digested(formats: tuple[str, ...], with_username: bool,
+                    status: GatewayStatus) -> Rendered:
+    """Pure, so that it runs in a worker process: the work `Exposition.work()` names."""
+    return Rendered(with_username, {
+        name: _lines(_digested_families(status, _fresh_at(status), with_username),
+                     _BY_NAME[name].encoder)
+        for name in formats})
+
+
 class _Fragments:
     """One gateway's (sample lines, trailing blocks) per family, for fresh and for stale
     session data.
 
-    The stale lines are rendered when first needed: most statuses are replaced by the next
-    poll before their data goes stale, and rendering is most of what a changed body costs."""
+    The lines of the families its digest decides come from the worker (`digested`), or from
+    the fragments of an earlier status of the same digest (a failed poll changes only the
+    health families), or are rendered here. The stale ones are rendered when first needed:
+    most statuses are replaced by the next poll before their data goes stale."""
 
-    def __init__(self, status: GatewayStatus, encoder: Encoder, with_username: bool) -> None:
+    def __init__(self, status: GatewayStatus, encoder: Encoder, with_username: bool,
+                 digested: Lines | None = None, earlier: _Fragments | None = None) -> None:
         self.status = status
         self._encoder = encoder
         self._with_username = with_username
-        fresh_at = status.last_success if status.last_success is not None else math.inf
-        self.fresh = self._lines(fresh_at)
-        self._stale: tuple[tuple[bytes, bytes], ...] | None = None
+        same = earlier is not None and _same_digest(earlier.status, status)
+        self._digested: dict[bool, Lines] = dict(earlier._digested) if same else {}
+        if digested is not None:
+            self._digested[True] = digested
+        self._health = _lines(health_families([status]), encoder)
+        self.fresh = self._join(True)
+        self._stale: Lines | None = None
 
     @property
-    def stale(self) -> tuple[tuple[bytes, bytes], ...]:
+    def stale(self) -> Lines:
         if self._stale is None:
-            self._stale = self._lines(math.inf)
+            self._stale = self._join(False)
         return self._stale
 
-    def _lines(self, now: float) -> tuple[tuple[bytes, bytes], ...]:
-        families = (session_families([self.status], now, self._with_username)
-                    + health_families([self.status]) + lifecycle_families([self.status], now))
-        return tuple(_samples(text) for text in _render(families, self._encoder))
+    def _join(self, fresh: bool) -> Lines:
+        digested = self._digested.get(fresh)
+        if digested is None:
+            now = _fresh_at(self.status) if fresh else math.inf
+            digested = self._digested[fresh] = _lines(
+                _digested_families(self.status, now, self._with_username), self._encoder)
+        return digested[:_SESSION_FAMILIES] + self._health + digested[_SESSION_FAMILIES:]
+
+
+def _same_digest(one: GatewayStatus, other: GatewayStatus) -> bool:
+    """Whether two statuses hold the same digest (a failed poll keeps the last one)."""
+    return (one.aggregates is other.aggregates and one.lifecycle is other.lifecycle
+            and one.sent_bytes is other.sent_bytes and one.last_success == other.last_success
+            and one.gateway == other.gateway)
 
 
 def runtime_collectors() -> CollectorRegistry:
@@ -285,19 +344,31 @@ class Exposition:
                 [_split(text)[0] for text in rendered[:-1]], rendered[-1])
         return cached
 
-    def prepare(self, status: GatewayStatus) -> None:
-        """Render a new status's lines in every format served so far, before it is
-        published: then a scrape only assembles. Called from the poller's worker thread; a
-        scrape that still finds a status unrendered renders it itself."""
-        for fmt in list(self._mains):
-            self._fragments_for(status, fmt)
+    def work(self) -> Work | None:
+        """Rendering a new status's digested families in every format served so far, done
+        by the poller's workers before the status is published (`Prepare`): then a scrape
+        only assembles. A scrape that finds a status unrendered renders it itself."""
+        if not self._mains:
+            return None
+        return partial(render_digested, tuple(fmt.name for fmt in self._mains),
+                       self._with_username)
+
+    def accept(self, status: GatewayStatus, prepared: object) -> None:
+        """The worker's rendering of a new status, kept unless the username policy changed
+        while it was made."""
+        if not isinstance(prepared, Rendered) or prepared.with_username != self._with_username:
+            return
+        for name, lines in prepared.lines.items():
+            fmt = _BY_NAME[name]
+            self._fragments[(status.gateway.name, fmt)] = _Fragments(
+                status, fmt.encoder, self._with_username, digested=lines)
 
     def _fragments_for(self, status: GatewayStatus, fmt: Format) -> _Fragments:
         key = (status.gateway.name, fmt)
         cached = self._fragments.get(key)
         if cached is None or cached.status is not status:
             cached = self._fragments[key] = _Fragments(status, fmt.encoder,
-                                                       self._with_username)
+                                                       self._with_username, earlier=cached)
         return cached
 
     def _assemble(self, statuses: Sequence[GatewayStatus], fresh: Sequence[bool],
@@ -330,10 +401,9 @@ class Exposition:
         return text
 
     def _forget_removed(self, names: set[str]) -> None:
-        """Gateways a reload removed must not keep their rendered samples alive. (`prepare`
-        may add to the cache from the worker thread meanwhile: iterate over a copy.)"""
-        for key in [key for key in list(self._fragments) if key[0] not in names]:
-            self._fragments.pop(key, None)
+        """Gateways a reload removed must not keep their rendered samples alive."""
+        for key in [key for key in self._fragments if key[0] not in names]:
+            del self._fragments[key]
 
     def _runtime_part(self, fmt: Format, now: float) -> bytes:
         cached = self._runtime_parts.get(fmt)

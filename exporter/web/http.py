@@ -167,7 +167,7 @@ def create_app(config: Config, *, web_config: WebConfig | None = None,
     app[WEB_AUTH], app[SESSIONS_AUTH] = web_auth, sessions_auth
     app[CLOCK] = clock
     app[EXPOSITION] = Exposition(config.privacy.has_username_label)
-    app[FLEET] = Fleet(config, clock, rng, prepare=app[EXPOSITION].prepare)
+    app[FLEET] = Fleet(config, clock, rng, prepare=app[EXPOSITION])
     app[WEB] = LiveWebConfig(web_config)
     app[RELOADER] = Reloader(_reader(app, load or (lambda: config), load_web), _applier(app),
                              clock)
