@@ -18,7 +18,6 @@ import aiohttp
 from exporter.config import WEBDEV_TOKEN_HEADER, GatewayConfig
 from exporter.sources.errors import Reason, SourceError
 
-_CHUNK = 256 * 1024
 # A `Location` longer than this is cut in the detail: it is the gateway's text, not ours.
 _LOCATION_MAX_CHARS = 200
 
@@ -107,12 +106,16 @@ class GatewayClient:
             raise self._too_large()
 
     async def _read_capped(self, response: aiohttp.ClientResponse, limit: int) -> bytes:
-        body = bytearray()
-        async for chunk in response.content.iter_chunked(_CHUNK):
-            body += chunk
-            if len(body) > limit:
+        """The chunks are kept as received and joined once: the event loop reads a round of
+        big answers at once, and each copy of their bytes there delays scrapes."""
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk, _ in response.content.iter_chunks():
+            size += len(chunk)
+            if size > limit:
                 raise self._too_large()
-        return bytes(body)
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def _too_large(self) -> SourceError:
         return self._fail(Reason.TOO_LARGE, f"answer larger than "
