@@ -38,7 +38,7 @@ import re2
 from aiohttp import web
 
 from bench.probes import ingest
-from exporter.config import Config, GatewayConfig
+from exporter.config import build_config
 from exporter.model import ClientSession, PerspectiveSession
 from exporter.polling.poller import GatewayStatus
 from exporter.standins.simulator import WEBDEV_PATH, GatewaySimulator
@@ -250,9 +250,10 @@ async def _one_round(urls: list[str], work: Path, scrape: bool) -> tuple[float, 
     """Wall time of one round of polls by the real exporter application (every gateway polled
     at once, each by its own task, until the last status is up), and, if `scrape`, the
     latencies of the `/metrics` requests a separate process issued every 20 ms during it."""
-    config = Config(gateways=tuple(GatewayConfig(name=f"gw{i:03d}", url=url, timeout=300,
-                                                 poll_interval=3600)
-                                   for i, url in enumerate(urls)))
+    # As a configuration file sets it up: its defaults (digest_processes among them).
+    config = build_config({"gateways": [{"name": f"gw{i:03d}", "url": url, "timeout": 300,
+                                         "poll_interval": 3600}
+                                        for i, url in enumerate(urls)]})
     app = create_app(config, rng=_NoJitter())
     port = _free_port()
     stop = work / "stop-scraper"
