@@ -30,6 +30,7 @@ from prometheus_client.exposition import (
 from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.registry import Collector
 
+from exporter.config import GatewayConfig
 from exporter.polling.poller import GatewayStatus, Work
 from exporter.reload import ReloadStatus
 from exporter.web.collector import (
@@ -194,6 +195,9 @@ def _digested_families(status: GatewayStatus, now: float, with_username: bool) -
 # The session families come before the health families in the body, the lifecycle families
 # after them.
 _SESSION_FAMILIES = len(session_families([], 0.0))
+# The lines of a gateway not polled successfully yet: no samples in any digested family.
+_NO_DIGEST: Lines = ((b"", b""),) * len(_digested_families(GatewayStatus(
+    GatewayConfig(name="", url="")), math.inf, True))
 
 
 def _fresh_at(status: GatewayStatus) -> float:
@@ -249,6 +253,8 @@ class _Fragments:
 
     def _join(self, fresh: bool) -> Lines:
         digested = self._digested.get(fresh)
+        if digested is None and self.status.last_success is None:
+            digested = _NO_DIGEST  # nothing digested yet: nothing to render
         if digested is None:
             now = _fresh_at(self.status) if fresh else math.inf
             digested = self._digested[fresh] = _lines(
