@@ -302,3 +302,18 @@ async def test_reload_before_start_only_replaces_the_config() -> None:
     await fleet.reload(Config(gateways=(gateway("x"), gateway("y"))))
     assert [s.gateway.name for s in fleet.statuses()] == ["x", "y"]
     assert not fleet.pollers
+
+
+async def test_another_number_of_digest_processes_waits_for_a_restart(
+        fleet_of: FleetMaker, caplog: pytest.LogCaptureFixture) -> None:
+    clock = SteppedClock()
+    fleet = await fleet_of(Config(gateways=(gateway("a"),)), clock, Sources(clock, fail=set()))
+    changes = await fleet.reload(Config(gateways=(gateway("a"),), digest_processes=2))
+    assert changes["kept"] == 1
+    await settle(clock, fleet, 10)
+    assert fleet.pollers[0].status.up
+    assert not digest_workers()  # still the worker thread
+    [warning] = [r for r in caplog.records if r.name == "exporter.polling.fleet"]
+    assert warning.getMessage() == "digest_processes changes at the next start; the running " \
+                                   "workers stay"
+    assert (warning.digest_processes, warning.running) == (2, 0)  # type: ignore[attr-defined]
