@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import multiprocessing.forkserver
 import os
 import signal
 import subprocess
@@ -24,8 +25,10 @@ from exporter.polling.workers import (
     DigestTimeout,
     WorkerLost,
     WorkerProcesses,
+    WorkerThread,
     auto_processes,
     usable_cpus,
+    workers,
 )
 from tests.conftest import eventually
 from tests.processes import children, digest_workers, forkservers, running
@@ -75,8 +78,8 @@ async def make_workers() -> AsyncIterator[MakeWorkers]:
         return made[-1]
 
     yield make
-    for workers in made:
-        await workers.close()
+    for each in made:
+        await each.close()
 
 
 async def test_read_only_mappings_travel_both_ways(make_workers: MakeWorkers) -> None:
@@ -226,3 +229,21 @@ def test_usable_cpus_honour_a_cgroup_quota(tmp_path: Path, lines: str, files: di
 
 def test_usable_cpus_without_cgroups_are_the_affinity(tmp_path: Path) -> None:
     assert usable_cpus(tmp_path / "absent", tmp_path) == AFFINITY
+
+
+async def test_the_thread_digests_where_processes_cannot_start(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    def no_forkserver() -> None:
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(multiprocessing.forkserver, "ensure_running", no_forkserver)
+    chosen = workers(2)
+    try:
+        assert isinstance(chosen, WorkerThread)
+        assert await chosen.run(10, pid) == os.getpid()
+    finally:
+        await chosen.close()
+    [warning] = caplog.records
+    assert warning.getMessage() == "digest worker processes cannot start; the worker thread " \
+                                   "digests instead"
+    assert "Read-only file system" in warning.error  # type: ignore[attr-defined]

@@ -336,5 +336,14 @@ class WorkerProcesses:
 
 
 def workers(processes: int, preload: Sequence[str] = ()) -> Workers:
-    """`digest_processes`: 0 for the worker thread, else that many worker processes."""
-    return WorkerProcesses(processes, preload) if processes else WorkerThread()
+    """`digest_processes`: 0 for the worker thread, else that many worker processes; the
+    thread, with a warning, where processes cannot start (no writable temporary directory for
+    the forkserver's socket, no /dev/shm for the pool's semaphores)."""
+    if not processes:
+        return WorkerThread()
+    try:
+        return WorkerProcesses(processes, preload)
+    except OSError as exc:
+        log.warning("digest worker processes cannot start; the worker thread digests instead",
+                    extra={"error": str(exc)})
+        return WorkerThread()
