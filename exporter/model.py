@@ -200,5 +200,13 @@ def _compressed_blocks(raw: Sequence[msgspec.Raw | bytes]) -> tuple[tuple[bytes,
     for first in range(0, len(raw), SESSIONS_PER_BLOCK):
         chunk = raw[first:first + SESSIONS_PER_BLOCK]
         ends.extend(accumulate(map(len, chunk)))
-        blocks.append(compressor.compress(b"".join(chunk)))
+        blocks.append(_exact(compressor.compress(b"".join(chunk))))
     return tuple(blocks), ends
+
+
+def _exact(block: bytes) -> bytes:
+    """`block` in an allocation of its own size. zstandard's `compress()` returns its result
+    in the buffer it sized for the worst case, and the memory stays held: tracemalloc showed
+    20 kB kept per block for a 59-byte result. Held for a whole poll interval per block, the
+    copy's cost (a few kB, once) is worth it."""
+    return memoryview(block).tobytes()

@@ -6,6 +6,7 @@ import json
 
 import msgspec
 
+from exporter.digest.groups import Groups
 from exporter.model import SESSIONS_PER_BLOCK, PerspectiveSession, SessionIndex
 
 
@@ -44,3 +45,20 @@ def test_held_bytes_are_compressed() -> None:
     records, raw = sessions(SESSIONS_PER_BLOCK * 4)
     index = SessionIndex.of(records, raw)
     assert sum(map(len, index.blocks)) < sum(map(len, raw)) / 3
+
+
+def test_held_blocks_keep_no_more_memory_than_their_bytes() -> None:
+    """zstandard's compress() leaves its result in a buffer sized for the worst case; the
+    index must hold blocks of their own size, or memory per session triples."""
+    import tracemalloc
+
+    raw = [msgspec.Raw(json.dumps({"id": f"{i:08x}", "username": "u"}).encode())
+           for i in range(SESSIONS_PER_BLOCK * 50)]
+    tracemalloc.start()
+    try:
+        index = SessionIndex.grouped(raw, Groups.of([("u", "P")] * len(raw)))
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    compressed = sum(map(len, index.blocks))
+    assert held < 2 * compressed + 64 * 1024, (held, compressed)
