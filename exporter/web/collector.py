@@ -187,14 +187,8 @@ def health_families(statuses: Sequence[GatewayStatus]) -> list[Metric]:
                              "empty where the gateway does not report it) the gateway reports "
                              "about itself" + _AS_OF,
                              labels=["gateway", "system_name", "version", "redundancy_role"])
-    folded = GaugeMetricFamily("ignition_exporter_folded_label_values",
-                               "Distinct project or scope values the last poll of the gateway "
-                               "showed as \"__other__\" (max_projects_per_gateway; more than 16 "
-                               "scopes is a broken gateway)", labels=["gateway", "label"])
     for status in statuses:
         gateway = status.gateway.name
-        for name, count in status.aggregates.folded_values.items():
-            folded.add_metric([gateway, name], count)
         up.add_metric([gateway], 1 if status.up else 0)
         if status.last_duration is not None:
             duration.add_metric([gateway], status.last_duration)
@@ -211,7 +205,19 @@ def health_families(statuses: Sequence[GatewayStatus]) -> list[Metric]:
         if status.gateway.session_limit is not None:
             limit.add_metric([gateway], status.gateway.session_limit)
         stale_after.add_metric([gateway], status.gateway.stale_after)
-    return [up, duration, lag, last_success, errors, invalid, limit, stale_after, info, folded]
+    return [up, duration, lag, last_success, errors, invalid, limit, stale_after, info,
+            _folded_values(statuses)]
+
+
+def _folded_values(statuses: Sequence[GatewayStatus]) -> Metric:
+    folded = GaugeMetricFamily("ignition_exporter_folded_label_values",
+                               "Distinct project or scope values the last poll of the gateway "
+                               "showed as \"__other__\" (max_projects_per_gateway; more than 16 "
+                               "scopes is a broken gateway)", labels=["gateway", "label"])
+    for status in statuses:
+        for name, count in status.aggregates.folded_values.items():
+            folded.add_metric([status.gateway.name, name], count)
+    return folded
 
 
 FOLDABLE = ("ignition_perspective_sessions", "ignition_client_sessions")
