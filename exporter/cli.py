@@ -114,9 +114,18 @@ def demo_simulator(clock: Clock | None = None) -> GatewaySimulator:
                             clock=clock or SystemClock())
 
 
-def demo_config(url: str) -> Config:
+def demo_config(url: str, digest_processes: int = 0) -> Config:
+    """The demo's one gateway. `serve` digests its polls as a configuration file's default
+    (`auto`) would, so the demo runs the worker processes a site runs; tests polling it in
+    their own process keep the worker thread."""
     return Config(gateways=(GatewayConfig(name="demo", url=url, poll_interval=5.0, timeout=4.0,
-                                          stale_after=20.0, session_limit=DEMO_SESSION_LIMIT),))
+                                          stale_after=20.0, session_limit=DEMO_SESSION_LIMIT),),
+                  digest_processes=digest_processes)
+
+
+def demo_processes() -> int:
+    """`digest_processes: auto` for this host: what the demo runs."""
+    return workers.auto_processes(workers.usable_cpus())
 
 
 def _stop_event() -> asyncio.Event:
@@ -169,7 +178,7 @@ async def serve(config: Config | None, web_config: WebConfig, host: str, port: i
             gateway_url = await stack.enter_async_context(
                 running_site(simulator_app(simulator), "127.0.0.1", 0,
                              limits=Limits(max_connections=DEMO_GATEWAY_CONNECTIONS)))
-            config = demo_config(gateway_url + WEBDEV_PATH)
+            config = demo_config(gateway_url + WEBDEV_PATH, demo_processes())
             log.info("demo gateway started", extra={"url": config.gateways[0].url})
         app = create_app(config, web_config=web_config, load=load, load_web=load_web,
                          lifecycle=lifecycle)
@@ -229,9 +238,10 @@ def _check(args: argparse.Namespace, config: Config | None, web_config: WebConfi
     if config is not None:
         names = ", ".join(g.name for g in config.gateways)
         print(f"{args.config}: OK, {len(config.gateways)} gateway(s): {names}")
-        print(f"digest_processes: {workers.describe(config.digest_processes)}")
     else:  # --demo: its configuration is built in, so there is nothing of the user's to check
         print("--demo: OK, 1 gateway: the simulated one this process starts")
+    processes = config.digest_processes if config else demo_processes()
+    print(f"digest_processes: {workers.describe(processes)}")
     if args.web_config:
         print(f"{args.web_config}: OK, {web_config.scheme}, "
               f"{len(web_config.basic_auth_users)} basic auth user(s)")

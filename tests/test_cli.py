@@ -12,7 +12,8 @@ import pytest
 from exporter.cli import build_parser, main, parse_listen
 from exporter.polling.workers import auto_processes, describe, usable_cpus
 from exporter.webdev_script import DO_GET, script_path
-from tests.processes import ExporterProcess
+from tests.conftest import eventually
+from tests.processes import ExporterProcess, children, command_line, running
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,8 +64,27 @@ def test_check_config_ok_and_bad(tmp_path: Path, capsys: pytest.CaptureFixture[s
 def test_check_config_of_the_demo_says_what_it_checked(
         capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--demo", "--check-config"]) == 0
-    expected = "--demo: OK, 1 gateway: the simulated one this process starts\n"
+    expected = ("--demo: OK, 1 gateway: the simulated one this process starts\n"
+                f"digest_processes: {describe(auto_processes(usable_cpus()))}\n")
     assert capsys.readouterr().out == expected
+
+
+@pytest.mark.slow
+async def test_the_demo_digests_where_a_configuration_file_would(tmp_path: Path) -> None:
+    """`make demo` shows the exporter as a site runs it: `digest_processes: auto`, so on two
+    cores or more its one gateway's polls go to a worker process (started from a forkserver,
+    at nice 5), and the thread only where `auto` means the thread. All end with the demo."""
+    async with ExporterProcess(tmp_path, "--demo") as exporter:
+        await exporter.wait_for_metric('ignition_up{gateway="demo"} 1.0')
+        assert exporter.process is not None
+        servers = [pid for pid in children(exporter.process.pid)
+                   if "multiprocessing.forkserver" in command_line(pid)]
+        digesting = [pid for server in servers for pid in children(server) if running(pid)]
+        assert len(digesting) == min(auto_processes(usable_cpus()), 1)
+        assert all(os.getpriority(os.PRIO_PROCESS, pid) == 5 for pid in digesting)
+        assert await exporter.stop() == 0
+    await eventually(lambda: not any(map(running, [*servers, *digesting])),
+                     what="the forkserver and its worker to end with the demo")
 
 
 def test_nothing_to_do_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
