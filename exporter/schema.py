@@ -135,6 +135,16 @@ def _type_name(value: object) -> str:
     return "nothing" if value is None else type(value).__name__
 
 
+def _as_written(value: object) -> str:
+    """A value as the YAML that gave it, for an error: `true`, not Python's `True`; `nothing`
+    for an empty value, not `None`."""
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)
+
+
 def converting(convert: Callable[[object], Any]) -> Parser:
     def parse(reader: Reader, value: object, location: str) -> Any:
         try:
@@ -159,7 +169,7 @@ def typed(kind: type, description: str) -> Parser:
 def positive_int(value: object) -> int:
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return value
-    raise ValueError(f"expected a positive whole number, got {value!r}")
+    raise ValueError(f"expected a positive whole number, got {_as_written(value)}")
 
 
 def count_or_auto(value: object) -> int | str:
@@ -168,14 +178,14 @@ def count_or_auto(value: object) -> int | str:
     if value == "auto" or (isinstance(value, int) and not isinstance(value, bool)
                            and value >= 0):
         return value  # type: ignore[return-value]
-    raise ValueError(f"expected auto or a whole number from 0 up, got {value!r}")
+    raise ValueError(f"expected auto or a whole number from 0 up, got {_as_written(value)}")
 
 
 def one_of(choices: tuple[str, ...]) -> Parser:
     def convert(value: object) -> str:
         if value in choices:
             return str(value)
-        raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
+        raise ValueError(f"expected one of {', '.join(choices)}, got {_as_written(value)}")
 
     return converting(convert)
 

@@ -143,6 +143,16 @@ def test_shape_errors(document: object, expected: str) -> None:
     assert expected in problems(document)
 
 
+@pytest.mark.parametrize(("value", "written"), [(True, "true"), (None, "nothing"),
+                                                 ("many", "'many'")])
+def test_a_wrong_value_is_shown_as_the_yaml_that_gave_it(value: object, written: str) -> None:
+    """An empty value and `true` read back as the user wrote them, not as Python's None and
+    True."""
+    assert f"max_projects_per_gateway: expected a positive whole number, got {written}" in \
+        problems({"gateways": [{"name": "a", "url": "http://a"}],
+                  "max_projects_per_gateway": value})
+
+
 def test_max_projects_per_gateway_is_read_and_defaults_to_500() -> None:
     gateways = [{"name": "a", "url": "http://a"}]
     assert build_config({"gateways": gateways}).max_projects_per_gateway == 500
@@ -274,10 +284,12 @@ def test_digest_processes_default_to_auto_and_take_a_number() -> None:
     assert (one.digest_processes, one.warnings) == (1, ())
 
 
-@pytest.mark.parametrize("value", [-1, "2", "all", True, 1.5, None, [1]])
-def test_digest_processes_mistakes(value: object) -> None:
+@pytest.mark.parametrize(("value", "written"), [
+    (-1, "-1"), ("2", "'2'"), ("all", "'all'"), (True, "true"), (1.5, "1.5"),
+    (None, "nothing"), ([1], "[1]")])
+def test_digest_processes_mistakes(value: object, written: str) -> None:
     assert problems({**ONE_GATEWAY, "digest_processes": value}) == [
-        f"digest_processes: expected auto or a whole number from 0 up, got {value!r}"]
+        f"digest_processes: expected auto or a whole number from 0 up, got {written}"]
 
 
 def test_more_digest_processes_than_cores_are_warned_about() -> None:
