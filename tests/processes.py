@@ -164,11 +164,17 @@ class ExporterProcess:
         return (await self.get("/metrics"))[1].decode()
 
     async def wait_for_metric(self, needle: str, timeout: float = 20) -> str:
+        return await self.wait_for_metrics(lambda text: needle in text, f"{needle!r} in /metrics",
+                                           timeout)
+
+    async def wait_for_metrics(self, check: Callable[[str], bool], what: str,
+                               timeout: float = 20) -> str:
+        """The first `/metrics` text that `check` accepts."""
         async def found() -> str | None:
             text = await self.metrics_text()
-            return text if needle in text else None
+            return text if check(text) else None
 
-        return str(await _wait_for(found, timeout, f"{needle!r} in /metrics", self.log))
+        return str(await _wait_for(found, timeout, what, self.log))
 
 
 class QueryAPI:
