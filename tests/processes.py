@@ -248,6 +248,13 @@ class PrometheusServer(QueryAPI):
             self.process.wait()
 
 
+def scraping(tmp_path: Path, exporter: ExporterProcess) -> PrometheusServer:
+    """A real Prometheus scraping the running exporter every second, as job `ignition`."""
+    return PrometheusServer(tmp_path, [{
+        "job_name": "ignition",
+        "static_configs": [{"targets": [exporter.url.removeprefix("http://")]}],
+    }])
+
 
 def basic_auth(user: str, password: str) -> dict[str, str]:
     token = base64.b64encode(f"{user}:{password}".encode()).decode()

@@ -12,7 +12,7 @@ from exporter.standins.faults import Fault, FaultyGateway, faulty_app
 from exporter.standins.simulator import WEBDEV_PATH, GatewaySimulator, simulator_app
 from tests.conftest import FakeClock, ServerFactory, require_tool
 from tests.metrics import total, values
-from tests.processes import ExporterProcess, PrometheusServer, write_config
+from tests.processes import ExporterProcess, scraping, write_config
 
 
 @pytest.fixture
@@ -44,10 +44,7 @@ async def test_prometheus_scrapes_and_queries(
     config = write_config(tmp_path, [{"name": "plant-a", "url": url}])
     async with ExporterProcess(tmp_path, "--config", config) as exporter:
         await exporter.wait_for_metric('ignition_up{gateway="plant-a"} 1.0')
-        target = exporter.url.removeprefix("http://")
-        async with PrometheusServer(tmp_path, [{
-            "job_name": "ignition", "static_configs": [{"targets": [target]}],
-        }]) as prometheus:
+        async with scraping(tmp_path, exporter) as prometheus:
             result = await prometheus.wait_for_query(
                 'sum(ignition_perspective_sessions{gateway="plant-a"})')
             assert float(result[0]["value"][1]) == 37

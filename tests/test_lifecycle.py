@@ -24,7 +24,7 @@ from tests.conftest import FakeClock, ServerFactory, require_tool
 from tests.fakes import ScriptedSource, down
 from tests.metrics import samples
 from tests.payloads import document, encode, perspective, snapshot_of, vision
-from tests.processes import ExporterProcess, PrometheusServer, write_config
+from tests.processes import ExporterProcess, scraping, write_config
 
 GATEWAY = GatewayConfig(name="plant-a", url="http://gw", poll_interval=15, timeout=5,
                         stale_after=60)
@@ -356,10 +356,7 @@ async def test_process_and_prometheus_count_logins(tmp_path: Path,
     gateway.documents.append(document([p_session("A"), p_session("B")]))
     async with ExporterProcess(tmp_path, "--config", config) as exporter:
         await exporter.wait_for_metric(f"{p_started} 0.0")
-        target = exporter.url.removeprefix("http://")
-        async with PrometheusServer(tmp_path, [{
-            "job_name": "ignition", "static_configs": [{"targets": [target]}],
-        }]) as prometheus:
+        async with scraping(tmp_path, exporter) as prometheus:
             await prometheus.wait_for_query(p_started)  # Prometheus has seen the 0
             gateway.documents.append(document([p_session("A"), p_session("B", uptime=7_200_000),
                                                p_session("C")]))
