@@ -59,7 +59,8 @@ def digest(snapshot: Snapshot, lifecycle: GatewayLifecycle, sent_bytes: SentByte
         perspective=SessionIndex.grouped(snapshot.perspective_json,
                                          groups.perspective.coarser(2, 0)),  # user, project
         clients=SessionIndex.grouped(snapshot.clients_json, groups.clients.coarser(1, 0)),
-        sent_bytes=sent_bytes.after(snapshot.perspective, labelled.scopes),
+        sent_bytes=sent_bytes.after(snapshot.perspective, labelled.scopes, now=now,
+                                    stale_after=settings.stale_after),
         lifecycle=lifecycle.after(snapshot, now, settings.stale_after, labelled),
         about=replace(snapshot, perspective=(), perspective_json=(), clients=(),
                       clients_json=()),
