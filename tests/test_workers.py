@@ -22,6 +22,7 @@ import pytest
 
 from exporter.polling.workers import (
     AUTO_MAX_PROCESSES,
+    WORKER_NICENESS,
     DigestTimeout,
     WorkerLost,
     WorkerProcesses,
@@ -59,6 +60,15 @@ def stuck_in_c() -> int:
 def wait_to_be_killed(path: str) -> None:
     Path(path).write_text(str(os.getpid()))
     time.sleep(600)
+
+
+def priority() -> int:
+    return os.getpriority(os.PRIO_PROCESS, 0)
+
+
+def priorities() -> tuple[int, int]:
+    """This worker's niceness and its forkserver's (the process it forked from)."""
+    return priority(), os.getpriority(os.PRIO_PROCESS, os.getppid())
 
 
 def with_b(mapping: Mapping[str, int]) -> Mapping[str, int]:
@@ -158,6 +168,18 @@ async def test_workers_hash_alike_after_their_forkserver_is_started_again(
             continue
     assert answers and set(answers) == {before}
     assert forkservers() and server not in forkservers()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="Linux: a thread's priority is its own")
+async def test_workers_and_their_forkserver_are_born_below_the_exporter(
+        make_workers: MakeWorkers) -> None:
+    """Born low, not lowered once started: a worker's start (and the forkserver's) must not
+    compete with the exporter at its priority. Lowered from a thread of its own, so the
+    exporter's threads keep theirs."""
+    exporter = priority()
+    expected = min(19, exporter + WORKER_NICENESS)
+    assert await make_workers(1).run(10, priorities) == (expected, expected)
+    assert priority() == exporter
 
 
 # An exporter in miniature: worker processes, one poll's work, then waiting to be killed.

@@ -28,6 +28,7 @@ import multiprocessing.forkserver
 import os
 import secrets
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -46,7 +47,7 @@ R = TypeVar("R")
 # after 100,000). Four would digest a round of 100 gateways of 5,000 sessions (6-7 s of CPU)
 # in about 2 s, well within a poll interval.
 AUTO_MAX_PROCESSES = 4
-WORKER_NICENESS = 5  # see _start_worker
+WORKER_NICENESS = 5  # see BORN_NICED
 # A digest stuck in C code, where the soft bound (an exception) cannot reach it, is ended with
 # its process once it has used this much CPU time beyond the bound.
 HARD_BOUND_GRACE = 2.0
@@ -144,15 +145,16 @@ def _expired(signum: int, frame: FrameType | None) -> None:
     raise DigestTimeout
 
 
-def _start_worker() -> None:
+def _start_worker(niceness: int) -> None:
     """Ctrl+C in a terminal reaches the whole process group: the exporter stops its workers
     itself, so they ignore it (SIGTERM still ends one: a broken pool ends its remains with
-    it). SIGALRM ends overrunning work (`_bounded`). A lower priority than the exporter's
-    own process: when they compete for a core, reading answers and serving scrapes go
-    first. And a worker ends with the exporter, also when that is killed."""
+    it). SIGALRM ends overrunning work (`_bounded`). `niceness` lowers the worker's priority
+    where it was not born low (`BORN_NICED`). And a worker ends with the exporter, also when
+    that is killed."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGALRM, _expired)
-    os.nice(WORKER_NICENESS)
+    if niceness:
+        os.nice(niceness)
     parent = multiprocessing.parent_process()
     if parent is not None:
         threading.Thread(target=_end_with, args=(parent.sentinel,), name="end with exporter",
@@ -227,13 +229,33 @@ def _environment(name: str, value: str) -> Iterator[None]:
             os.environ[name] = before
 
 
+# Workers run at a lower priority than the exporter (`nice`), so that when they compete for a
+# core, reading answers and serving scrapes go first. Set in the worker, that priority would
+# come too late: a worker's start (its fork, and the import of the exporter's main module when
+# that is not preloaded) and the forkserver's own start (importing the digest's modules) would
+# still compete at the exporter's priority, at the very moment a round of answers arrives. On
+# Linux the priority is a thread's, inherited by the processes it starts: so the forkserver is
+# started from a thread of its own that lowers its priority first, and the forkserver and every
+# worker forked from it are born low. (Elsewhere `nice` is the whole process's, and each worker
+# lowers its own once started.)
+BORN_NICED = sys.platform == "linux"
+_STARTER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forkserver starter",
+                              initializer=os.nice, initargs=(WORKER_NICENESS,)) \
+    if BORN_NICED else None
+
+
 def _forkserver(preload: Sequence[str]) -> multiprocessing.context.BaseContext:
-    """The forkserver context, its server running with the pinned hash seed. The server is the
-    interpreter's one, shared by every pool, started once and again only if it died."""
+    """The forkserver context, its server running with the pinned hash seed, born at the
+    workers' priority. The server is the interpreter's one, shared by every pool, started once
+    and again only if it died. It imports the exporter's main module once, as multiprocessing
+    does by default: a worker whose main module is not preloaded imports it again."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(list(preload))
     with _SEEDING, _environment("PYTHONHASHSEED", _HASH_SEED):
-        multiprocessing.forkserver.ensure_running()
+        if _STARTER is None:
+            multiprocessing.forkserver.ensure_running()
+        else:
+            _STARTER.submit(multiprocessing.forkserver.ensure_running).result()
     return context
 
 
@@ -246,7 +268,8 @@ class _Slot:
 
     def _start(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(max_workers=1, mp_context=_forkserver(self._preload),
-                                   initializer=_start_worker)
+                                   initializer=_start_worker,
+                                   initargs=(0 if BORN_NICED else WORKER_NICENESS,))
 
     def submit(self, call: tuple[Any, ...]) -> Future[Any]:
         """Called off the loop: the process starts on first use and waits for the forkserver,
