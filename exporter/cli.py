@@ -86,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--web.max-connections", dest="max_connections", type=connection_count,
                         default=DEFAULT_MAX_CONNECTIONS, metavar="N",
                         help="connections served at once (default %(default)s); idle ones are "
-                             "dropped to make room, then new ones refused")
+                             "dropped to make room; when all are busy, the client holding most "
+                             "gives one up to a client holding at least 2 fewer; else new ones "
+                             "are refused")
     parser.add_argument("--web.max-connections-per-address", dest="max_connections_per_address",
                         type=connection_count, default=DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
                         metavar="N",

@@ -97,6 +97,17 @@ def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
             if r.name == "exporter.web.server" and r.levelno >= logging.WARNING]
 
 
+def logged(caplog: pytest.LogCaptureFixture, start: str) -> list[logging.LogRecord]:
+    """The server's records whose message starts with `start`."""
+    return [r for r in caplog.records
+            if r.name == "exporter.web.server" and r.getMessage().startswith(start)]
+
+
+def fields(record: logging.LogRecord, expected: dict[str, object]) -> dict[str, object]:
+    """The record's fields named in `expected`, to compare with it (None where absent)."""
+    return {name: getattr(record, name, None) for name in expected}
+
+
 def errors(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
 
@@ -145,7 +156,7 @@ async def test_at_the_cap_idle_connections_make_room(
 
 @pytest.mark.parametrize("served", [CAPPED], indirect=True)
 async def test_at_the_cap_busy_connections_are_kept_and_newcomers_refused(
-        served: tuple[web.Application, str]) -> None:
+        served: tuple[web.Application, str], caplog: pytest.LogCaptureFixture) -> None:
     app, url = served
     busy = [asyncio.create_task(get(url, "/slow")) for _ in range(CAPPED.max_connections)]
     try:
@@ -160,6 +171,11 @@ async def test_at_the_cap_busy_connections_are_kept_and_newcomers_refused(
         app[RELEASE].set()
     assert await asyncio.gather(*busy) == [(200, "done")] * CAPPED.max_connections
     assert await get(url) == (200, "ok")
+    # One client holds every connection, so none is evicted for it: the log says refused.
+    [refused] = logged(caplog, "connection limit reached and every connection busy: refusing")
+    expected = {"max_connections": 8, "address": "127.0.0.1", "address_connections": 8}
+    assert fields(refused, expected) == expected
+    assert not logged(caplog, "connection limit reached and every connection busy: evicting")
 
 
 async def test_stop_cuts_a_request_that_outlives_the_grace(
@@ -401,3 +417,14 @@ async def test_many_addresses_holding_every_connection_busy_leave_room_for_a_qui
         for _, writer in flood:
             writer.close()
     assert not errors(caplog)
+    # The log says which happened to whom: .4 refused (it holds 2, within 1 of the most),
+    # then .2 evicted for .5; not "refusing" alone, as it said before evicting existed.
+    busy = "connection limit reached and every connection busy: "
+    [refused] = logged(caplog, busy + "refusing")
+    expected = {"max_connections": 8, "address": "127.0.0.4", "address_connections": 2,
+                "busiest_address": "127.0.0.2", "busiest_connections": 3}
+    assert fields(refused, expected) == expected
+    [evicted] = logged(caplog, busy + "evicting")
+    expected = {"max_connections": 8, "address": "127.0.0.2", "address_connections": 3,
+                "newcomer_address": "127.0.0.5", "newcomer_connections": 0}
+    assert fields(evicted, expected) == expected

@@ -233,8 +233,16 @@ class ConnectionTracker:
         self._loop = asyncio.get_running_loop()
         self._sweep_every = min(1.0, limits.header_timeout / 4, limits.send_timeout / 4)
         self._sweeper: asyncio.TimerHandle | None = None
-        self.at_cap = Episode(log, "connection limit reached: dropping idle connections and "
-                              "refusing new ones while every connection is busy")
+        # At the cap, what made room (or did not), each logged once per episode of its own:
+        # an episode of idle sockets must not hide that scrapes are being cut or refused.
+        self.at_cap = Episode(log, "connection limit reached: dropping the connection idle "
+                              "longest for each new one")
+        self.evicting = Episode(log, "connection limit reached and every connection busy: "
+                                "evicting the quietest connection of the client holding most "
+                                "for a new one from a client holding at least 2 fewer")
+        self.refusing = Episode(log, "connection limit reached and every connection busy: "
+                                "refusing new connections (503) from clients holding within 1 "
+                                "of the client holding most")
         self.at_peer_cap = Episode(log, "connection limit per address reached: dropping the "
                                    "address's idle connections and refusing its new ones "
                                    "while all are busy")
@@ -281,10 +289,8 @@ class ConnectionTracker:
             self.at_peer_cap.hit(address=peer, max_connections_per_address=per_peer)
             if not self._drop_idle(lambda c: c.peer == peer):
                 return False
-        if len(self._live) >= self.cap:
-            self.at_cap.hit(max_connections=self.cap)
-            if not (self._drop_idle(lambda _: True) or self._drop_heaviest(peer)):
-                return False
+        if len(self._live) >= self.cap and not self._make_room(peer):
+            return False
         self._live[connection.transport] = connection
         self._per_peer[peer] = self._per_peer.get(peer, 0) + 1
         return True
@@ -294,14 +300,23 @@ class ConnectionTracker:
         False when every one of them is busy."""
         return self._drop(lambda c: c.idle and among(c))
 
-    def _drop_heaviest(self, peer: str | None) -> bool:
-        """Every connection busy: the client holding most gives up its quietest one, busy or
-        not, when it holds at least two more than `peer` does, so that clients each within
-        their share cannot together lock out one holding few (and equal shares never cut
-        each other's answers). False when no client holds that many more."""
+    def _make_room(self, peer: str | None) -> bool:
+        """At the cap: the connection idle longest goes; if every one is busy, the client
+        holding most gives up its quietest one, busy or not, when it holds at least two more
+        than the newcomer's client, so that clients each within their share cannot together
+        lock out one holding few (and equal shares never cut each other's answers); else the
+        newcomer is refused. Each outcome is logged, with the clients it concerns."""
+        if self._drop_idle(lambda _: True):
+            self.at_cap.hit(max_connections=self.cap)
+            return True
         heaviest = max(self._per_peer, key=self._per_peer.__getitem__)
-        if self._per_peer[heaviest] < self._per_peer.get(peer, 0) + 2:
+        holds, most = self._per_peer.get(peer, 0), self._per_peer[heaviest]
+        if most < holds + 2:
+            self.refusing.hit(max_connections=self.cap, address=peer, address_connections=holds,
+                              busiest_address=heaviest, busiest_connections=most)
             return False
+        self.evicting.hit(max_connections=self.cap, address=heaviest, address_connections=most,
+                          newcomer_address=peer, newcomer_connections=holds)
         return self._drop(lambda c: c.peer == heaviest)
 
     def _drop(self, among: Callable[[_Connection], bool]) -> bool:
