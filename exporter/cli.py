@@ -28,6 +28,7 @@ from exporter.web.server import (
     OTHER_FILES,
     Limits,
     ListenError,
+    digest_process_files,
     running_site,
 )
 from exporter.web.webconfig import WebConfig, load_web_config
@@ -130,6 +131,15 @@ def demo_processes() -> int:
     return workers.auto_processes(workers.usable_cpus())
 
 
+def reserved_files(config: Config) -> int:
+    """File descriptors the served connections must leave to the rest: the gateway connection
+    pool, the digest worker processes (`config.digest_processes`, resolved: `auto` is already
+    a number), and the others (OTHER_FILES). A reload does not change them: the pool and the
+    workers stay as started."""
+    return (gateway_connection_limit(config) + digest_process_files(config.digest_processes)
+            + OTHER_FILES)
+
+
 def _stop_event() -> asyncio.Event:
     """Set on SIGTERM or SIGINT (Ctrl+C, and a Windows service manager's stop request)."""
     stop = asyncio.Event()
@@ -186,7 +196,7 @@ async def serve(config: Config | None, web_config: WebConfig, host: str, port: i
                          lifecycle=lifecycle)
         limits = Limits(max_connections=max_connections,
                         max_connections_per_address=max_connections_per_address,
-                        reserved_files=gateway_connection_limit(config) + OTHER_FILES)
+                        reserved_files=reserved_files(config))
         address = await stack.enter_async_context(
             running_site(app, host, port, web_config.ssl_context, limits))
         _reload_on_hangup(app[RELOADER].request)

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from exporter.cli import build_parser, main, parse_listen
+from exporter.cli import build_parser, main, parse_listen, reserved_files
+from exporter.config import load_config
 from exporter.polling.workers import auto_processes, describe, usable_cpus
+from exporter.web.server import OTHER_FILES, digest_process_files
 from exporter.webdev_script import DO_GET, script_path
 from tests.conftest import eventually
 from tests.processes import ExporterProcess, children, command_line, running
@@ -158,3 +160,36 @@ async def test_json_logs_from_the_process(tmp_path: Path) -> None:
     assert {"ts", "level", "logger", "msg"} <= set(lines[0])
     listening = next(line for line in lines if line["msg"] == "listening")
     assert listening["address"] == exporter.url and listening["gateways"] == 1
+
+
+def test_open_files_are_reserved_for_the_digest_processes_auto_starts(tmp_path: Path) -> None:
+    """`auto` is a number by the time files are shared out: the cores' worth of workers."""
+    config = tmp_path / "config.yml"
+    config.write_text("gateways:\n  - {name: a, url: 'http://127.0.0.1:1/x'}\n")
+    thread = tmp_path / "thread.yml"
+    thread.write_text(config.read_text() + "digest_processes: 0\n")
+    assert reserved_files(load_config(thread)) == 100 + OTHER_FILES  # the gateway pool's 100
+    assert reserved_files(load_config(config)) == 100 + OTHER_FILES \
+        + digest_process_files(auto_processes(usable_cpus()))
+
+
+@pytest.mark.slow
+async def test_the_connection_cap_leaves_files_to_the_digest_processes(tmp_path: Path) -> None:
+    """Under a low open-file limit the connection cap is lowered to what is left; it used to
+    leave nothing for the worker processes, whose pipes the exporter holds (8 files each)."""
+    resource = pytest.importorskip("resource")
+    config = tmp_path / "config.yml"
+    config.write_text("digest_processes: 3\n"
+                      "gateways:\n  - {name: a, url: 'http://127.0.0.1:1/x'}\n")
+
+    def low_open_file_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+
+    async with ExporterProcess(tmp_path, "--config", str(config), "--log.format", "json",
+                               preexec=low_open_file_limit) as exporter:
+        assert await exporter.stop() == 0
+    lines = [json.loads(line) for line in exporter.log.read_text().splitlines()]
+    lowered = next(line for line in lines if line["msg"].startswith("open file limit"))
+    # 256, less the gateway pool's 100, OTHER_FILES' 64, and 3 workers' 8 each plus the 2
+    # their forkserver and resource tracker hold: 66 (it was 92, nothing for the workers).
+    assert lowered["max_connections"] == 256 - 100 - OTHER_FILES - digest_process_files(3) == 66

@@ -10,21 +10,32 @@ import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import web
 
+from exporter.config import GatewayConfig
 from exporter.logs import Episode
+from exporter.polling.fleet import PRELOAD
+from exporter.polling.poller import GatewayPoller
+from exporter.polling.workers import PROCESSES_SUPPORTED, WorkerProcesses
 from exporter.web.server import (
+    DIGEST_PROCESSES_SHARED_FILES,
+    FILES_PER_DIGEST_PROCESS,
     Handler,
     Limits,
     ListenError,
     accept_error_handler,
     connection_cap,
+    digest_process_files,
     running_site,
 )
-from tests.conftest import eventually
+from tests.conftest import FakeClock, eventually
+from tests.fakes import ScriptedSource
+from tests.payloads import document, perspective, snapshot_of, vision
+from tests.processes import digest_workers
 
 RELEASE = web.AppKey("release", asyncio.Event)
 STARTED = web.AppKey("started", asyncio.Event)
@@ -217,6 +228,47 @@ def test_cap_is_lowered_to_what_open_files_allow(caplog: pytest.LogCaptureFixtur
     assert not caplog.records
     assert connection_cap(limits, 256) == 92
     assert caplog.records[0].max_connections == 92
+
+
+OPEN_FILES = Path("/proc/self/fd")
+
+
+async def files_taken_by_digest_processes(count: int) -> tuple[int, int]:
+    """Run in a fresh interpreter (no forkserver yet): the file descriptors this process
+    gains by starting `count` digest worker processes and digesting a poll of a gateway in
+    each at once (every worker busy), and how many worker processes ran."""
+    clock = FakeClock()
+    snapshot = snapshot_of(document([perspective(id=f"s{i}", username=f"user{i % 7}")
+                                     for i in range(200)], [vision()]))
+    before = len(list(OPEN_FILES.iterdir()))
+    cpu = WorkerProcesses(count, PRELOAD)
+    pollers = [GatewayPoller(GatewayConfig(f"plant-{i}", "http://127.0.0.1:1/"),
+                             ScriptedSource(clock, snapshot), idle_after=60, clock=clock,
+                             cpu=cpu) for i in range(count)]
+    try:
+        statuses = await asyncio.gather(*(poller.poll_once() for poller in pollers))
+        assert all(status.up for status in statuses)
+        return len(list(OPEN_FILES.iterdir())) - before, len(digest_workers())
+    finally:
+        await cpu.close()
+
+
+@pytest.mark.parametrize("count", [1, 4])
+def test_each_digest_process_costs_the_files_reserved_for_it(count: int) -> None:
+    """The open-file limit is shared out before any worker starts (`cli.reserved_files`), so
+    what each costs must be known: measured here, polls digesting in every one of them."""
+    if not (PROCESSES_SUPPORTED and OPEN_FILES.is_dir()):
+        pytest.skip("needs worker processes (a forkserver) and /proc/self/fd")
+    code = ("import asyncio; from tests.test_server import files_taken_by_digest_processes as f;"
+            f" print(*asyncio.run(f({count})))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=True)
+    taken, started = map(int, done.stdout.split())
+    assert started == count, "every worker process digested a poll"
+    assert taken <= digest_process_files(count) == \
+        count * FILES_PER_DIGEST_PROCESS + DIGEST_PROCESSES_SHARED_FILES
+    # Not reserving more than they cost either: at most one file a worker to spare.
+    assert taken >= digest_process_files(count) - count, (taken, done.stderr)
 
 
 def test_soft_open_file_limit_is_raised_to_the_hard_limit() -> None:

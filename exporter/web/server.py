@@ -51,9 +51,19 @@ DEFAULT_MAX_CONNECTIONS = 512
 # Prometheus needs one or two connections per scrape job, a browser six: 64 leaves room for
 # several of them behind one address, and takes eight flooding addresses to fill 512.
 DEFAULT_MAX_CONNECTIONS_PER_ADDRESS = 64
-# File descriptors besides served connections and the gateway connection pool: log and
-# configuration files, listening sockets, the event loop's own, worker threads' needs.
+# File descriptors besides served connections, the gateway connection pool and the digest
+# worker processes: log and configuration files, listening sockets, the event loop's own,
+# worker threads' needs.
 OTHER_FILES = 64
+# File descriptors each digest worker process (`digest_processes`) holds open in the
+# exporter's process, for as long as the exporter runs: its pool (a ProcessPoolExecutor of one)
+# has three pipes, both ends of each (the queue of work, the queue of results, the pool's
+# wake-up pipe), and its process two more once started (the sentinel that says it ended, and
+# the pipe whose closing tells it the exporter is gone). Measured: 8 a worker, whether 1 or 8
+# of them (tests/test_server.py). While one starts, a socket to the forkserver is open too.
+FILES_PER_DIGEST_PROCESS = 8
+# Once for all the workers: the forkserver's socket and the resource tracker's pipe.
+DIGEST_PROCESSES_SHARED_FILES = 2
 # Below this many connections the exporter is not worth running: refuse to start instead.
 MIN_CONNECTIONS = 8
 _REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\n"
@@ -117,6 +127,14 @@ def raise_open_file_limit() -> int | None:
         except (ValueError, OSError):
             continue
     return int(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+
+
+def digest_process_files(processes: int) -> int:
+    """File descriptors `processes` digest worker processes take from the exporter's process
+    (none for the worker thread, `processes` 0)."""
+    if not processes:
+        return 0
+    return processes * FILES_PER_DIGEST_PROCESS + DIGEST_PROCESSES_SHARED_FILES
 
 
 def connection_cap(limits: Limits, open_files: int | None) -> int:
