@@ -26,7 +26,6 @@ from exporter.schema import (
     bcrypt_hash_field,
     boolean_field,
     converting,
-    count_or_auto,
     duration_field,
     format_duration,
     load_yaml,
@@ -36,6 +35,7 @@ from exporter.schema import (
     parse_size,
     positive_int,
     string_field,
+    whole_number,
 )
 
 __all__ = ["Config", "ConfigError", "GatewayConfig", "Problem", "build_config", "load_config",
@@ -54,6 +54,13 @@ DEFAULT_MAX_SERIES = 10_000
 # Real gateways have tens of projects; the cap stops a broken one from multiplying every
 # metric with a project label.
 DEFAULT_MAX_PROJECTS = 500
+# Upper bounds, for the typo of a digit or a few too many (see the README, Performance).
+# Projects: each shows in every project-labelled metric, a lifecycle histogram's dozen series
+# among them, however small `max_series_per_metric` is (30,000 made a 110 MB /metrics).
+MAX_PROJECTS_BOUND = 100_000
+# Worker processes: each holds 30-70 MB and 8 open files, and `auto` stops at 4; 64 is a big
+# host's every core.
+DIGEST_PROCESSES_BOUND = 64
 DEFAULT_REST_TOKEN_HEADER = "X-Ignition-API-Token"
 WEBDEV_TOKEN_HEADER = "Authorization"
 
@@ -139,8 +146,8 @@ _TOP_FIELDS: dict[str, Parser] = {
     "username_hash_key_file": string_field,
     "username_hash_key_env": string_field,
     "max_series_per_metric": converting(positive_int),
-    "max_projects_per_gateway": converting(positive_int),
-    "digest_processes": converting(count_or_auto),
+    "max_projects_per_gateway": converting(whole_number(1, MAX_PROJECTS_BOUND)),
+    "digest_processes": converting(whole_number(0, DIGEST_PROCESSES_BOUND, or_auto=True)),
 }
 
 

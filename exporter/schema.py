@@ -172,13 +172,20 @@ def positive_int(value: object) -> int:
     raise ValueError(f"expected a positive whole number, got {_as_written(value)}")
 
 
-def count_or_auto(value: object) -> int | str:
-    """A whole number from 0 up, or the word `auto` (resolved later, where its meaning is
-    known)."""
-    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool)
-                           and value >= 0):
-        return value  # type: ignore[return-value]
-    raise ValueError(f"expected auto or a whole number from 0 up, got {_as_written(value)}")
+def whole_number(low: int, high: int, *, or_auto: bool = False) -> Callable[[object], Any]:
+    """A whole number from `low` to `high`, or with `or_auto` also the word `auto` (resolved
+    later, where its meaning is known). The upper bound catches what no type check can: a
+    digit or a few too many, which would otherwise be taken at their word."""
+    words = "auto or " if or_auto else ""
+
+    def convert(value: object) -> int | str:
+        if (or_auto and value == "auto") or (isinstance(value, int) and not isinstance(
+                value, bool) and low <= value <= high):
+            return value  # type: ignore[return-value]
+        raise ValueError(f"expected {words}a whole number from {low} to {high}, "
+                         f"got {_as_written(value)}")
+
+    return convert
 
 
 def one_of(choices: tuple[str, ...]) -> Parser:

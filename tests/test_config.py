@@ -137,7 +137,7 @@ def test_cross_checks_name_the_key() -> None:
     ({"gateways": [{"name": "a", "url": "http://a", "session_limit": -1}]},
      "gateways[0].session_limit: expected a positive whole number, got -1"),
     ({"gateways": [{"name": "a", "url": "http://a"}], "max_projects_per_gateway": 0},
-     "max_projects_per_gateway: expected a positive whole number, got 0"),
+     "max_projects_per_gateway: expected a whole number from 1 to 100000, got 0"),
 ])
 def test_shape_errors(document: object, expected: str) -> None:
     assert expected in problems(document)
@@ -148,7 +148,8 @@ def test_shape_errors(document: object, expected: str) -> None:
 def test_a_wrong_value_is_shown_as_the_yaml_that_gave_it(value: object, written: str) -> None:
     """An empty value and `true` read back as the user wrote them, not as Python's None and
     True."""
-    assert f"max_projects_per_gateway: expected a positive whole number, got {written}" in \
+    assert f"max_projects_per_gateway: expected a whole number from 1 to 100000, got " \
+           f"{written}" in \
         problems({"gateways": [{"name": "a", "url": "http://a"}],
                   "max_projects_per_gateway": value})
 
@@ -158,6 +159,21 @@ def test_max_projects_per_gateway_is_read_and_defaults_to_500() -> None:
     assert build_config({"gateways": gateways}).max_projects_per_gateway == 500
     assert build_config({"gateways": gateways, "max_projects_per_gateway": 7}
                         ).max_projects_per_gateway == 7
+    assert build_config({"gateways": gateways, "max_projects_per_gateway": 100_000}
+                        ).max_projects_per_gateway == 100_000
+
+
+def test_numbers_past_their_bound_are_errors_at_their_key() -> None:
+    """A typo of a few digits too many was taken at its word: 50,000,000 projects a gateway
+    may show, 400 worker processes to start."""
+    assert problems({"gateways": [{"name": "a", "url": "http://a"}],
+                     "max_projects_per_gateway": 50_000_000, "digest_processes": 400}) == [
+        "max_projects_per_gateway: expected a whole number from 1 to 100000, got 50000000",
+        "digest_processes: expected auto or a whole number from 0 to 64, got 400"]
+    assert problems({"gateways": [{"name": "a", "url": "http://a"}],
+                     "max_projects_per_gateway": 100_001, "digest_processes": 65}) == [
+        "max_projects_per_gateway: expected a whole number from 1 to 100000, got 100001",
+        "digest_processes: expected auto or a whole number from 0 to 64, got 65"]
 
 
 def test_token_file_is_read_and_tls_verify_false_warns(tmp_path: Path) -> None:
@@ -289,7 +305,7 @@ def test_digest_processes_default_to_auto_and_take_a_number() -> None:
     (None, "nothing"), ([1], "[1]")])
 def test_digest_processes_mistakes(value: object, written: str) -> None:
     assert problems({**ONE_GATEWAY, "digest_processes": value}) == [
-        f"digest_processes: expected auto or a whole number from 0 up, got {written}"]
+        f"digest_processes: expected auto or a whole number from 0 to 64, got {written}"]
 
 
 def test_more_digest_processes_than_cores_are_warned_about() -> None:
@@ -298,3 +314,8 @@ def test_more_digest_processes_than_cores_are_warned_about() -> None:
     assert config.digest_processes == cores + 1
     assert config.warnings == (f"digest_processes is {cores + 1}, but this process may use "
                                f"{cores} core(s): the worker processes will share them",)
+    # Up to the bound, more than the cores is a warning, not an error.
+    if cores < 64:
+        assert build_config({**ONE_GATEWAY, "digest_processes": 64}).warnings == (
+            f"digest_processes is 64, but this process may use {cores} core(s): the worker "
+            "processes will share them",)
