@@ -17,7 +17,13 @@ from exporter.config import Config, ConfigError, GatewayConfig, load_config
 from exporter.logs import LOG_FORMATS, setup_logging
 from exporter.polling import workers
 from exporter.standins import simulate
-from exporter.standins.simulator import USERS, WEBDEV_PATH, GatewaySimulator, simulator_app
+from exporter.standins.simulator import (
+    PLANT_USERS,
+    QUIET_SESSIONS_PER_USER,
+    WEBDEV_PATH,
+    GatewaySimulator,
+    simulator_app,
+)
 from exporter.web.appkeys import RELOADER
 from exporter.web.http import create_app, gateway_connection_limit
 from exporter.web.server import (
@@ -37,11 +43,6 @@ DEFAULT_PORT = 9871
 DEFAULT_LISTEN = f"0.0.0.0:{DEFAULT_PORT}"
 DEMO_SESSION_LIMIT = 60
 DEMO_GATEWAY_CONNECTIONS = 16  # its only client is the exporter's own poller
-DEMO_USERS = (*USERS, "operator3", "operator4", "qa.tech", "maint.lead", "hkumar", "pwong",
-              "shipping.clerk", "lab.analyst")
-# Below IgnitionUserTooManySessions' default threshold (more than 5), which the demo must
-# not raise: a user holding that many is what the alert is for.
-DEMO_SESSIONS_PER_USER = 4
 
 log = logging.getLogger("exporter")
 
@@ -112,8 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
 def demo_simulator(clock: Clock | None = None) -> GatewaySimulator:
     """The plant `--demo` polls: its 40 sessions spread over enough users, none holding more
     than a phone, a PC and a wall screen or two, so the shipped rules raise no alert."""
-    return GatewaySimulator(name="demo-gateway", target_sessions=40, users=DEMO_USERS,
-                            max_sessions_per_user=DEMO_SESSIONS_PER_USER,
+    return GatewaySimulator(name="demo-gateway", target_sessions=40, users=PLANT_USERS,
+                            max_sessions_per_user=QUIET_SESSIONS_PER_USER,
                             clock=clock or SystemClock())
 
 

@@ -3,16 +3,27 @@ its own process with the configuration the simulator prints, polls."""
 
 from __future__ import annotations
 
+import logging
 import re
+from collections import Counter
 from pathlib import Path
 
 import pytest
 import yaml
 
-from exporter.cli import main
-from exporter.standins.simulator import REST_PATHS, WEBDEV_PATH
+from exporter.cli import build_parser, main
+from exporter.standins import simulate
+from exporter.standins.simulator import (
+    PLANT_USERS,
+    REST_PATHS,
+    USER_SESSIONS_ALERT_THRESHOLD,
+    WEBDEV_PATH,
+)
+from tests.conftest import FakeClock
 from tests.metrics import total
 from tests.processes import ExporterProcess
+
+RULES = Path(__file__).resolve().parent.parent / "rules" / "ignition.rules.yml"
 
 
 def printed_config(log: Path) -> dict[str, object]:
@@ -77,3 +88,68 @@ def test_negative_sizes_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["simulate", "--sessions", "-1"])
     assert "--sessions must not be negative" in capsys.readouterr().err
+
+
+def held(argv: list[str], steps: int = 200) -> tuple[int, set[str], list[int]]:
+    """`simulate`'s plant with these options, over `steps` of 5 s: the most Perspective
+    sessions one user held, every username seen, and the sessions held at each step."""
+    clock = FakeClock()
+    simulator = simulate.simulator(build_parser().parse_args(["simulate", *argv]), clock)
+    most, names, sizes = 0, set(), []
+    for _ in range(steps):
+        counts = Counter(simulator.iter_usernames())
+        most = max(most, *counts.values())
+        names |= set(counts)
+        sizes.append(sum(counts.values()))
+        clock.advance(5.0)
+        simulator.advance()
+    return most, names, sizes
+
+
+def test_the_threshold_kept_below_is_the_shipped_rules_one() -> None:
+    thresholds = [rule for group in yaml.safe_load(RULES.read_text())["groups"]
+                  for rule in group["rules"] if rule.get("record") == "ignition:alert_threshold"
+                  and rule["labels"]["alert"] == "IgnitionUserTooManySessions"]
+    assert [rule["expr"] for rule in thresholds] == [f"vector({USER_SESSIONS_ALERT_THRESHOLD})"]
+
+
+@pytest.mark.parametrize(("argv", "users"), [([], len(PLANT_USERS)), (["--sessions", "200"], 50)])
+def test_without_users_nobody_holds_more_sessions_than_the_alert_allows(
+        argv: list[str], users: int, caplog: pytest.LogCaptureFixture) -> None:
+    """Its eight plant users used to hold five sessions each on average, some more, so the
+    shipped rules raised IgnitionUserTooManySessions on a newcomer's first `simulate`. For
+    more sessions than its 16 users hold at four each, it simulates more users (and says so)."""
+    most, names, sizes = held(argv)
+    sessions = int(argv[-1]) if argv else 40
+    assert most == 4 < USER_SESSIONS_ALERT_THRESHOLD
+    assert len(names) == users and set(PLANT_USERS) <= names
+    assert max(sizes) == sessions and min(sizes) >= sessions * 0.9, "--sessions served"
+    caplog.set_level(logging.INFO, logger="exporter.simulate")
+    simulate.announce(build_parser().parse_args(["simulate", *argv]))
+    said = [(r.levelname, r.getMessage(), getattr(r, "users", None)) for r in caplog.records]
+    assert said == ([] if users == len(PLANT_USERS) else [
+        ("INFO", "the plant's users are too few for --sessions at 4 a user: more users "
+                 "simulated", 50)])
+
+
+@pytest.mark.parametrize(("argv", "most", "warned"), [
+    (["--users", "50", "--sessions", "200"], 4, False),
+    (["--users", "40", "--sessions", "200"], 5, False),   # five each: not more than five
+    (["--users", "10", "--sessions", "200"], 20, True),
+])
+def test_users_given_share_the_sessions_and_a_warning_says_the_alert_will_fire(
+        argv: list[str], most: int, warned: bool, caplog: pytest.LogCaptureFixture) -> None:
+    """`--users` and `--sessions` are both served as asked: too few users for the sessions at
+    four each share them evenly, and when that is more than the alert allows, the start says
+    that the shipped rules will raise it."""
+    held_most, _, sizes = held(argv)
+    assert held_most == most and max(sizes) == 200
+    simulate.announce(build_parser().parse_args(["simulate", *argv]))
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert [r.getMessage() for r in warnings] == (
+        ["each user holds more sessions than IgnitionUserTooManySessions allows: the shipped "
+         "rules will raise it"] if warned else [])
+    if warned:
+        fields = {key: getattr(warnings[0], key) for key in ("sessions_per_user",
+                                                              "users_for_no_alert")}
+        assert fields == {"sessions_per_user": 20, "users_for_no_alert": 50}

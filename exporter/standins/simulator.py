@@ -19,6 +19,7 @@ from __future__ import annotations
 import hmac
 import html
 import json
+import math
 import random
 from collections import Counter
 from collections.abc import Iterator
@@ -42,6 +43,17 @@ TIMEZONES = ("America/Chicago", "Europe/Berlin", "UTC")
 PROJECTS = ("Packaging Line", "Utilities", "QA_Lab", "Shipping")
 USERS = ("operator1", "operator2", "jsmith", "maría.lópez", "shift.lead", "mwagner",
          "Unauthenticated", "eng-admin")
+# The plant of `--demo` and `simulate`: 16 users, room for their 40 sessions at
+# QUIET_SESSIONS_PER_USER each to spare.
+PLANT_USERS = (*USERS, "operator3", "operator4", "qa.tech", "maint.lead", "hkumar", "pwong",
+               "shipping.clerk", "lab.analyst")
+# IgnitionUserTooManySessions' default threshold (rules/ignition.rules.yml): it fires for a
+# user holding more sessions than this.
+USER_SESSIONS_ALERT_THRESHOLD = 5
+# The most Perspective sessions one user holds in the demo and `simulate` (a phone, a PC and
+# a wall screen or two): below that threshold, since a user holding more is what the alert
+# is for, and sample data must not page anyone.
+QUIET_SESSIONS_PER_USER = 4
 SCOPES = ("browser", "browser", "browser", "ios", "android", "designer")
 USER_AGENTS = {
     "browser": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/120.0",
@@ -57,6 +69,13 @@ PAGES = ("/", "/overview", "/line/1", "/line/2", "/alarms", "/trends", "/reports
 PERSPECTIVE_DURATIONS = ((0.40, 60, 900), (0.35, 900, 7_200), (0.20, 14_400, 43_200),
                          (0.05, 86_400, 864_000))
 CLIENT_DURATIONS = ((0.30, 120, 900), (0.50, 7_200, 36_000), (0.20, 86_400, 432_000))
+
+
+def plant_users(sessions: int) -> tuple[str, ...]:
+    """PLANT_USERS, and as many more (`operator5`, `operator6`, ...) as `sessions` need for
+    none to hold more than QUIET_SESSIONS_PER_USER."""
+    extra = max(0, math.ceil(sessions / QUIET_SESSIONS_PER_USER) - len(PLANT_USERS))
+    return PLANT_USERS + tuple(f"operator{5 + i}" for i in range(extra))
 
 
 @dataclass
