@@ -136,6 +136,25 @@ async def test_a_killed_worker_costs_its_own_work_only(
     assert messages.count("digest worker processes work again") == 1
 
 
+def open_files() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd")
+async def test_a_dead_workers_pool_lets_go_of_its_files(make_workers: MakeWorkers) -> None:
+    """A worker dying at every poll (a gateway whose answer gets it killed each time) must
+    not cost the exporter open files for as long as it runs: they are reserved for it."""
+    workers = make_workers(1)
+    await workers.run(10, pid)
+    before = open_files()
+    for _ in range(5):
+        os.kill(await workers.run(10, pid), signal.SIGKILL)
+        with contextlib.suppress(WorkerLost):  # the death may be seen by the next poll
+            await workers.run(10, pid)
+        await workers.run(10, pid)
+    await eventually(lambda: open_files() <= before, what="the dead pools' files to close")
+
+
 async def test_closing_ends_every_worker_process(make_workers: MakeWorkers) -> None:
     workers = make_workers(2)
     pids = set(await asyncio.gather(workers.run(10, pid_after_a_while),

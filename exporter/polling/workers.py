@@ -298,7 +298,6 @@ class WorkerProcesses:
         self._idle: asyncio.LifoQueue[_Slot] = asyncio.LifoQueue()
         for slot in reversed(self._slots):
             self._idle.put_nowait(slot)
-        self._retired: list[ProcessPoolExecutor] = []
         self._failing = False
         self._closed = False
 
@@ -348,15 +347,16 @@ class WorkerProcesses:
             log.warning("a digest worker process died; starting another",
                         extra={"processes": len(self._slots)})
         self._failing = True
-        self._retired.append(slot.renew())
+        # The old pool has ended its process; shut down without waiting, it lets go of its
+        # pipes now (4 open files) rather than when the exporter stops, which a worker dying
+        # at every poll would otherwise turn into a leak.
+        slot.renew().shutdown(wait=False, cancel_futures=True)
 
     async def close(self) -> None:
         self._closed = True
-        executors = [slot.executor for slot in self._slots] + self._retired
-        await asyncio.gather(*(asyncio.to_thread(executor.shutdown, wait=True,
+        await asyncio.gather(*(asyncio.to_thread(slot.executor.shutdown, wait=True,
                                                  cancel_futures=True)
-                               for executor in executors))
-        self._retired.clear()
+                               for slot in self._slots))
 
 
 def workers(processes: int, preload: Sequence[str] = ()) -> Workers:
