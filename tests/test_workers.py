@@ -155,6 +155,48 @@ async def test_a_dead_workers_pool_lets_go_of_its_files(make_workers: MakeWorker
     await eventually(lambda: open_files() <= before, what="the dead pools' files to close")
 
 
+# An exporter in miniature: one worker, which dies while no open file is left for its
+# replacement's pool; then files are free again, and the next polls are digested or not.
+NO_FILE_LEFT = """
+import asyncio, os, resource
+from exporter.polling.workers import WorkerProcesses, WorkerLost
+async def main():
+    workers = WorkerProcesses(1)
+    await workers.run(10, os.getpid)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    highest = max(int(fd) for fd in os.listdir("/proc/self/fd"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 1, hard))
+    try:
+        await workers.run(10, os._exit, 1)
+    except WorkerLost:
+        print("lost", flush=True)
+    await asyncio.sleep(0.5)  # the replacement fails meanwhile
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    for _ in range(2):  # the first may still find the broken pool, and renews it
+        try:
+            print("digested", await asyncio.wait_for(workers.run(10, os.getpid), 15),
+                  flush=True)
+        except WorkerLost:
+            print("lost", flush=True)
+        except TimeoutError:
+            print("waiting for a worker for ever", flush=True)
+    os._exit(0)
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd")
+def test_a_worker_that_cannot_be_replaced_costs_polls_not_its_place() -> None:
+    """Replacing a dead worker fails while the process has no open file left. That must cost
+    the polls meanwhile (WorkerLost), never the worker's place: with every place lost, every
+    poll would wait for a worker for ever, outside any timeout, and nothing would fail."""
+    done = subprocess.run([sys.executable, "-c", NO_FILE_LEFT], capture_output=True,
+                          text=True, timeout=60)
+    lines = done.stdout.splitlines()
+    assert lines[0] == "lost" and lines[-1].startswith("digested"), done.stdout + done.stderr
+    assert "cannot start a digest worker process" in done.stderr
+
+
 async def test_closing_ends_every_worker_process(make_workers: MakeWorkers) -> None:
     workers = make_workers(2)
     pids = set(await asyncio.gather(workers.run(10, pid_after_a_while),

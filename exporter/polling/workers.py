@@ -307,8 +307,8 @@ class WorkerProcesses:
             None, self._submit, slot, (_bounded, bound, self._grace, work, *arguments))
         # The slot is released when its work is over, whatever becomes of this poll.
         submitting.add_done_callback(partial(self._submitted, slot))
-        future: Future[R] = await asyncio.shield(submitting)
         try:
+            future: Future[R] = await asyncio.shield(submitting)
             return await asyncio.wrap_future(future)
         except BrokenProcessPool:
             raise WorkerLost("the worker process digesting the answer died (killed, out of "
@@ -340,17 +340,25 @@ class WorkerProcesses:
 
     def _renew(self, slot: _Slot) -> None:
         """A new process for a slot whose process died (the old pool has ended what was left
-        of itself); logged once until a poll is digested again."""
+        of itself); logged once until a poll is digested again. Where no new pool can be made
+        (no open file left), the slot keeps its broken one: the next poll it takes fails
+        (WorkerLost) and tries again, so the slot is never lost to its polls."""
         if self._closed:
             return
         if not self._failing:
             log.warning("a digest worker process died; starting another",
                         extra={"processes": len(self._slots)})
         self._failing = True
+        try:
+            old = slot.renew()
+        except OSError as exc:
+            log.warning("cannot start a digest worker process; the next poll tries again",
+                        extra={"error": str(exc)})
+            return
         # The old pool has ended its process; shut down without waiting, it lets go of its
         # pipes now (4 open files) rather than when the exporter stops, which a worker dying
         # at every poll would otherwise turn into a leak.
-        slot.renew().shutdown(wait=False, cancel_futures=True)
+        old.shutdown(wait=False, cancel_futures=True)
 
     async def close(self) -> None:
         self._closed = True
