@@ -220,6 +220,28 @@ boolean_field = typed(bool, "true or false")
 
 
 
+# A value shown in an error is cut to this: it is the file's text, and may be any length.
+_SHOWN_VALUE_CHARS = 40
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader, whose values that cannot be built are YAML errors at their place, as a
+    malformed document's are. PyYAML raises them as bare ValueErrors, with no place: a date
+    that does not exist (`2020-13-45`, which YAML 1.1 takes for a date), an integer of more
+    digits than Python reads (4,300), `!!int abc`."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, OverflowError) as exc:
+            value = str(node.value) if isinstance(node, yaml.ScalarNode) else node.tag
+            shown = value if len(value) <= _SHOWN_VALUE_CHARS else \
+                value[:_SHOWN_VALUE_CHARS] + "…"
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {shown!r} as {node.tag.rsplit(':', 1)[-1]}: {exc}",
+                node.start_mark) from None
+
+
 def load_yaml(path: str | Path) -> object:
     """The parsed document, or a ConfigError naming the file and line of each problem.
 
@@ -231,7 +253,7 @@ def load_yaml(path: str | Path) -> object:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([Problem(str(path), f"cannot read configuration: {exc}")]) from None
-    loader = yaml.SafeLoader(text)
+    loader = _Loader(text)
     try:
         node = loader.get_single_node()
         if node is None:
@@ -241,12 +263,18 @@ def load_yaml(path: str | Path) -> object:
             raise ConfigError([Problem(where, message) for where, message in repeated])
         return loader.construct_document(node)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([Problem(where, f"invalid YAML: {problem}")]) from None
+        raise ConfigError([Problem(_place(path, getattr(exc, "problem_mark", None)),
+                                   f"invalid YAML: {problem}")]) from None
+    except RecursionError:  # PyYAML reads nested collections recursively
+        raise ConfigError([Problem(_place(path, loader.get_mark()),
+                                   "invalid YAML: nested too deeply")]) from None
     finally:
         loader.dispose()
+
+
+def _place(path: str | Path, mark: yaml.Mark | None) -> str:
+    return f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
 
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"

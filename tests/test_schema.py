@@ -96,3 +96,26 @@ def test_an_empty_web_configuration_means_plain_http(tmp_path: Path) -> None:
     path = tmp_path / "web.yml"
     path.write_text("")
     assert load_web_config(path).ssl_context is None
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("9" * 5000, "cannot read '" + "9" * 40 + "…' as int"),  # past Python's 4,300 digits
+    ("0x_", "cannot read '0x_' as int"),  # YAML 1.1's pattern for an int, with no digit
+    ("2020-13-45", "cannot read '2020-13-45' as timestamp: month must be in 1..12"),
+    ("!!int abc", "cannot read 'abc' as int"),
+    ("!!float abc", "cannot read 'abc' as float"),
+])
+def test_a_value_yaml_cannot_build_is_an_error_at_its_place(tmp_path: Path, value: str,
+                                                            expected: str) -> None:
+    """PyYAML raises these as bare ValueErrors: a traceback at start, and at a reload a
+    log line without the problem or its place."""
+    path = tmp_path / "config.yml"
+    [problem] = problems_in(path, f"gateways: []\nmax_projects_per_gateway: {value}\n")
+    assert problem.startswith(f"{path}:2:27: invalid YAML: {expected}")
+
+
+def test_collections_nested_too_deeply_are_an_error_at_their_place(tmp_path: Path) -> None:
+    path = tmp_path / "config.yml"
+    [problem] = problems_in(path, "gateways: " + "[" * 3000 + "]" * 3000 + "\n")
+    assert problem.startswith(f"{path}:1:")
+    assert problem.endswith("invalid YAML: nested too deeply")
