@@ -14,8 +14,9 @@ Rules (the README states them for users):
 - A label set is shown at 0 on the poll before it first counts, so `increase()` sees the
   first login; counts that land in a label set the exposition did not show are held back one
   poll for that reason. A label set with no session for `stale_after` is no longer shown, but
-  its totals are kept (up to REMEMBERED_LABEL_SETS of them): counters never go down while
-  the process runs.
+  its totals are kept (up to REMEMBERED_LABEL_SETS of them, the most recently seen): counters
+  never go down while the process runs, unless that many label sets leave after one (a
+  gateway inventing names), which then starts again from 0.
 
 What is held between polls is compact, because it is paid per session: a 64-bit hash of each
 id (`model.id_hashes`: Python's `hash`, keyed per process, for integer ids too), the index

@@ -83,7 +83,8 @@ class LabelTotals:
         """`hidden` without the label sets `back` in sight, with those `gone` from it now
         (least recently seen first) at the end; of those, the `remember` seen last. A
         gateway inventing project names must not grow the exporter's memory for ever: only
-        a label set dropped here can start again from 0, long after its series disappeared."""
+        a label set dropped here can start again from 0 (a reset, for Prometheus), and only
+        churn drops one: `remember` label sets leaving after it."""
         kept = {key: total for key, total in self.hidden.items() if key not in back}
         kept.update(gone)
         if len(kept) > self.remember:
