@@ -64,7 +64,8 @@ OTHER_FILES = 64
 FILES_PER_DIGEST_PROCESS = 8
 # Once for all the workers: the forkserver's socket and the resource tracker's pipe.
 DIGEST_PROCESSES_SHARED_FILES = 2
-# Below this many connections the exporter is not worth running: refuse to start instead.
+# The fewest connections the exporter serves: a --web.max-connections below it is refused at
+# start, and an open-file limit that leaves fewer still gets this many (with a warning).
 MIN_CONNECTIONS = 8
 _REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\n"
             b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: 21\r\n\r\n"
