@@ -10,11 +10,18 @@ from poll to poll, an allocation is kept while it stays fair enough (see `alloca
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 
 # A kept allocation may fall this far below the water-filled one for a folded gateway before
 # it is recomputed.
 TOLERANCE = 0.1
+# Room to grow: a gateway's demand is its last poll's series, so a share of exactly that would
+# fold the next user who logs in (for a poll, until the share follows). Each demand is
+# water-filled with this much more (a share of it, at least HEADROOM_MIN series), and what no
+# gateway wants is spread over all of them, so a fleet within its budget folds nothing.
+HEADROOM_SHARE = 0.1
+HEADROOM_MIN = 10
 
 
 def water_fill(demands: Mapping[str, int], budget: int) -> dict[str, int]:
@@ -41,13 +48,39 @@ def water_fill(demands: Mapping[str, int], budget: int) -> dict[str, int]:
 
 def allocate(demands: Mapping[str, int], budget: int,
              current: Mapping[str, int] | None = None) -> dict[str, int]:
-    """The water-filled shares, or `current` while it is still acceptable: within the
-    budget, every gateway the water-filling serves in full served in full, and every other
-    gateway at least (1 - TOLERANCE) of its water-filled share."""
-    ideal = water_fill(demands, budget)
+    """The shares water-filled with room to grow, or `current` while it is still acceptable:
+    within the budget, every gateway the water-filling serves in full served in full, and
+    every other gateway at least (1 - TOLERANCE) of its water-filled share."""
+    ideal = _ideal(demands, budget)
     if current is not None and _acceptable(current, ideal, demands, budget):
         return dict(current)
     return ideal
+
+
+def _ideal(demands: Mapping[str, int], budget: int) -> dict[str, int]:
+    """Water-filled with room to grow, where that costs no gateway a series it would keep
+    without (a tight budget); else on the demands alone. What is left is spread evenly."""
+    plain = water_fill(demands, budget)
+    roomy = water_fill({name: _with_headroom(demand) for name, demand in demands.items()},
+                       budget)
+    if all(roomy[name] >= demand for name, demand in demands.items()
+           if plain[name] >= demand):
+        return _spread(roomy, budget)
+    return _spread(plain, budget)
+
+
+def _with_headroom(demand: int) -> int:
+    return demand + max(HEADROOM_MIN, math.ceil(demand * HEADROOM_SHARE))
+
+
+def _spread(shares: dict[str, int], budget: int) -> dict[str, int]:
+    """`shares` with what they leave of the budget shared evenly, the units left over one
+    each in name order (as in `water_fill`)."""
+    if not shares:
+        return shares
+    level, extra = divmod(budget - sum(shares.values()), len(shares))
+    return {name: shares[name] + level + (1 if index < extra else 0)
+            for index, name in enumerate(sorted(shares))}
 
 
 def _acceptable(current: Mapping[str, int], ideal: Mapping[str, int],
