@@ -15,8 +15,10 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 import pytest
 
@@ -229,6 +231,9 @@ async def test_workers_hash_alike_after_their_forkserver_is_started_again(
             continue
     assert answers and set(answers) == {before}
     assert forkservers() and server not in forkservers()
+    # Started again by multiprocessing itself, from the thread that starts workers: as low.
+    expected = min(19, priority() + WORKER_NICENESS)
+    assert await workers.run(10, priorities) == (expected, expected)
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="Linux: a thread's priority is its own")
@@ -241,6 +246,37 @@ async def test_workers_and_their_forkserver_are_born_below_the_exporter(
     expected = min(19, exporter + WORKER_NICENESS)
     assert await make_workers(1).run(10, priorities) == (expected, expected)
     assert priority() == exporter
+
+
+def ended(pid: int) -> None:
+    """Waits (blocking: this runs where workers are started) for `pid` to end."""
+    for _ in range(500):
+        if not running(pid):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"{pid} still running")
+
+
+async def test_a_forkserver_dead_as_a_worker_starts_is_started_again_alike(
+        make_workers: MakeWorkers, monkeypatch: pytest.MonkeyPatch) -> None:
+    """multiprocessing starts a dead forkserver again by itself, from the thread starting a
+    worker, whenever it finds it dead: the seed and the priority must hold then too, or that
+    worker hashes ids unlike the state it is given (every session would look new)."""
+    before = await make_workers(1).run(10, string_hash)
+    submit = ProcessPoolExecutor.submit
+
+    def killing_the_forkserver_first(*args: Any, **kwargs: Any) -> Any:
+        for server in forkservers():
+            os.kill(server, signal.SIGKILL)
+            ended(server)
+        return submit(*args, **kwargs)
+
+    monkeypatch.setattr(ProcessPoolExecutor, "submit", killing_the_forkserver_first)
+    workers = make_workers(1)  # a new pool: its first poll starts a worker
+    after = await workers.run(10, string_hash)
+    monkeypatch.undo()
+    expected = min(19, priority() + WORKER_NICENESS)
+    assert (after, await workers.run(10, priorities)) == (before, (expected, expected))
 
 
 # An exporter in miniature: worker processes, one poll's work, then waiting to be killed.

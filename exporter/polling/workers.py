@@ -30,10 +30,9 @@ import secrets
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from types import FrameType, MappingProxyType
@@ -211,52 +210,50 @@ class WorkerThread:
 # Python's `hash` of a string is keyed per process, and the digest's state between polls holds
 # session ids as such hashes (model.id_hashes). Every worker forks from one forkserver and so
 # shares its key; should the forkserver die and be started again, this seed gives it the same
-# key. Chosen once per exporter process, never 0 (which turns the keying off).
+# key. Chosen once per exporter process, never 0 (which turns the keying off). It is put in the
+# exporter's environment once, before the first worker starts, and left there: multiprocessing
+# starts the forkserver again by itself, wherever it finds it dead, so the seed must be there
+# whenever that happens (and the environment is not changed while other threads may read it).
 _HASH_SEED = str(1 + secrets.randbelow(2**32 - 1))
-_SEEDING = threading.Lock()  # the environment is the process's: one thread changes it at once
-
-
-@contextmanager
-def _environment(name: str, value: str) -> Iterator[None]:
-    before = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if before is None:
-            del os.environ[name]
-        else:
-            os.environ[name] = before
-
 
 # Workers run at a lower priority than the exporter (`nice`), so that when they compete for a
 # core, reading answers and serving scrapes go first. Set in the worker, that priority would
 # come too late: a worker's start (its fork, and the import of the exporter's main module when
 # that is not preloaded) and the forkserver's own start (importing the digest's modules) would
 # still compete at the exporter's priority, at the very moment a round of answers arrives. On
-# Linux the priority is a thread's, inherited by the processes it starts: so the forkserver is
-# started from a thread of its own that lowers its priority first, and the forkserver and every
-# worker forked from it are born low. (Elsewhere `nice` is the whole process's, and each worker
-# lowers its own once started.)
+# Linux the priority is a thread's, inherited by the processes it starts: so every worker is
+# started from one thread of its own that lowered its priority first (`_STARTER`), and the
+# forkserver with it, also when multiprocessing starts it again; the forkserver and every
+# worker forked from it are born low. (Elsewhere `nice` is the whole process's, and each
+# worker lowers its own once started.)
 BORN_NICED = sys.platform == "linux"
-_STARTER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forkserver starter",
-                              initializer=os.nice, initargs=(WORKER_NICENESS,)) \
-    if BORN_NICED else None
 
 
-def _forkserver(preload: Sequence[str]) -> multiprocessing.context.BaseContext:
-    """The forkserver context, its server running with the pinned hash seed, born at the
-    workers' priority. The server is the interpreter's one, shared by every pool, started once
-    and again only if it died. It imports the exporter's main module once, as multiprocessing
-    does by default: a worker whose main module is not preloaded imports it again."""
+def _starting_workers() -> None:
+    """The starter thread's setup."""
+    if BORN_NICED:
+        os.nice(WORKER_NICENESS)
+
+
+_STARTER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="worker starter",
+                              initializer=_starting_workers)
+
+
+def _context(preload: Sequence[str]) -> multiprocessing.context.BaseContext:
+    """The forkserver context; the server imports `preload` when it starts. The server is the
+    interpreter's one, shared by every pool, started by the first worker's start and again
+    by a worker's start that finds it dead (on the starter thread, both)."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(list(preload))
-    with _SEEDING, _environment("PYTHONHASHSEED", _HASH_SEED):
-        if _STARTER is None:
-            multiprocessing.forkserver.ensure_running()
-        else:
-            _STARTER.submit(multiprocessing.forkserver.ensure_running).result()
     return context
+
+
+def _start_forkserver() -> None:
+    """The forkserver started now, on the starter thread, rather than by the first poll's
+    worker: it imports the digest's modules (about half a second) while the first answers
+    are fetched."""
+    os.environ["PYTHONHASHSEED"] = _HASH_SEED
+    _STARTER.submit(multiprocessing.forkserver.ensure_running).result()
 
 
 class _Slot:
@@ -267,14 +264,13 @@ class _Slot:
         self.executor = self._start()
 
     def _start(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(max_workers=1, mp_context=_forkserver(self._preload),
+        return ProcessPoolExecutor(max_workers=1, mp_context=_context(self._preload),
                                    initializer=_start_worker,
                                    initargs=(0 if BORN_NICED else WORKER_NICENESS,))
 
     def submit(self, call: tuple[Any, ...]) -> Future[Any]:
-        """Called off the loop: the process starts on first use and waits for the forkserver,
-        which is checked first (started again, with the pinned seed, if it died)."""
-        _forkserver(self._preload)
+        """Called on the starter thread: the process starts on first use, from the forkserver
+        (which multiprocessing starts again if it died)."""
         return self.executor.submit(*call)
 
     def renew(self) -> ProcessPoolExecutor:
@@ -293,6 +289,7 @@ class WorkerProcesses:
                  grace: float = HARD_BOUND_GRACE) -> None:
         self._grace = grace
         self._slots = [_Slot(tuple(preload)) for _ in range(count)]
+        _start_forkserver()
         # Idle slots, the most recently used on top: polls that never overlap reuse one
         # process, and the others are never started.
         self._idle: asyncio.LifoQueue[_Slot] = asyncio.LifoQueue()
@@ -304,7 +301,7 @@ class WorkerProcesses:
     async def run(self, bound: float, work: Callable[..., R], *arguments: object) -> R:
         slot = await self._idle.get()
         submitting = asyncio.get_running_loop().run_in_executor(
-            None, self._submit, slot, (_bounded, bound, self._grace, work, *arguments))
+            _STARTER, self._submit, slot, (_bounded, bound, self._grace, work, *arguments))
         # The slot is released when its work is over, whatever becomes of this poll.
         submitting.add_done_callback(partial(self._submitted, slot))
         try:
