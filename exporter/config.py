@@ -9,7 +9,7 @@ location, so one run of `--check-config` lists everything that is wrong, not jus
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -208,31 +208,47 @@ def _written_at(raw: Mapping[str, Any], where: str, key: str, reader: Reader) ->
 
 def _resolve_timing(raw: Mapping[str, Any], where: str, top: Mapping[str, Any],
                     reader: Reader) -> tuple[float, float, float]:
-    """poll_interval, timeout and stale_after of one gateway, checked against each other.
-
-    A problem is reported where the offending value was written; a check that involves a
-    value already rejected by the schema step is skipped (it would only repeat the problem).
-    """
+    """poll_interval, timeout and stale_after of one gateway, checked against each other."""
     interval = raw.get("poll_interval", top.get("poll_interval", DEFAULT_POLL_INTERVAL))
     timeout = raw.get("timeout", top.get("timeout", min(DEFAULT_TIMEOUT, interval)))
     stale_after = raw.get("stale_after", top.get("stale_after", interval * STALE_AFTER_POLLS))
     at = {key: _written_at(raw, where, key, reader)
           for key in ("poll_interval", "timeout", "stale_after")}
-    if _failed(reader, at["poll_interval"]):
-        return interval, timeout, stale_after
-
-    def check(key: str, wrong: bool, problem: str) -> None:
-        if wrong and not _failed(reader, at[key]):
-            ours = at[key].startswith(where)
-            reader.fail(at[key], problem.format(interval=f"the poll interval "
-                        f"{format_duration(interval)}" if ours else f"the poll interval of "
-                        f"{where} ({format_duration(interval)})"))
-
-    check("timeout", timeout > interval,
-          f"{format_duration(timeout)} exceeds {{interval}}: polls would overlap")
-    check("stale_after", stale_after < interval, f"{format_duration(stale_after)} is shorter "
-          "than {interval}: data would vanish between polls")
+    if not _failed(reader, at["poll_interval"]):
+        _check_timing(interval, timeout, stale_after, at, where, reader)
     return interval, timeout, stale_after
+
+
+def _check_timing(interval: float, timeout: float, stale_after: float, at: Mapping[str, str],
+                  where: str, reader: Reader) -> None:
+    """Report a timeout or stale_after that does not fit the gateway's poll interval.
+
+    A problem is reported where the offending value was written (`at`): in the gateway, or at
+    the top-level key, naming the gateway (a top-level value may fail for several, and each
+    is named). A check that involves a value already rejected by the schema step is skipped
+    (it would only repeat the problem): only a gateway's own key can hold such a problem, as
+    a top-level value in use is valid, so a problem at its key is another gateway's.
+    """
+    def rejected(key: str) -> bool:
+        return at[key] != key and _failed(reader, at[key])
+
+    def report(key: str, problem: Callable[[str], str]) -> None:
+        if not rejected(key):
+            reader.fail(at[key], problem("" if at[key] != key else f" of {where}"))
+
+    every, bound = format_duration(interval), format_duration(timeout)
+    if timeout > interval:
+        report("timeout", lambda of: f"{bound} exceeds the poll interval{of} "
+               f"{f'({every})' if of else every}: polls would overlap")
+        return
+    # The data's age counts from when a poll finished; the next one starts on schedule and
+    # may take its whole timeout. (Rounded: 0.1 + 0.2 must not exceed 0.3.)
+    needed = round(interval + timeout, 9)
+    if stale_after < needed and not rejected("timeout"):
+        report("stale_after", lambda of: (
+            f"{format_duration(stale_after)} is shorter than poll_interval + timeout{of} "
+            f"({every} + {bound}): {'its data' if of else 'data'} would go stale between two "
+            f"polls; use {format_duration(needed)} or more"))
 
 
 def _resolve_connect_timeout(raw: Mapping[str, Any], where: str, timeout: float,

@@ -233,16 +233,67 @@ def test_every_non_positive_duration_gets_the_same_message(value: object) -> Non
 
 
 def test_stale_after_is_reported_where_it_was_written() -> None:
-    found = problems({"poll_interval": "60s", "stale_after": "30s", "timeout": "90s",
+    found = problems({"poll_interval": "60s", "stale_after": "30s", "timeout": "20s",
                       "gateways": [{"name": "a", "url": "http://a"},
                                    {"name": "b", "url": "http://b", "poll_interval": "10s",
                                     "stale_after": "5s", "timeout": "5s"}]})
     assert found == [
-        "timeout: 90s exceeds the poll interval of gateways[0] (60s): polls would overlap",
-        "stale_after: 30s is shorter than the poll interval of gateways[0] (60s): data would "
-        "vanish between polls",
-        "gateways[1].stale_after: 5s is shorter than the poll interval 10s: data would vanish "
-        "between polls",
+        "stale_after: 30s is shorter than poll_interval + timeout of gateways[0] (60s + 20s): "
+        "its data would go stale between two polls; use 80s or more",
+        "gateways[1].stale_after: 5s is shorter than poll_interval + timeout (10s + 5s): data "
+        "would go stale between two polls; use 15s or more",
+    ]
+
+
+@pytest.mark.parametrize(("timing", "shortest"), [
+    ({"poll_interval": "2s"}, 4),                                   # timeout: the interval
+    ({"poll_interval": "15s"}, 25),                                 # timeout: 10s
+    ({"poll_interval": "15s", "timeout": "2s"}, 17),
+    ({"poll_interval": "500ms", "timeout": "0.25"}, 0.75),
+    ({"poll_interval": "0.2", "timeout": "0.1"}, 0.3),              # 0.1 + 0.2 > 0.3 in floats
+])
+def test_stale_after_covers_a_poll_interval_and_a_timeout(timing: dict[str, str],
+                                                          shortest: float) -> None:
+    """The data's age counts from when a poll finished, and the next one, started on
+    schedule, may finish up to poll_interval + timeout after that: a `stale_after` equal to
+    the poll interval passed, and a healthy gateway's series vanished from 2 scrapes in 300."""
+    def gateway(stale_after: float) -> dict[str, object]:
+        return {"gateways": [{"name": "a", "url": "http://a", **timing,
+                              "stale_after": stale_after}]}
+
+    assert build_config(gateway(shortest), {}).gateways[0].stale_after == shortest
+    (found,) = problems(gateway(shortest * 0.9))
+    assert found.startswith("gateways[0].stale_after: ") and found.endswith(
+        f"data would go stale between two polls; use {shortest:g}s or more"), found
+
+
+@pytest.mark.parametrize("interval", ["100ms", "1s", "2s", "15s", "30s", "1m", "1h"])
+def test_the_default_stale_after_always_passes(interval: str) -> None:
+    """Four poll intervals, and the timeout is at most one."""
+    for timeout in ({}, {"timeout": interval}):
+        config = build_config({"poll_interval": interval, "gateways": [
+            {"name": "a", "url": "http://a", **timeout}]}, {})
+        gateway = config.gateways[0]
+        assert gateway.stale_after >= gateway.poll_interval + gateway.timeout
+
+
+def test_a_top_level_value_names_every_gateway_it_fails_for() -> None:
+    """Each gateway a top-level `timeout` or `stale_after` does not fit is named, one problem
+    each at the key where the value was written, not only the first of them."""
+    found = problems({"poll_interval": "60s", "timeout": "40s", "stale_after": "70s",
+                      "gateways": [{"name": "a", "url": "http://a"},
+                                   {"name": "b", "url": "http://b", "poll_interval": "30s"},
+                                   {"name": "c", "url": "http://c"},
+                                   {"name": "d", "url": "http://d", "poll_interval": "20s",
+                                    "timeout": "5s"},
+                                   {"name": "e", "url": "http://e", "poll_interval": "20s"}]})
+    assert found == [
+        "stale_after: 70s is shorter than poll_interval + timeout of gateways[0] (60s + 40s): "
+        "its data would go stale between two polls; use 100s or more",
+        "timeout: 40s exceeds the poll interval of gateways[1] (30s): polls would overlap",
+        "stale_after: 70s is shorter than poll_interval + timeout of gateways[2] (60s + 40s): "
+        "its data would go stale between two polls; use 100s or more",
+        "timeout: 40s exceeds the poll interval of gateways[4] (20s): polls would overlap",
     ]
 
 
