@@ -28,7 +28,7 @@ from exporter.schema import (
     converting,
     duration_field,
     format_duration,
-    load_yaml,
+    load_checked,
     mapping_of,
     one_of,
     parse_duration,
@@ -373,4 +373,4 @@ def build_config(document: object, environ: Mapping[str, str] | None = None) -> 
 
 
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
-    return build_config(load_yaml(path), environ)
+    return load_checked(path, lambda document: build_config(document, environ))

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -93,6 +93,8 @@ def parse_size(value: object) -> int:
 def format_duration(seconds: float) -> str:
     return f"{seconds:g}s"
 
+
+T = TypeVar("T")
 
 Parser = Callable[["Reader", object, str], Any]
 """Converts one value at a location, recording problems on the reader; returns INVALID if bad."""
@@ -242,13 +244,34 @@ class _Loader(yaml.SafeLoader):
                 node.start_mark) from None
 
 
-def load_yaml(path: str | Path) -> object:
-    """The parsed document, or a ConfigError naming the file and line of each problem.
+def load_checked(path: str | Path, build: Callable[[object], T]) -> T:
+    """What `build` makes of the parsed document, or a ConfigError naming every problem.
 
     Stricter than `yaml.safe_load`: a key repeated in one mapping, at any depth, is an error
     naming both lines. PyYAML would keep the last silently, so `name: plant-a` followed further
-    down by `name: plant-b` would configure plant-b without a word.
+    down by `name: plant-b` would configure plant-b without a word. The repeats are reported
+    together with whatever `build` finds in the document (which holds the last of each), so
+    one repeat hides no other problem; a file with a repeat is refused even if `build` finds
+    nothing else.
     """
+    document, repeated = _read(path)
+    try:
+        built = build(document)
+    except ConfigError as exc:
+        raise ConfigError([*repeated, *exc.problems]) from None
+    if repeated:
+        raise ConfigError(repeated)
+    return built
+
+
+def load_yaml(path: str | Path) -> object:
+    """The parsed document, held to the rules of `load_checked`."""
+    return load_checked(path, lambda document: document)
+
+
+def _read(path: str | Path) -> tuple[object, list[Problem]]:
+    """The parsed document and the keys written twice in it, or a ConfigError naming the file
+    and line of what keeps it from being read at all."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -257,11 +280,9 @@ def load_yaml(path: str | Path) -> object:
     try:
         node = loader.get_single_node()
         if node is None:
-            return None
-        repeated = list(_repeated_keys(node, ""))
-        if repeated:
-            raise ConfigError([Problem(where, message) for where, message in repeated])
-        return loader.construct_document(node)
+            return None, []
+        repeated = [Problem(where, message) for where, message in _repeated_keys(node, "")]
+        return loader.construct_document(node), repeated
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError([Problem(_place(path, getattr(exc, "problem_mark", None)),

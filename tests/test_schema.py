@@ -60,6 +60,49 @@ http_server_config:
                      "5 and 6: keep one"]
 
 
+def test_a_repeated_key_hides_no_other_problem(tmp_path: Path) -> None:
+    """Keys written twice are reported with every other problem of the file, not alone: the
+    others used to appear only once the repeat was fixed."""
+    found = problems_in(tmp_path / "c.yml", """\
+poll_interval: 15s
+gateways:
+  - name: plant-a
+    url: ftp://a
+    name: plant-b
+    colour: red
+poll_interval: 1m1m
+""", load_config)
+    assert [p.split(": ")[0] for p in found] == [
+        "gateways[0].name", "poll_interval", "poll_interval", "gateways[0].colour",
+        "gateways[0].url"], found
+    assert found[:2] == ["gateways[0].name: key written twice, on lines 3 and 5: keep one",
+                         "poll_interval: key written twice, on lines 1 and 7: keep one"]
+    assert found[2].startswith("poll_interval: invalid duration '1m1m'")
+
+
+def test_a_repeated_key_in_a_web_configuration_hides_no_other_problem(tmp_path: Path) -> None:
+    found = problems_in(tmp_path / "web.yml", """\
+basic_auth_users:
+  prometheus: secret
+http_server_config:
+  headers:
+    X-Frame-Options: deny
+    X-Frame-Options: sameorigin
+""", load_web_config)
+    assert [p.split(": ")[0] for p in found] == [
+        "http_server_config.headers.X-Frame-Options", "basic_auth_users.prometheus"], found
+
+
+def test_a_configuration_with_a_repeated_key_alone_is_still_refused(tmp_path: Path) -> None:
+    found = problems_in(tmp_path / "c.yml", """\
+gateways:
+  - {name: a, url: http://a}
+gateways:
+  - {name: b, url: http://b}
+""", load_config)
+    assert found == ["gateways: key written twice, on lines 1 and 3: keep one"]
+
+
 def test_anchors_aliases_and_merge_keys_are_not_repeats(tmp_path: Path) -> None:
     path = tmp_path / "c.yml"
     path.write_text("""\

@@ -21,7 +21,7 @@ from exporter.schema import (
     Problem,
     Reader,
     bcrypt_hash_field,
-    load_yaml,
+    load_checked,
     mapping_of,
     one_of,
     string_field,
@@ -153,7 +153,7 @@ def build_web_config(document: object) -> WebConfig:
 
 
 def load_web_config(path: str | Path) -> WebConfig:
-    return build_web_config(load_yaml(path))
+    return load_checked(path, build_web_config)
 
 
 class LiveWebConfig:
