@@ -34,6 +34,7 @@ from exporter.schema import (
     parse_duration,
     parse_size,
     positive_int,
+    size_at_least,
     string_field,
     whole_number,
 )
@@ -48,6 +49,11 @@ DEFAULT_TIMEOUT = 10.0
 DEFAULT_CONNECT_TIMEOUT = 5.0
 STALE_AFTER_POLLS = 4
 DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+# The least `max_response_size`: an empty answer is about 250 bytes (a WebDev document) or 400
+# (a REST poll's three empty pages and gateway-info), and a session adds about 350. A cap
+# below this holds fewer than some 180 sessions: it saves no memory worth having, and only
+# fails the polls of a gateway that grows. (`1` used to pass, and no answer fitted.)
+MIN_MAX_RESPONSE_BYTES = 64 * 1024
 DEFAULT_REST_PAGE_SIZE = 500
 DEFAULT_MAX_SERIES = 10_000
 # A gateway's project label values beyond this many (its busiest) are folded into "__other__".
@@ -117,7 +123,9 @@ _GATEWAY_FIELDS: dict[str, Parser] = {
     "token_header": string_field,
     "ca_file": string_field,
     "tls_verify": boolean_field,
-    "max_response_size": converting(parse_size),
+    "max_response_size": converting(size_at_least(
+        MIN_MAX_RESPONSE_BYTES, "an empty answer is a few hundred bytes and each session adds "
+        "about 350: a smaller cap saves nothing and fails the polls of a gateway that grows")),
     "page_size": converting(positive_int),
     "session_limit": converting(positive_int),
 }
@@ -294,6 +302,7 @@ def _resolve_gateway(raw: Mapping[str, Any], where: str, top: Mapping[str, Any],
     if raw.get("tls_verify") is False:
         warnings.append(f"{where}.tls_verify is false: the gateway's certificate is not checked")
     source = raw.get("source", "webdev")
+    _check_source_keys(raw, where, source, reader)
     default_header = DEFAULT_REST_TOKEN_HEADER if source == "rest" else WEBDEV_TOKEN_HEADER
     return GatewayConfig(
         name=name,
@@ -311,6 +320,15 @@ def _resolve_gateway(raw: Mapping[str, Any], where: str, top: Mapping[str, Any],
         page_size=raw.get("page_size", DEFAULT_REST_PAGE_SIZE),
         session_limit=raw.get("session_limit"),
     )
+
+
+def _check_source_keys(raw: Mapping[str, Any], where: str, source: str,
+                       reader: Reader) -> None:
+    """A key only another source uses can never take effect: most likely `source: rest` was
+    forgotten, which the user should hear about before the first poll fails."""
+    if "page_size" in raw and source != "rest" and not _failed(reader, f"{where}.source"):
+        reader.fail(f"{where}.page_size", "only a source: rest gateway reads pages (the WebDev "
+                    "resource answers in one document): remove it, or set source: rest")
 
 
 def _resolve_processes(top: Mapping[str, Any], reader: Reader, warnings: list[str]) -> int:

@@ -90,6 +90,25 @@ def parse_size(value: object) -> int:
     raise ValueError(f"invalid size {value!r} (use a positive number of bytes or e.g. 32MiB)")
 
 
+def size_at_least(minimum: int, why: str) -> Callable[[object], int]:
+    """A size (`parse_size`) of at least `minimum` bytes; `why` says what a smaller one
+    cannot hold."""
+    def convert(value: object) -> int:
+        size = parse_size(value)
+        if size < minimum:
+            raise ValueError(f"expected at least {format_size(minimum)}, got "
+                             f"{_as_written(value)}: {why}")
+        return size
+
+    return convert
+
+
+def format_size(size: int) -> str:
+    """`65536` as `64KiB`: the largest binary unit that gives a whole number."""
+    unit = next(unit for unit in ("GiB", "MiB", "KiB", "B") if size % _SIZE_UNITS[unit] == 0)
+    return f"{size // _SIZE_UNITS[unit]}{unit}"
+
+
 def format_duration(seconds: float) -> str:
     return f"{seconds:g}s"
 

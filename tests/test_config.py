@@ -87,6 +87,39 @@ def test_sizes() -> None:
             parse_size(bad)
 
 
+@pytest.mark.parametrize("value", [1, "1", "1KiB", 65535, "64KB"])
+def test_a_max_response_size_too_small_to_be_useful_is_refused(value: object) -> None:
+    """`1` passed, and no answer fitted: an empty one is a few hundred bytes."""
+    found = problems({"gateways": [{"name": "a", "url": "http://a", "max_response_size": value}]})
+    assert len(found) == 1 and found[0].startswith(
+        f"gateways[0].max_response_size: expected at least 64KiB, got {value!r}: "), found
+
+
+@pytest.mark.parametrize(("value", "size"), [("64KiB", 65536), (65536, 65536),
+                                             ("1MB", 10**6), ("32MiB", 32 * 2**20)])
+def test_a_max_response_size_from_64kib_is_taken(value: object, size: int) -> None:
+    config = build_config({"gateways": [{"name": "a", "url": "http://a",
+                                         "max_response_size": value}]}, {})
+    assert config.gateways[0].max_response_bytes == size
+
+
+def test_page_size_belongs_to_rest_gateways() -> None:
+    """The WebDev resource answers in one document: a page_size there can never take effect,
+    and most likely means `source: rest` was forgotten."""
+    found = problems({"gateways": [
+        {"name": "a", "url": "http://a", "page_size": 100},
+        {"name": "b", "url": "http://b", "source": "webdev", "page_size": 100},
+        {"name": "c", "url": "http://c", "source": "rest", "page_size": 100},
+        {"name": "d", "url": "http://d", "source": "opc", "page_size": 100}]})
+    assert found == [
+        "gateways[3].source: expected one of webdev, rest, got 'opc'",
+        "gateways[0].page_size: only a source: rest gateway reads pages (the WebDev resource "
+        "answers in one document): remove it, or set source: rest",
+        "gateways[1].page_size: only a source: rest gateway reads pages (the WebDev resource "
+        "answers in one document): remove it, or set source: rest",
+    ]
+
+
 def test_every_problem_is_reported_with_its_location() -> None:
     found = problems({
         "poll_interval": "fast",
