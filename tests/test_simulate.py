@@ -153,3 +153,23 @@ def test_users_given_share_the_sessions_and_a_warning_says_the_alert_will_fire(
         fields = {key: getattr(warnings[0], key) for key in ("sessions_per_user",
                                                               "users_for_no_alert")}
         assert fields == {"sessions_per_user": 20, "users_for_no_alert": 50}
+
+
+def test_users_given_are_every_username_served() -> None:
+    """`--users 10 --sessions 200` showed 17 usernames, one holding 11 sessions: Designer-scope
+    Perspective sessions (and Vision clients and Designers) went to the plant's own users.
+    Every session now draws from the N users asked for, and each holds its even share."""
+    clock = FakeClock()
+    argv = ["simulate", "--users", "10", "--sessions", "200", "--clients", "12"]
+    simulator = simulate.simulator(build_parser().parse_args(argv), clock)
+    asked = {f"user{i:06d}" for i in range(10)}
+    perspective, clients, scopes = Counter(), set(), set()
+    for _ in range(200):
+        clock.advance(5.0)
+        simulator.advance()
+        perspective |= Counter(simulator.iter_usernames())  # the most each held at once
+        clients |= {row["username"] for row in simulator.client_rows()}
+        scopes |= {s["sessionScope"].lower() for s in simulator.perspective_objects()}
+    assert "designer" in scopes and clients
+    assert set(perspective) == asked and clients <= asked
+    assert set(perspective.values()) == {20}

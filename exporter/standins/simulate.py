@@ -92,7 +92,6 @@ def sessions_per_user(args: argparse.Namespace) -> int:
 def simulator(args: argparse.Namespace, clock: Clock | None = None) -> GatewaySimulator:
     """The simulated gateway the options describe."""
     versions = {"version": REST_VERSION} if args.shape == "rest" else {}
-    # With --users, Designers and Vision clients are still the simulator's few plant users.
     plant = {} if args.users else {"users": plant_users(args.sessions)}
     return GatewaySimulator(name="simulated-gateway", target_sessions=args.sessions,
                             target_clients=args.clients, distinct_users=args.users,

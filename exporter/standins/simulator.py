@@ -131,8 +131,9 @@ class GatewaySimulator:
         self._rng = random.Random(self.seed)
         self._users = (tuple(f"user{i:06d}" for i in range(self.distinct_users))
                        if self.distinct_users else self.users)
-        # Vision and the Designer always require a login.
-        self._login_users = tuple(u for u in self.users if u != "Unauthenticated")
+        # Vision and the Designer always require a login. Drawn from the same users as the
+        # other sessions, so `distinct_users` N are the N usernames served, no more.
+        self._login_users = tuple(u for u in self._users if u != "Unauthenticated")
         self._serial = 0
         self._perspective: dict[str, _Perspective] = {}
         self._clients: dict[str, _Client] = {}
