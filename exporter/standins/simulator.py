@@ -69,6 +69,10 @@ PAGES = ("/", "/overview", "/line/1", "/line/2", "/alarms", "/trends", "/reports
 PERSPECTIVE_DURATIONS = ((0.40, 60, 900), (0.35, 900, 7_200), (0.20, 14_400, 43_200),
                          (0.05, 86_400, 864_000))
 CLIENT_DURATIONS = ((0.30, 120, 900), (0.50, 7_200, 36_000), (0.20, 86_400, 432_000))
+# The chance, each second, that one missing session logs in (or client opens): gaps fill
+# within seconds, Vision clients more slowly, as people start them less often.
+PERSPECTIVE_LOGIN_CHANCE = 0.3
+CLIENT_OPEN_CHANCE = 0.05
 
 
 def plant_users(sessions: int) -> tuple[str, ...]:
@@ -228,10 +232,18 @@ class GatewaySimulator:
             del self._perspective[key]
         for key in [k for k, c in self._clients.items() if c.ends_ms <= now_ms]:
             del self._clients[key]
-        if len(self._perspective) < self.target_sessions and rng.random() < 0.3:
+        for _ in range(self._arrivals(self.target_sessions - len(self._perspective),
+                                      PERSPECTIVE_LOGIN_CHANCE)):
             self._login(now_ms)
-        if len(self._clients) < self.target_clients and rng.random() < 0.05:
+        for _ in range(self._arrivals(self.target_clients - len(self._clients),
+                                      CLIENT_OPEN_CHANCE)):
             self._open_client(now_ms)
+
+    def _arrivals(self, missing: int, chance: float) -> int:
+        """How many of the `missing` sessions arrive in this second: each with `chance`, so
+        the population stays near its target whatever its size. (One a second at most let
+        `--sessions 2000` fall to 1,400 in three minutes, as the sessions found open ended.)"""
+        return sum(self._rng.random() < chance for _ in range(missing))
 
     # -- what a gateway returns -----------------------------------------------------------
 
