@@ -16,7 +16,7 @@ from exporter import __version__, buildinfo
 from exporter.config import GatewayConfig
 from exporter.polling.poller import GatewayPoller
 from exporter.sources import Reason
-from exporter.web.collector import SessionCollector, build_info
+from exporter.web.collector import SessionCollector, build_info, session_families
 from tests.conftest import FakeClock
 from tests.fakes import ScriptedSource, down
 from tests.payloads import document, perspective, snapshot_of, vision
@@ -172,3 +172,18 @@ def test_revision_of_a_checkout_is_its_commit() -> None:
         pytest.skip("not a git checkout, or no git: the revision is unknown")
     assert buildinfo.revision() == head.stdout.strip()
     assert re.fullmatch(r"[0-9a-f]{40}", buildinfo.revision())
+
+
+def test_the_byte_counter_says_what_the_readme_says() -> None:
+    """Ignition documents `totalBytesSent` as the bytes a session sent to the gateway (8.0,
+    8.1 and 8.3 alike). The HELP said so and the README only "bytes sent by sessions"; both
+    now say the same, and name the field, so a reader can check it against the gateway."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    row = next(line for line in readme.splitlines()
+               if line.startswith("| `ignition_perspective_sent_bytes_total` |"))
+    meaning = row.split("|")[4].replace("`", "").strip()
+    families = session_families([], 0.0)
+    (sent,) = [f for f in families if f.name == "ignition_perspective_sent_bytes"]
+    assert meaning.split(" (")[0].lower() == sent.documentation.split(" (")[0].lower() == \
+        "bytes sent to the gateway by perspective sessions"
+    assert "totalBytesSent" in meaning and "totalBytesSent" in sent.documentation

@@ -58,7 +58,8 @@ def session_families(statuses: Sequence[GatewayStatus], now: float,
                     "Sum of recentBytesSent over Perspective sessions", _PROJECT_SCOPE)
     sent = CounterMetricFamily(
         "ignition_perspective_sent_bytes",
-        "Bytes sent to the gateway by Perspective sessions, growth summed per session" + _AS_OF,
+        "Bytes sent to the gateway by Perspective sessions (totalBytesSent, as Ignition "
+        "documents it), growth summed per session" + _AS_OF,
         labels=_PROJECT_SCOPE)
     clients = _gauge("ignition_client_sessions", "Vision clients and Designers",
                      _labelled(with_username, client_labels, client_labels))
