@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 from exporter import __version__, packaged, webdev_script
 from exporter.clock import Clock, SystemClock
@@ -65,6 +66,62 @@ PRINTERS = {"webdev-script": webdev_script.render, "rules": packaged.rules_text,
             "dashboard": packaged.dashboard_text}
 
 
+class _Refused(argparse.Action):
+    """An option of the exporter given to `simulate`, which has no use for it: refused by
+    name rather than ignored (`simulate --config c.yml --check-config` served a gateway)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **_: object) -> None:
+        super().__init__(option_strings, dest, nargs="?", help=argparse.SUPPRESS)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        parser.error(f"{option_string} is an option of the exporter, not of simulate, which "
+                     "serves a simulated gateway and reads no configuration")
+
+
+def _adder(target: Any, refuse: bool) -> Callable[..., object]:
+    """`target.add_argument`, or (`refuse`) one that adds the option only to refuse it."""
+    if not refuse:
+        return target.add_argument
+    return lambda *flags, **_: target.add_argument(*flags, action=_Refused)
+
+
+def _add_exporter_options(parser: argparse.ArgumentParser, refuse: bool = False) -> None:
+    """The options of the exporter itself; for `simulate` (`refuse`), refused by name."""
+    source = _adder(parser if refuse else parser.add_mutually_exclusive_group(), refuse)
+    add = _adder(parser, refuse)
+    source("--config", metavar="FILE", help="YAML configuration file")
+    source("--demo", action="store_true",
+           help="poll a simulated gateway running inside this process")
+    add("--web.config.file", dest="web_config", metavar="FILE",
+        help="exporter-toolkit web configuration: TLS, basic auth, headers")
+    add("--web.max-connections", dest="max_connections", type=connection_count,
+        default=DEFAULT_MAX_CONNECTIONS, metavar="N",
+        help="connections served at once (default %(default)s); idle ones are dropped to make "
+             "room; when all are busy, the client holding most gives one up to a client "
+             "holding at least 2 fewer; else new ones are refused")
+    add("--web.max-connections-per-address", dest="max_connections_per_address",
+        type=connection_count, default=DEFAULT_MAX_CONNECTIONS_PER_ADDRESS, metavar="N",
+        help="connections one client (IPv4 address, IPv6 /64) may hold (default %(default)s); "
+             "behind a reverse proxy, where every client has the proxy's address, raise it "
+             "to --web.max-connections")
+    add("--web.enable-lifecycle", dest="lifecycle", action="store_true",
+        help="allow POST /-/reload (SIGHUP always reloads)")
+    add("--check-config", action="store_true",
+        help="validate the configuration, print a summary and exit")
+
+
+def _add_shared_options(parser: argparse.ArgumentParser, listen: str) -> None:
+    """The options the exporter and `simulate` both take; `listen` says the default."""
+    parser.add_argument("--web.listen-address", "--listen", dest="listen", type=parse_listen,
+                        metavar="HOST:PORT", help=f"where to serve (default {listen})")
+    parser.add_argument("--log.level", "--log-level", dest="log_level", default="info",
+                        choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log.format", dest="log_format", default="logfmt",
+                        choices=LOG_FORMATS)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ignition-exporter",
@@ -74,40 +131,37 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run (default) serves metrics; webdev-script prints the "
                              "gateway-side script and how to install it; rules prints the "
                              "Prometheus alerting and recording rules; dashboard prints the "
-                             "Grafana dashboard; simulate serves a simulated gateway")
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--config", metavar="FILE", help="YAML configuration file")
-    source.add_argument("--demo", action="store_true",
-                        help="poll a simulated gateway running inside this process")
-    parser.add_argument("--web.listen-address", "--listen", dest="listen", type=parse_listen,
-                        metavar="HOST:PORT",
-                        help=f"where to serve (default {DEFAULT_LISTEN}; for simulate "
-                             f"{simulate.DEFAULT_LISTEN})")
-    parser.add_argument("--web.config.file", dest="web_config", metavar="FILE",
-                        help="exporter-toolkit web configuration: TLS, basic auth, headers")
-    parser.add_argument("--web.max-connections", dest="max_connections", type=connection_count,
-                        default=DEFAULT_MAX_CONNECTIONS, metavar="N",
-                        help="connections served at once (default %(default)s); idle ones are "
-                             "dropped to make room; when all are busy, the client holding most "
-                             "gives one up to a client holding at least 2 fewer; else new ones "
-                             "are refused")
-    parser.add_argument("--web.max-connections-per-address", dest="max_connections_per_address",
-                        type=connection_count, default=DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
-                        metavar="N",
-                        help="connections one client (IPv4 address, IPv6 /64) may hold "
-                             "(default %(default)s); behind a reverse proxy, where every "
-                             "client has the proxy's address, raise it to --web.max-connections")
-    parser.add_argument("--web.enable-lifecycle", dest="lifecycle", action="store_true",
-                        help="allow POST /-/reload (SIGHUP always reloads)")
-    parser.add_argument("--log.level", "--log-level", dest="log_level", default="info",
-                        choices=["debug", "info", "warning", "error"])
-    parser.add_argument("--log.format", dest="log_format", default="logfmt",
-                        choices=LOG_FORMATS)
-    parser.add_argument("--check-config", action="store_true",
-                        help="validate the configuration, print a summary and exit")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+                             "Grafana dashboard; simulate serves a simulated gateway "
+                             "(simulate --help lists its options)")
+    _add_exporter_options(parser)
+    _add_shared_options(parser, f"{DEFAULT_LISTEN}; for simulate {simulate.DEFAULT_LISTEN}")
     simulate.add_arguments(parser)
     return parser
+
+
+def build_simulate_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ignition-exporter simulate",
+        description="Serve a simulated Ignition gateway and print the exporter configuration "
+                    "that polls it: to wire the exporter, Prometheus and Grafana together "
+                    "before touching a real gateway.")
+    parser.add_argument("command", choices=["simulate"], help=argparse.SUPPRESS)
+    _add_shared_options(parser, simulate.DEFAULT_LISTEN)
+    _add_exporter_options(parser, refuse=True)
+    simulate.add_arguments(parser)
+    return parser
+
+
+def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line. `simulate` has a parser of its own, so that its --help lists only
+    its options and the exporter's are refused by name; which command is meant is read
+    first, by the exporter's parser, the help options aside (they would print its help)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    known, _ = build_parser().parse_known_args([a for a in argv if a not in ("-h", "--help")])
+    parser = build_simulate_parser() if known.command == "simulate" else build_parser()
+    args = parser.parse_args(argv)
+    simulate.refuse_misplaced(parser, args)
+    return args
 
 
 def demo_simulator(clock: Clock | None = None) -> GatewaySimulator:
@@ -300,9 +354,7 @@ def _run(serving: Coroutine[None, None, None]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    simulate.refuse_misplaced(parser, args)
+    args = parse_arguments(argv)
     if args.command in PRINTERS:
         return _print(args.command)
     setup_logging(args.log_level, args.log_format)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from exporter.cli import build_parser, main
+from exporter.cli import build_parser, main, parse_arguments
 from exporter.standins import simulate
 from exporter.standins.simulator import (
     PLANT_USERS,
@@ -173,3 +173,44 @@ def test_users_given_are_every_username_served() -> None:
     assert "designer" in scopes and clients
     assert set(perspective) == asked and clients <= asked
     assert set(perspective.values()) == {20}
+
+
+def test_simulate_help_lists_only_its_own_options(capsys: pytest.CaptureFixture[str]) -> None:
+    """`simulate --help` printed the whole exporter's help, --config and --check-config
+    among it, although simulate has no use for them."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["simulate", "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: ignition-exporter simulate ")
+    for option in ("--shape", "--token", "--sessions", "--clients", "--users",
+                   "--web.listen-address", "--log.level", "--log.format"):
+        assert option in out
+    for option in ("--config", "--check-config", "--demo", "--web.config.file",
+                   "--web.max-connections", "--web.enable-lifecycle"):
+        assert option not in out
+
+
+@pytest.mark.parametrize("argv", [
+    ["simulate", "--config", "c.yml"], ["simulate", "--check-config"], ["--demo", "simulate"],
+    ["simulate", "--sessions", "5", "--web.config.file", "web.yml"],
+    ["simulate", "--web.enable-lifecycle"], ["simulate", "--web.max-connections", "100"],
+    ["simulate", "--web.max-connections-per-address", "100"]])
+def test_exporter_options_are_refused_by_simulate(argv: list[str],
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """They used to be ignored without a word: `simulate --config c.yml --check-config` served
+    a simulated gateway instead of checking c.yml."""
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    given = next(arg for arg in argv if arg.startswith("--") and arg not in ("--sessions",))
+    assert (f"ignition-exporter simulate: error: {given} is an option of the exporter, not of "
+            "simulate") in capsys.readouterr().err
+
+
+def test_simulate_takes_its_options_and_the_shared_ones_anywhere() -> None:
+    args = parse_arguments(["--log.level", "debug", "simulate", "--shape", "rest",
+                            "--listen", "127.0.0.1:9000", "--sessions", "7"])
+    assert (args.command, args.log_level, args.shape, args.listen, args.sessions) == (
+        "simulate", "debug", "rest", ("127.0.0.1", 9000), 7)
+    assert parse_arguments(["--config", "c.yml", "--check-config"]).config == "c.yml"
