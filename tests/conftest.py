@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,18 @@ class FakeClock:
         self.sleeps.append(seconds)
         self.advance(seconds)
         await asyncio.sleep(0)
+
+
+@pytest.fixture(autouse=True)
+def root_logging() -> Iterator[None]:
+    """The root logger as it was before each test. A test that runs the command line in this
+    process (`cli.main`) points the root logger at that test's captured stderr, which is
+    closed once the test ends: every later log line would then be a "Logging error"."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture
