@@ -198,10 +198,9 @@ async def test_a_shared_budget_serves_the_small_gateway_in_full(clock: FakeClock
     big_status, small_status = statuses
     assert small_status.aggregates.folded["ignition_perspective_sessions"] == 0
     assert len(small_status.aggregates.perspective_sessions) == 4
-    # The small one keeps room to grow (its 4 series and up to 10 more, here an equal half of
-    # the 20); the big one gets the rest, then folds what is past it into one.
-    assert big_status.aggregates.folded["ignition_perspective_sessions"] == 30 - 10
-    assert len(big_status.aggregates.perspective_sessions) == 10 + 1
+    # The big one gets the 16 series the small one leaves, then folds the rest into one.
+    assert big_status.aggregates.folded["ignition_perspective_sessions"] == 30 - 16
+    assert len(big_status.aggregates.perspective_sessions) == 16 + 1
 
 
 def spin() -> Snapshot:

@@ -17,9 +17,9 @@ from collections.abc import Iterable, Mapping
 # it is recomputed.
 TOLERANCE = 0.1
 # Room to grow: a gateway's demand is its last poll's series, so a share of exactly that would
-# fold the next user who logs in (for a poll, until the share follows). Each demand is
-# water-filled with this much more (a share of it, at least HEADROOM_MIN series), and what no
-# gateway wants is spread over all of them, so a fleet within its budget folds nothing.
+# fold the next user who logs in (for a poll, until the share follows). What the demands leave
+# of the budget goes first to this much more for each (a share of its demand, at least
+# HEADROOM_MIN series), then evenly to all: a fleet within its budget folds nothing as it grows.
 HEADROOM_SHARE = 0.1
 HEADROOM_MIN = 10
 
@@ -58,19 +58,17 @@ def allocate(demands: Mapping[str, int], budget: int,
 
 
 def _ideal(demands: Mapping[str, int], budget: int) -> dict[str, int]:
-    """Water-filled with room to grow, where that costs no gateway a series it would keep
-    without (a tight budget); else on the demands alone. What is left is spread evenly."""
+    """Water-filled on the demands; then room to grow, water-filled out of what that leaves
+    (so it costs no gateway a series, and moves by a series when a demand does); then what is
+    still left, spread evenly."""
     plain = water_fill(demands, budget)
-    roomy = water_fill({name: _with_headroom(demand) for name, demand in demands.items()},
-                       budget)
-    if all(roomy[name] >= demand for name, demand in demands.items()
-           if plain[name] >= demand):
-        return _spread(roomy, budget)
-    return _spread(plain, budget)
+    room = water_fill({name: _headroom(demand) for name, demand in demands.items()},
+                      budget - sum(plain.values()))
+    return _spread({name: plain[name] + room[name] for name in plain}, budget)
 
 
-def _with_headroom(demand: int) -> int:
-    return demand + max(HEADROOM_MIN, math.ceil(demand * HEADROOM_SHARE))
+def _headroom(demand: int) -> int:
+    return max(HEADROOM_MIN, math.ceil(demand * HEADROOM_SHARE))
 
 
 def _spread(shares: dict[str, int], budget: int) -> dict[str, int]:
