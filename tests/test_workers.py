@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
@@ -257,11 +258,12 @@ def ended(pid: int) -> None:
     raise AssertionError(f"{pid} still running")
 
 
-async def test_a_forkserver_dead_as_a_worker_starts_is_started_again_alike(
+async def test_a_forkserver_dead_as_a_worker_starts_comes_back_with_the_seed(
         make_workers: MakeWorkers, monkeypatch: pytest.MonkeyPatch) -> None:
     """multiprocessing starts a dead forkserver again by itself, from the thread starting a
-    worker, whenever it finds it dead: the seed and the priority must hold then too, or that
-    worker hashes ids unlike the state it is given (every session would look new)."""
+    worker, when it dies after the exporter's check: the seed must hold then too, or that
+    worker hashes ids unlike the state it is given (every session would look new). (Its
+    priority does not: that thread is the exporter's; see BORN_NICED.)"""
     before = await make_workers(1).run(10, string_hash)
     submit = ProcessPoolExecutor.submit
 
@@ -275,8 +277,7 @@ async def test_a_forkserver_dead_as_a_worker_starts_is_started_again_alike(
     workers = make_workers(1)  # a new pool: its first poll starts a worker
     after = await workers.run(10, string_hash)
     monkeypatch.undo()
-    expected = min(19, priority() + WORKER_NICENESS)
-    assert (after, await workers.run(10, priorities)) == (before, (expected, expected))
+    assert after == before
 
 
 # An exporter in miniature: worker processes, one poll's work, then waiting to be killed.
@@ -366,3 +367,117 @@ async def test_the_thread_digests_where_processes_cannot_start(
     assert warning.getMessage() == "digest worker processes cannot start; the worker thread " \
                                    "digests instead"
     assert "Read-only file system" in warning.error  # type: ignore[attr-defined]
+
+
+def thread_niceness(native_id: int) -> int:
+    """A thread's own niceness on Linux: field 19 of /proc/self/task/<tid>/stat."""
+    stat = Path(f"/proc/self/task/{native_id}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[16])
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="Linux: a thread's priority is its own")
+async def test_the_exporters_own_threads_keep_its_priority(make_workers: MakeWorkers) -> None:
+    """Only the worker starter is lowered. The threads a pool starts in the exporter (the
+    one that pickles each poll's answer to its worker, the one that unpickles each digest)
+    do the exporter's own work on every poll: started from the lowered starter, they would
+    inherit its priority, and hold the interpreter at the workers' priority."""
+    exporter = priority()
+    await make_workers(1).run(10, pid)
+    lowered = sorted(thread.name for thread in threading.enumerate()
+                     if thread.native_id is not None
+                     and not thread.name.startswith("forkserver starter")
+                     and thread_niceness(thread.native_id) != exporter)
+    assert lowered == []
+
+
+@contextlib.asynccontextmanager
+async def forkserver_stopped(workers: WorkerProcesses) -> AsyncIterator[asyncio.Future[Any]]:
+    """Slot one's worker running, the forkserver stopped (SIGSTOP, a debugger, a frozen
+    cgroup), and a poll under way in slot two, whose worker cannot start; the forkserver is
+    killed at the end, which ends that start (EOF)."""
+    await workers.run(10, pid)  # slot one's worker runs; slot two's is never started
+    [server] = forkservers()
+    os.kill(server, signal.SIGSTOP)
+    busy = asyncio.ensure_future(workers.run(2, pid_after_a_while))  # slot one
+    starting = asyncio.ensure_future(workers.run(2, pid))  # slot two: a worker to start
+    try:
+        assert await asyncio.wait_for(busy, 10)
+        yield starting
+    finally:
+        os.kill(server, signal.SIGKILL)
+        os.kill(server, signal.SIGCONT)
+        await asyncio.gather(busy, starting, return_exceptions=True)
+
+
+async def test_a_hung_worker_start_holds_no_poll_of_a_running_worker(
+        make_workers: MakeWorkers) -> None:
+    """One worker's start that hangs must not hold the polls whose worker is already
+    running."""
+    workers = make_workers(2)
+    async with forkserver_stopped(workers):
+        following = asyncio.ensure_future(workers.run(2, pid))  # slot one again
+        done, _ = await asyncio.wait([following], timeout=10)
+        assert following in done, "a poll of a running worker waits behind a worker's start"
+
+
+async def test_a_poll_whose_worker_cannot_start_fails_in_time(
+        make_workers: MakeWorkers) -> None:
+    """A poll ends or fails: one waiting for ever on a worker's start leaves its gateway up
+    (ignition_up 1) with nothing digested."""
+    workers = make_workers(2, start_grace=1)
+    async with forkserver_stopped(workers) as starting:
+        done, _ = await asyncio.wait([starting], timeout=10)
+        assert starting in done, "a poll whose worker cannot start neither ends nor fails"
+
+
+# An exporter in miniature: a pool whose worker cannot start while every open file is taken
+# (as by connections). The polls meanwhile fail; each worker run appends a line to a file.
+NO_FILE_FOR_A_START = """
+import asyncio, os, resource, sys
+from exporter.polling.workers import WorkerProcesses
+from tests.test_workers import counted
+async def main(log):
+    workers = WorkerProcesses(1)  # its worker starts with its first poll
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    taken = []
+    while True:
+        try:
+            taken.append(os.open(os.devnull, os.O_RDONLY))
+        except OSError:
+            break
+    answer = b"x" * 1_000_000  # what each poll hands its worker: the answer's bytes
+    for poll in range(3):
+        try:
+            await workers.run(10, counted, log, f"stale {poll}", answer)
+        except Exception as exc:
+            print("failed", type(exc).__name__, flush=True)
+    for fd in taken:
+        os.close(fd)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    print("digested", await workers.run(10, counted, log, "fresh", b""), flush=True)
+    await workers.close()
+    os._exit(0)
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+def counted(log: str, name: str, answer: bytes) -> int:
+    with open(log, "a") as out:
+        out.write(name + "\n")
+    return len(answer)
+
+
+def test_polls_that_failed_to_start_a_worker_leave_no_work_behind(tmp_path: Path) -> None:
+    """A poll whose worker cannot start (no open file left) fails. Its work, and the answer
+    it holds, must go with it: kept in the pool, every such poll's stale digest would run
+    once a worker starts, ahead of the poll waiting for it (which no timeout bounds), and
+    their answers held meanwhile, as many as polls failed."""
+    log = tmp_path / "runs"
+    done = subprocess.run([sys.executable, "-c", NO_FILE_FOR_A_START, str(log)],
+                          capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).parent.parent)
+    lines = done.stdout.splitlines()
+    assert lines[:3] == ["failed WorkerLost"] * 3 and lines[-1] == "digested 0", \
+        done.stdout + done.stderr
+    assert log.read_text().splitlines() == ["fresh"]

@@ -47,6 +47,9 @@ R = TypeVar("R")
 # in about 2 s, well within a poll interval.
 AUTO_MAX_PROCESSES = 4
 WORKER_NICENESS = 5  # see BORN_NICED
+# A worker's start may take this long beyond the poll's bound (a forkserver started on a busy
+# machine imports the digest's modules first) before the poll fails.
+START_GRACE = 10.0
 # A digest stuck in C code, where the soft bound (an exception) cannot reach it, is ended with
 # its process once it has used this much CPU time beyond the bound.
 HARD_BOUND_GRACE = 2.0
@@ -127,6 +130,10 @@ def describe(processes: int) -> str:
 class DigestTimeout(BaseException):
     """Raised inside a worker process when its work outlives its bound. A BaseException, so
     no `except Exception` in the work can take it for the work's own failure."""
+
+
+_DIED = ("the worker process digesting the answer died (killed, out of memory, or stuck past "
+         "its timeout); a new one takes the next poll")
 
 
 class WorkerLost(Exception):
@@ -221,37 +228,39 @@ _HASH_SEED = str(1 + secrets.randbelow(2**32 - 1))
 # come too late: a worker's start (its fork, and the import of the exporter's main module when
 # that is not preloaded) and the forkserver's own start (importing the digest's modules) would
 # still compete at the exporter's priority, at the very moment a round of answers arrives. On
-# Linux the priority is a thread's, inherited by the processes it starts: so every worker is
-# started from one thread of its own that lowered its priority first (`_STARTER`), and the
-# forkserver with it, also when multiprocessing starts it again; the forkserver and every
-# worker forked from it are born low. (Elsewhere `nice` is the whole process's, and each
-# worker lowers its own once started.)
+# Linux the priority is a thread's, inherited by the processes it starts: so the forkserver is
+# started, and checked before each worker's start (and started again if it died), from one
+# thread of its own that lowered its priority first (`_STARTER`); the forkserver and every
+# worker forked from it are born low. Only that: the pools' own threads, which pickle answers
+# and unpickle digests in the exporter, start from the exporter's threads and keep its
+# priority. (multiprocessing also starts a dead forkserver again by itself, from the thread
+# starting a worker: one that dies between the check and the start comes back with the seed,
+# from the environment, but at the exporter's priority. Elsewhere than Linux `nice` is the
+# whole process's, and each worker lowers its own once started.)
 BORN_NICED = sys.platform == "linux"
 
 
-def _starting_workers() -> None:
+def _starting_forkservers() -> None:
     """The starter thread's setup."""
     if BORN_NICED:
         os.nice(WORKER_NICENESS)
 
 
-_STARTER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="worker starter",
-                              initializer=_starting_workers)
+_STARTER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forkserver starter",
+                              initializer=_starting_forkservers)
 
 
 def _context(preload: Sequence[str]) -> multiprocessing.context.BaseContext:
     """The forkserver context; the server imports `preload` when it starts. The server is the
-    interpreter's one, shared by every pool, started by the first worker's start and again
-    by a worker's start that finds it dead (on the starter thread, both)."""
+    interpreter's one, shared by every pool (`_forkserver_running`)."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(list(preload))
     return context
 
 
-def _start_forkserver() -> None:
-    """The forkserver started now, on the starter thread, rather than by the first poll's
-    worker: it imports the digest's modules (about half a second) while the first answers
-    are fetched."""
+def _forkserver_running() -> None:
+    """The forkserver started (or again, if it died) with the pinned seed, on the starter
+    thread: quick when it runs, which `ensure_running` checks without waiting for it."""
     os.environ["PYTHONHASHSEED"] = _HASH_SEED
     _STARTER.submit(multiprocessing.forkserver.ensure_running).result()
 
@@ -269,8 +278,9 @@ class _Slot:
                                    initargs=(0 if BORN_NICED else WORKER_NICENESS,))
 
     def submit(self, call: tuple[Any, ...]) -> Future[Any]:
-        """Called on the starter thread: the process starts on first use, from the forkserver
-        (which multiprocessing starts again if it died)."""
+        """Called off the loop: the process starts on first use and waits for the forkserver,
+        which is checked first."""
+        _forkserver_running()
         return self.executor.submit(*call)
 
     def renew(self) -> ProcessPoolExecutor:
@@ -286,10 +296,13 @@ class WorkerProcesses:
     worker starts with them."""
 
     def __init__(self, count: int, preload: Sequence[str] = (),
-                 grace: float = HARD_BOUND_GRACE) -> None:
+                 grace: float = HARD_BOUND_GRACE, start_grace: float = START_GRACE) -> None:
         self._grace = grace
+        self._start_grace = start_grace
         self._slots = [_Slot(tuple(preload)) for _ in range(count)]
-        _start_forkserver()
+        # Started now rather than by the first poll's worker: it imports the digest's modules
+        # (about half a second) while the first answers are fetched.
+        _forkserver_running()
         # Idle slots, the most recently used on top: polls that never overlap reuse one
         # process, and the others are never started.
         self._idle: asyncio.LifoQueue[_Slot] = asyncio.LifoQueue()
@@ -301,23 +314,43 @@ class WorkerProcesses:
     async def run(self, bound: float, work: Callable[..., R], *arguments: object) -> R:
         slot = await self._idle.get()
         submitting = asyncio.get_running_loop().run_in_executor(
-            _STARTER, self._submit, slot, (_bounded, bound, self._grace, work, *arguments))
+            None, self._submit, slot, (_bounded, bound, self._grace, work, *arguments))
         # The slot is released when its work is over, whatever becomes of this poll.
         submitting.add_done_callback(partial(self._submitted, slot))
+        future: Future[R] = await self._handed_over(submitting, bound)
         try:
-            future: Future[R] = await asyncio.shield(submitting)
             return await asyncio.wrap_future(future)
         except BrokenProcessPool:
-            raise WorkerLost("the worker process digesting the answer died (killed, out of "
-                             "memory, or stuck past its timeout); a new one takes the next "
-                             "poll") from None
+            raise WorkerLost(_DIED) from None
+
+    async def _handed_over(self, submitting: asyncio.Future[Future[R]], bound: float
+                           ) -> Future[R]:
+        """The work's future once a worker has it. Handing it over starts the worker when
+        there is none, which waits for the forkserver: one that hangs (stopped, a frozen
+        cgroup) fails the poll after its bound and `start_grace`, rather than hold it for
+        ever with nothing failed."""
+        try:
+            return await asyncio.wait_for(asyncio.shield(submitting), bound + self._start_grace)
+        except TimeoutError:
+            raise WorkerLost(f"no worker process started within {bound + self._start_grace:g}"
+                             " s (is the forkserver stopped?)") from None
+        except BrokenProcessPool:
+            raise WorkerLost(_DIED) from None
+        except Exception as exc:  # no worker could start: no open file left, say
+            raise WorkerLost(f"the answer could not be handed to a worker process: "
+                             f"{type(exc).__name__}: {exc}") from None
 
     def _submit(self, slot: _Slot, call: tuple[Any, ...]) -> Future[Any]:
         try:
             return slot.submit(call)
-        except BrokenProcessPool:  # its process died while idle: not this poll's doing
+        except (BrokenProcessPool, RuntimeError):  # died while idle, or shut down (below)
             self._renew(slot)
             return slot.submit(call)
+        except OSError:
+            # Its worker could not start, and the pool holds the work (and the answer in it)
+            # to run once one does: a new pool, and that work gone with the old one.
+            self._renew(slot)
+            raise
 
     def _submitted(self, slot: _Slot, submitting: asyncio.Future[Future[Any]]) -> None:
         if submitting.cancelled() or submitting.exception() is not None:
@@ -351,10 +384,10 @@ class WorkerProcesses:
         except OSError as exc:
             log.warning("cannot start a digest worker process; the next poll tries again",
                         extra={"error": str(exc)})
-            return
-        # The old pool has ended its process; shut down without waiting, it lets go of its
-        # pipes now (4 open files) rather than when the exporter stops, which a worker dying
-        # at every poll would otherwise turn into a leak.
+            old = slot.executor  # kept, shut down: the next poll renews it
+        # Shut down without waiting: a dead pool lets go of its pipes now (4 open files)
+        # rather than when the exporter stops, which a worker dying at every poll would
+        # otherwise turn into a leak; work it still holds is dropped, never run late.
         old.shutdown(wait=False, cancel_futures=True)
 
     async def close(self) -> None:
