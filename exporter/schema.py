@@ -26,12 +26,22 @@ class Problem:
         return f"{self.location}: {self.message}"
 
 
+# A configuration error names at most this many problems, then how many more there are: one
+# careless file (a log passed as --config) must not make an error of megabytes, which a reload
+# logs as one line and answers as one HTTP body.
+MAX_PROBLEMS = 100
+
+
 class ConfigError(Exception):
-    """Every problem found in a configuration, each with the key it concerns."""
+    """Every problem found in a configuration (up to MAX_PROBLEMS), each with the key it
+    concerns."""
 
     def __init__(self, problems: list[Problem]) -> None:
         super().__init__(problems)
-        self.problems = tuple(problems)
+        self.problems = tuple(problems[:MAX_PROBLEMS])
+        if len(problems) > MAX_PROBLEMS:
+            self.problems += (Problem("…", f"and {len(problems) - MAX_PROBLEMS} more "
+                                           "problems"),)
 
     def __str__(self) -> str:
         return "invalid configuration:\n" + "\n".join(f"  {p}" for p in self.problems)
@@ -247,14 +257,17 @@ _SHOWN_VALUE_CHARS = 40
 
 class _Loader(yaml.SafeLoader):
     """SafeLoader, whose values that cannot be built are YAML errors at their place, as a
-    malformed document's are. PyYAML raises them as bare ValueErrors, with no place: a date
+    malformed document's are. PyYAML raises them as bare exceptions, with no place: a date
     that does not exist (`2020-13-45`, which YAML 1.1 takes for a date), an integer of more
     digits than Python reads (4,300), `!!int abc`."""
 
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         try:
             return super().construct_object(node, deep)
-        except (ValueError, OverflowError) as exc:
+        except yaml.YAMLError:
+            raise
+        except Exception as exc:  # KeyError, IndexError, AttributeError too (`!!bool maybe`,
+            # `!!int ''`, `!!timestamp foo`): each is the value's fault
             value = str(node.value) if isinstance(node, yaml.ScalarNode) else node.tag
             shown = value if len(value) <= _SHOWN_VALUE_CHARS else \
                 value[:_SHOWN_VALUE_CHARS] + "…"
@@ -291,11 +304,14 @@ def load_yaml(path: str | Path) -> object:
 def _read(path: str | Path) -> tuple[object, list[Problem]]:
     """The parsed document and the keys written twice in it, or a ConfigError naming the file
     and line of what keeps it from being read at all."""
+    text = _text(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([Problem(str(path), f"cannot read configuration: {exc}")]) from None
-    loader = _Loader(text)
+        loader = _Loader(text)  # its reader refuses control characters at once
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - text.rfind("\n", 0, exc.position)
+        raise ConfigError([Problem(f"{path}:{line}:{column}", f"invalid YAML: {exc.reason} "
+                                   f"{exc.character!r}")]) from None
     try:
         node = loader.get_single_node()
         if node is None:
@@ -303,14 +319,36 @@ def _read(path: str | Path) -> tuple[object, list[Problem]]:
         repeated = [Problem(where, message) for where, message in _repeated_keys(node, "")]
         return loader.construct_document(node), repeated
     except yaml.YAMLError as exc:
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([Problem(_place(path, getattr(exc, "problem_mark", None)),
-                                   f"invalid YAML: {problem}")]) from None
+        raise _invalid(path, exc) from None
     except RecursionError:  # PyYAML reads nested collections recursively
         raise ConfigError([Problem(_place(path, loader.get_mark()),
                                    "invalid YAML: nested too deeply")]) from None
     finally:
         loader.dispose()
+
+
+# The largest configuration file read: thousands of gateways fit in a few hundred kB, so a
+# file past this is not a configuration (a log, a dump) and is refused before it is parsed,
+# which would take minutes and gigabytes.
+MAX_CONFIG_BYTES = 4 * 2**20
+
+
+def _text(path: str | Path) -> str:
+    try:
+        with Path(path).open("rb") as file:
+            data = file.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise ConfigError([Problem(str(path), f"larger than {MAX_CONFIG_BYTES // 2**20} "
+                                                  "MiB: not a configuration file?")])
+        return data.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([Problem(str(path), f"cannot read configuration: {exc}")]) from None
+
+
+def _invalid(path: str | Path, exc: yaml.YAMLError) -> ConfigError:
+    problem = getattr(exc, "problem", None) or str(exc)
+    return ConfigError([Problem(_place(path, getattr(exc, "problem_mark", None)),
+                                f"invalid YAML: {problem}")])
 
 
 def _place(path: str | Path, mark: yaml.Mark | None) -> str:

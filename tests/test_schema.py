@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from exporter.config import load_config
-from exporter.schema import ConfigError, load_yaml
+from exporter.schema import MAX_CONFIG_BYTES, MAX_PROBLEMS, ConfigError, load_yaml
 from exporter.web.webconfig import load_web_config
 
 
@@ -162,3 +162,45 @@ def test_collections_nested_too_deeply_are_an_error_at_their_place(tmp_path: Pat
     [problem] = problems_in(path, "gateways: " + "[" * 3000 + "]" * 3000 + "\n")
     assert problem.startswith(f"{path}:1:")
     assert problem.endswith("invalid YAML: nested too deeply")
+
+
+@pytest.mark.parametrize("value", [
+    "!!bool maybe",  # KeyError in PyYAML's bool constructor
+    "!!bool ''",
+    "!!timestamp foo",  # AttributeError: no match to take the fields from
+    "!!int ''",  # IndexError: the first character of nothing
+    "!!int '-'",
+    "!!float ''",
+])
+def test_every_value_yaml_cannot_build_is_an_error_at_its_place(tmp_path: Path,
+                                                                value: str) -> None:
+    """Not only ValueErrors: PyYAML's constructors fail on these with KeyError,
+    AttributeError and IndexError, a traceback at start (exit 1, not 2) and at a reload an
+    HTTP 500 'Server got itself in trouble'."""
+    path = tmp_path / "config.yml"
+    [problem] = problems_in(path, f"gateways: []\nmax_projects_per_gateway: {value}\n")
+    assert problem.startswith(f"{path}:2:27: invalid YAML: ")
+
+
+@pytest.mark.parametrize("character", ["\x00", "\x07", "\x1b", "\x7f"])
+def test_a_character_yaml_does_not_allow_is_an_error_at_its_place(tmp_path: Path,
+                                                                   character: str) -> None:
+    """A stray control character (a NUL, a terminal's escape pasted in): PyYAML's reader
+    refuses it as soon as the loader is made, before the loader's errors are caught."""
+    path = tmp_path / "config.yml"
+    [problem] = problems_in(path, f"gateways: []\nmax_projects_per_gateway: 1{character}\n")
+    assert problem.startswith(f"{path}:") and "invalid YAML" in problem
+
+
+def test_a_file_far_larger_than_any_configuration_is_refused_at_once(tmp_path: Path) -> None:
+    """A careless --config (a log file, a dump): one of 200,000 repeated keys took 17 s and
+    365 MB, and its error was 200,002 lines (11 MB, one log line at a reload). A file far
+    past any real configuration is refused before it is parsed, and an error names a
+    bounded number of problems."""
+    path = tmp_path / "config.yml"
+    problems = problems_in(path, "gateways: []\n" + "k: 1\n" * 20_000)
+    assert len(problems) == MAX_PROBLEMS + 1
+    assert problems[-1] == f"…: and {19_999 - MAX_PROBLEMS} more problems"
+    big = tmp_path / "big.yml"
+    assert problems_in(big, "# a log\n" * (MAX_CONFIG_BYTES // 8 + 1)) == [
+        f"{big}: larger than 4 MiB: not a configuration file?"]
