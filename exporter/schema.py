@@ -310,8 +310,9 @@ def _read(path: str | Path) -> tuple[object, list[Problem]]:
     except yaml.reader.ReaderError as exc:
         line = text.count("\n", 0, exc.position) + 1
         column = exc.position - text.rfind("\n", 0, exc.position)
-        raise ConfigError([Problem(f"{path}:{line}:{column}", f"invalid YAML: {exc.reason} "
-                                   f"{exc.character!r}")]) from None
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        raise ConfigError([Problem(f"{path}:{line}:{column}", f"invalid YAML: character "
+                                   f"U+{code:04X} is not allowed")]) from None
     try:
         node = loader.get_single_node()
         if node is None:
