@@ -158,3 +158,16 @@ def test_one_more_series_folds_at_most_one_more_anywhere() -> None:
             demands[mover] = max(0, demands[mover] + rng.choice([-1, 1]))
             current = allocate(demands, budget, current)
             assert folded(demands, current) <= before + 1, (len(names), budget, mover)
+
+
+def test_a_reload_carries_the_kept_gateways_demands_and_shares() -> None:
+    budget = SeriesBudget(9_000, ["a", "b", "c"])
+    budget.report("a", {"m": 20_000})
+    budget.report("b", {"m": 100})
+    budget.report("c", {"m": 50})
+    same = budget.carried(9_000, ["a", "b", "c"])
+    assert [same.limit(name, "m") for name in "abc"] == [budget.limit(name, "m")
+                                                         for name in "abc"]
+    # c is gone, d is new (assumed to want an equal share), a and b keep their need.
+    changed = budget.carried(9_000, ["a", "b", "d"])
+    assert [changed.limit(name, "m") for name in "abd"] == [5_900, 100, 3_000]

@@ -317,3 +317,42 @@ async def test_another_number_of_digest_processes_waits_for_a_restart(
     assert warning.getMessage() == "digest_processes changes at the next start; the running " \
                                    "workers stay"
     assert (warning.digest_processes, warning.running) == (2, 0)  # type: ignore[attr-defined]
+
+
+BIG = snapshot_of(document([perspective(str(i), f"user{i}") for i in range(30)]))
+SMALL = snapshot_of(document([perspective(f"s{i}", f"op{i}") for i in range(4)]))
+
+
+class Plant:
+    """A big gateway and a small one, answering the same every poll."""
+
+    def __init__(self, clock: SteppedClock) -> None:
+        self.clock = clock
+
+    def __call__(self, config: GatewayConfig, _: aiohttp.ClientSession,
+                 __: object) -> ScriptedSource:
+        return ScriptedSource(self.clock, BIG if config.name == "big" else SMALL, takes=0)
+
+
+def named_series(status: GatewayStatus) -> int:
+    return sum(1 for key in status.aggregates.perspective_sessions if "__other__" not in key)
+
+
+async def test_a_reload_that_changes_nothing_folds_no_more_series(
+        fleet_of: FleetMaker) -> None:
+    """The series budget is shared by need, learnt from each gateway's polls. A reload (a
+    SIGHUP from configuration management, with nothing changed) must not send it back to
+    equal shares: the big gateway's series would flap into __other__ and back."""
+    clock = SteppedClock()
+    config = Config(gateways=(gateway("big"), gateway("small")), max_series_per_metric=40)
+    fleet = await fleet_of(config, clock, Plant(clock))  # type: ignore[arg-type]
+    for _ in range(3):
+        await settle(clock, fleet, 10)
+    before = named_series(by_name(fleet)["big"])
+    assert before > 40 // 2  # more than an equal share: the small one needs less
+    await fleet.reload(config)
+    shown = []
+    for _ in range(3):
+        await settle(clock, fleet, 10)
+        shown.append(named_series(by_name(fleet)["big"]))
+    assert shown == [before] * 3

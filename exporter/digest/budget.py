@@ -117,3 +117,16 @@ class SeriesBudget:
             known[gateway] = demand
             everyone = {name: known.get(name, self._equal) for name in self._gateways}
             self._shares[metric] = allocate(everyone, self.budget, self._shares.get(metric))
+
+    def carried(self, budget: int, gateways: Iterable[str]) -> SeriesBudget:
+        """The budget of a reloaded fleet: the gateways it keeps keep what their polls said
+        they need, and their shares while those still fit (a reload that changes nothing
+        changes no share); new gateways are assumed to want an equal share, as at start."""
+        new = SeriesBudget(budget, gateways)
+        for metric, known in self._demands.items():
+            kept = {name: demand for name, demand in known.items() if name in new._gateways}
+            if kept:
+                new._demands[metric] = kept
+                everyone = {name: kept.get(name, new._equal) for name in new._gateways}
+                new._shares[metric] = allocate(everyone, budget, self._shares.get(metric))
+        return new

@@ -37,7 +37,7 @@ def _same_labels(old: Config, new: Config) -> bool:
 
 def series_budget(config: Config) -> SeriesBudget:
     """The series budget is shared by need (budget.py), so the total stays bounded; a reload
-    makes a new one for the new set of gateways."""
+    carries it over to the new set of gateways (`SeriesBudget.carried`)."""
     return SeriesBudget(config.max_series_per_metric,
                         [gateway.name for gateway in config.gateways])
 
@@ -134,7 +134,8 @@ class Fleet:
         self._not_started = self._not_started_statuses(config)
         if self._session is None:  # not started yet: start() will use the new config
             return {"gateways": len(config.gateways)}
-        self._budget = series_budget(config)
+        self._budget = self._budget.carried(config.max_series_per_metric,
+                                            [gateway.name for gateway in config.gateways])
         running = {poller.gateway: poller for poller in self.pollers} if same_labels else {}
         kept = {gateway: running.pop(gateway) for gateway in config.gateways
                 if gateway in running}
