@@ -57,7 +57,7 @@ class Reloader(Generic[T]):
             except ConfigError as exc:
                 self.status = replace(self.status, successful=False)
                 log.error("configuration reload refused, the running configuration stays",
-                          extra={"error": "; ".join(str(p) for p in exc.problems)})
+                          extra={"error": "; ".join(exc.shown)})
                 raise
             except Exception:
                 self.status = replace(self.status, successful=False)

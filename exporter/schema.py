@@ -33,18 +33,21 @@ MAX_PROBLEMS = 100
 
 
 class ConfigError(Exception):
-    """Every problem found in a configuration (up to MAX_PROBLEMS), each with the key it
-    concerns."""
+    """Every problem found in a configuration, each with the key it concerns; `shown` are
+    the ones an error message names (MAX_PROBLEMS, then how many more)."""
 
     def __init__(self, problems: list[Problem]) -> None:
         super().__init__(problems)
-        self.problems = tuple(problems[:MAX_PROBLEMS])
-        if len(problems) > MAX_PROBLEMS:
-            self.problems += (Problem("…", f"and {len(problems) - MAX_PROBLEMS} more "
-                                           "problems"),)
+        self.problems = tuple(problems)
+
+    @property
+    def shown(self) -> list[str]:
+        more = len(self.problems) - MAX_PROBLEMS
+        return [*map(str, self.problems[:MAX_PROBLEMS]),
+                *([f"and {more} more problems"] if more > 0 else [])]
 
     def __str__(self) -> str:
-        return "invalid configuration:\n" + "\n".join(f"  {p}" for p in self.problems)
+        return "invalid configuration:\n" + "\n".join(f"  {p}" for p in self.shown)
 
 
 # --- durations and sizes ---------------------------------------------------------------------
@@ -308,11 +311,10 @@ def _read(path: str | Path) -> tuple[object, list[Problem]]:
     try:
         loader = _Loader(text)  # its reader refuses control characters at once
     except yaml.reader.ReaderError as exc:
-        line = text.count("\n", 0, exc.position) + 1
-        column = exc.position - text.rfind("\n", 0, exc.position)
         code = exc.character if isinstance(exc.character, int) else ord(exc.character)
-        raise ConfigError([Problem(f"{path}:{line}:{column}", f"invalid YAML: character "
-                                   f"U+{code:04X} is not allowed")]) from None
+        raise ConfigError([Problem(f"{path}:{_line_column(text, exc.position)}",
+                                   f"invalid YAML: character U+{code:04X} is not allowed")]
+                          ) from None
     try:
         node = loader.get_single_node()
         if node is None:
@@ -335,7 +337,11 @@ MAX_CONFIG_BYTES = 4 * 2**20
 
 
 def _text(path: str | Path) -> str:
+    """The file's text; a regular file only: a FIFO (or a device) would be read from for as
+    long as it gives, or block the exporter's start, or a reload's thread, for ever."""
     try:
+        if Path(path).exists() and not Path(path).is_file():
+            raise ConfigError([Problem(str(path), "not a regular file")])
         with Path(path).open("rb") as file:
             data = file.read(MAX_CONFIG_BYTES + 1)
         if len(data) > MAX_CONFIG_BYTES:
@@ -344,6 +350,17 @@ def _text(path: str | Path) -> str:
         return data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([Problem(str(path), f"cannot read configuration: {exc}")]) from None
+
+
+# What YAML takes for a line break (PyYAML's marks count the same).
+_LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
+
+
+def _line_column(text: str, position: int) -> str:
+    """`line:column` of a character position, both from 1."""
+    breaks = list(_LINE_BREAK.finditer(text, 0, position))
+    start = breaks[-1].end() if breaks else 0
+    return f"{len(breaks) + 1}:{position - start + 1}"
 
 
 def _invalid(path: str | Path, exc: yaml.YAMLError) -> ConfigError:

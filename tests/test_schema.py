@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -198,9 +201,45 @@ def test_a_file_far_larger_than_any_configuration_is_refused_at_once(tmp_path: P
     past any real configuration is refused before it is parsed, and an error names a
     bounded number of problems."""
     path = tmp_path / "config.yml"
-    problems = problems_in(path, "gateways: []\n" + "k: 1\n" * 20_000)
-    assert len(problems) == MAX_PROBLEMS + 1
-    assert problems[-1] == f"…: and {19_999 - MAX_PROBLEMS} more problems"
+    path.write_text("gateways: []\n" + "k: 1\n" * 20_000)
+    with pytest.raises(ConfigError) as caught:
+        load_yaml(path)
+    assert len(caught.value.shown) == MAX_PROBLEMS + 1
+    assert caught.value.shown[-1] == f"and {19_999 - MAX_PROBLEMS} more problems"
     big = tmp_path / "big.yml"
     assert problems_in(big, "# a log\n" * (MAX_CONFIG_BYTES // 8 + 1)) == [
         f"{big}: larger than 4 MiB: not a configuration file?"]
+
+
+def test_the_count_of_problems_left_out_is_right(tmp_path: Path) -> None:
+    """300 gateways each with an unknown key and no url: 600 problems."""
+    path = tmp_path / "many.yml"
+    path.write_text("gateways:\n" + "".join(f"  - name: g{i}\n    bogus: 1\n"
+                                            for i in range(300)))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value).splitlines()[-1].endswith("and 500 more problems"), \
+        str(caught.value).splitlines()[-1]
+
+
+def test_a_lone_cr_line_end_is_a_line(tmp_path: Path) -> None:
+    """YAML (and PyYAML's own marks) take a lone CR for a line break."""
+    path = tmp_path / "cr.yml"
+    path.write_bytes(b"gateways:\r  - name: a\r  url: b\x00\r")
+    with pytest.raises(ConfigError, match=r"cr.yml:3:"):
+        load_config(path)
+
+
+def test_a_fifo_as_configuration_does_not_hang(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    program = ("import sys; from exporter.config import load_config, ConfigError\n"
+               "try: load_config(sys.argv[1])\n"
+               "except ConfigError as e: print(e)\n")
+    try:
+        done = subprocess.run([sys.executable, "-c", program, str(fifo)], timeout=10,
+                              capture_output=True, text=True,
+                              cwd=Path(__file__).parent.parent)
+    except subprocess.TimeoutExpired:
+        pytest.fail("reading a FIFO as the configuration hangs")
+    assert "fifo" in done.stdout
