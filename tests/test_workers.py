@@ -481,3 +481,58 @@ def test_polls_that_failed_to_start_a_worker_leave_no_work_behind(tmp_path: Path
     assert lines[:3] == ["failed WorkerLost"] * 3 and lines[-1] == "digested 0", \
         done.stdout + done.stderr
     assert log.read_text().splitlines() == ["fresh"]
+
+
+# The work of a poll that failed (WorkerLost) while its worker's start hung must not run late
+# once the forkserver comes back.
+LATE = """
+import asyncio, os, signal, sys, time
+from exporter.polling.workers import WorkerProcesses, WorkerLost
+from tests.processes import forkservers
+from tests.test_workers import counted_run
+async def main(log, how):
+    workers = WorkerProcesses(1, start_grace=1)
+    [server] = forkservers()
+    os.kill(server, signal.SIGSTOP)
+    for poll in range(1):
+        try:
+            await asyncio.wait_for(workers.run(1, counted_run, log, f"stale {poll}"), 8)
+            print("ok", flush=True)
+        except WorkerLost as exc:
+            print("failed", flush=True)
+        except TimeoutError:
+            print("hung", flush=True)
+    if how == "cont":
+        os.kill(server, signal.SIGCONT)
+    else:
+        os.kill(server, signal.SIGKILL); os.kill(server, signal.SIGCONT)
+    await asyncio.sleep(2)
+    try:
+        print("fresh", await asyncio.wait_for(workers.run(10, counted_run, log, "fresh"), 20),
+              flush=True)
+    except Exception as exc:
+        print("fresh failed", type(exc).__name__, exc, flush=True)
+    try:
+        print("fresh2", await asyncio.wait_for(workers.run(10, counted_run, log, "fresh2"), 20),
+              flush=True)
+    except Exception as exc:
+        print("fresh2 failed", type(exc).__name__, exc, flush=True)
+    await asyncio.sleep(1)
+    os._exit(0)
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+def counted_run(log: str, name: str) -> int:
+    with open(log, "a") as out:
+        out.write(name + "\n")
+    return 0
+
+
+@pytest.mark.parametrize("how", ["cont", "kill"])
+def test_failed_polls_work_never_runs_late(tmp_path: Path, how: str) -> None:
+    log = tmp_path / "runs"
+    done = subprocess.run([sys.executable, "-c", LATE, str(log), how], capture_output=True,
+                          text=True, timeout=90, cwd=Path(__file__).parent.parent)
+    runs = log.read_text().splitlines() if log.exists() else []
+    assert not [run for run in runs if run.startswith("stale")], (done.stdout, runs)

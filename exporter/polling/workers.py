@@ -30,6 +30,7 @@ import secrets
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -174,10 +175,15 @@ def _end_with(sentinel: int) -> None:
     os._exit(0)
 
 
-def _bounded(seconds: float, grace: float, work: Callable[..., R], *arguments: object) -> R:
+def _bounded(seconds: float, grace: float, start_by: float, work: Callable[..., R],
+             *arguments: object) -> R:
     """`work(*arguments)`, raising DigestTimeout after `seconds` of wall time. Work stuck where
     Python cannot interrupt it (a loop in C) ends with its process after `seconds` plus
-    `grace` of CPU time: SIGPROF's default action."""
+    `grace` of CPU time: SIGPROF's default action. Work that reaches its worker after
+    `start_by` (epoch seconds) is not done at all: its poll has failed already, waiting for
+    a worker to start, and its answer is stale."""
+    if time.time() > start_by:
+        raise DigestTimeout
     signal.setitimer(signal.ITIMER_REAL, seconds)
     signal.setitimer(signal.ITIMER_PROF, seconds + grace)
     try:
@@ -313,8 +319,10 @@ class WorkerProcesses:
 
     async def run(self, bound: float, work: Callable[..., R], *arguments: object) -> R:
         slot = await self._idle.get()
+        start_by = time.time() + bound + self._start_grace  # as _handed_over gives up
         submitting = asyncio.get_running_loop().run_in_executor(
-            None, self._submit, slot, (_bounded, bound, self._grace, work, *arguments))
+            None, self._submit, slot, (_bounded, bound, self._grace, start_by, work,
+                                       *arguments))
         # The slot is released when its work is over, whatever becomes of this poll.
         submitting.add_done_callback(partial(self._submitted, slot))
         future: Future[R] = await self._handed_over(submitting, bound)
@@ -331,7 +339,7 @@ class WorkerProcesses:
         ever with nothing failed."""
         try:
             return await asyncio.wait_for(asyncio.shield(submitting), bound + self._start_grace)
-        except TimeoutError:
+        except TimeoutError:  # the work, when it reaches a worker, is dropped (_bounded)
             raise WorkerLost(f"no worker process started within {bound + self._start_grace:g}"
                              " s (is the forkserver stopped?)") from None
         except BrokenProcessPool:
@@ -346,9 +354,10 @@ class WorkerProcesses:
         except (BrokenProcessPool, RuntimeError):  # died while idle, or shut down (below)
             self._renew(slot)
             return slot.submit(call)
-        except OSError:
-            # Its worker could not start, and the pool holds the work (and the answer in it)
-            # to run once one does: a new pool, and that work gone with the old one.
+        except Exception:
+            # Its worker could not start (no open file left, the forkserver gone mid-start),
+            # and the pool holds the work (and the answer in it) to run once one does: a new
+            # pool, and that work gone with the old one.
             self._renew(slot)
             raise
 
