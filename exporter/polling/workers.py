@@ -180,9 +180,10 @@ def _bounded(seconds: float, grace: float, start_by: float, work: Callable[..., 
     """`work(*arguments)`, raising DigestTimeout after `seconds` of wall time. Work stuck where
     Python cannot interrupt it (a loop in C) ends with its process after `seconds` plus
     `grace` of CPU time: SIGPROF's default action. Work that reaches its worker after
-    `start_by` (epoch seconds) is not done at all: its poll has failed already, waiting for
-    a worker to start, and its answer is stale."""
-    if time.time() > start_by:
+    `start_by` (`time.monotonic()`, which is the system's one clock on Linux, macOS and
+    Windows, and so the same in every process) is not done at all: its poll has failed
+    already, waiting for a worker to start, and its answer is stale."""
+    if time.monotonic() > start_by:
         raise DigestTimeout
     signal.setitimer(signal.ITIMER_REAL, seconds)
     signal.setitimer(signal.ITIMER_PROF, seconds + grace)
@@ -267,7 +268,8 @@ def _context(preload: Sequence[str]) -> multiprocessing.context.BaseContext:
 def _forkserver_running() -> None:
     """The forkserver started (or again, if it died) with the pinned seed, on the starter
     thread: quick when it runs, which `ensure_running` checks without waiting for it."""
-    os.environ["PYTHONHASHSEED"] = _HASH_SEED
+    if os.environ.get("PYTHONHASHSEED") != _HASH_SEED:  # once: see _HASH_SEED
+        os.environ["PYTHONHASHSEED"] = _HASH_SEED
     _STARTER.submit(multiprocessing.forkserver.ensure_running).result()
 
 
@@ -319,7 +321,7 @@ class WorkerProcesses:
 
     async def run(self, bound: float, work: Callable[..., R], *arguments: object) -> R:
         slot = await self._idle.get()
-        start_by = time.time() + bound + self._start_grace  # as _handed_over gives up
+        start_by = time.monotonic() + bound + self._start_grace  # as _handed_over gives up
         submitting = asyncio.get_running_loop().run_in_executor(
             None, self._submit, slot, (_bounded, bound, self._grace, start_by, work,
                                        *arguments))
