@@ -40,24 +40,85 @@ def _quote(value: object) -> str:
     return '"' + "".join(map(_escape, text)) + '"'
 
 
+# Seconds without a hit that end an episode (`Episode`).
+EPISODE_QUIET = 60.0
+# What an episode's later lines say of each field: up to NAMED_VALUES distinct values by name,
+# and how many others, counted up to COUNTED_VALUES (so a flood from made-up addresses costs a
+# bounded set per field), each value cut to VALUE_MAX_CHARS.
+NAMED_VALUES = 5
+COUNTED_VALUES = 1000
+VALUE_MAX_CHARS = 64
+
+
+class _Tally:
+    """The hits of an episode since its last line: how many, and each field's values."""
+
+    def __init__(self) -> None:
+        self.hits = 0
+        self.values: dict[str, dict[str, None]] = {}
+
+    def add(self, fields: dict[str, object]) -> None:
+        self.hits += 1
+        for key, value in fields.items():
+            seen = self.values.setdefault(key, {})
+            if len(seen) < COUNTED_VALUES:
+                seen[str(value)[:VALUE_MAX_CHARS]] = None
+
+    def summary(self) -> dict[str, object]:
+        """`more_hits`, and per field its one value, or the first few and how many more."""
+        fields: dict[str, object] = {"more_hits": self.hits}
+        for key, seen in self.values.items():
+            named = list(seen)[:NAMED_VALUES]
+            others = len(seen) - len(named)
+            fields[key] = " ".join(named) + (
+                f" and {others}{'+' if len(seen) >= COUNTED_VALUES else ''} more"
+                if others else "")
+        return fields
+
+
 class Episode:
     """One log line when a limit starts being hit, never one per hit: a flood of idle sockets
     or of failed logins must not become a flood of log lines. The episode ends after `quiet`
-    seconds without a hit; the next hit starts a new one, and logs again."""
+    seconds without a hit; the next hit starts a new one, and logs again.
 
-    def __init__(self, logger: logging.Logger, message: str, quiet: float = 60.0,
+    The hits after the first are not lost: while the episode lasts, a line at most every
+    `quiet` seconds says how many there were and from whom (their fields' values), and
+    so does one line for those after it, once it is over. So a client that keeps an episode
+    going cannot hide the others behind its first line. That last line comes with the next
+    hit, or with `flush()`, which owners with a timer call."""
+
+    def __init__(self, logger: logging.Logger, message: str, quiet: float | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._logger = logger
         self._message = message
-        self._quiet = quiet
+        self._quiet = EPISODE_QUIET if quiet is None else quiet
         self._clock = clock
         self._last_hit: float | None = None
+        self._last_line = 0.0
+        self._tally = _Tally()
 
     def hit(self, **fields: object) -> None:
         now = self._clock()
         if self._last_hit is None or now - self._last_hit > self._quiet:
+            self._summarise("over")
             self._logger.warning(self._message, extra=fields)
+            self._last_line = now
+        else:
+            self._tally.add(fields)
+            if now - self._last_line >= self._quiet:
+                self._summarise("going on")
+                self._last_line = now
         self._last_hit = now
+
+    def flush(self) -> None:
+        """Log what the last episode's hits since its last line were, once it is over."""
+        if self._last_hit is not None and self._clock() - self._last_hit > self._quiet:
+            self._summarise("over")
+
+    def _summarise(self, state: str) -> None:
+        if self._tally.hits:
+            self._logger.warning(f"{self._message} ({state})", extra=self._tally.summary())
+            self._tally = _Tally()
 
 
 LOG_FORMATS = ("logfmt", "json")

@@ -8,7 +8,14 @@ import logging
 
 import pytest
 
-from exporter.logs import Episode, JsonFormatter, LogfmtFormatter
+from exporter.logs import (
+    COUNTED_VALUES,
+    NAMED_VALUES,
+    VALUE_MAX_CHARS,
+    Episode,
+    JsonFormatter,
+    LogfmtFormatter,
+)
 from tests.conftest import FakeClock
 
 
@@ -55,8 +62,91 @@ def test_episode_logs_once_per_episode(caplog: pytest.LogCaptureFixture) -> None
         assert [r.getMessage() for r in caplog.records] == ["limit reached"]
         clock.advance(61)  # quiet for longer than `quiet`: the next hit is a new episode
         episode.hit(limit=10)
-    assert len(caplog.records) == 2
-    assert caplog.records[1].limit == 10
+    # The new episode's line comes after one for the last episode's other hits.
+    assert [r.getMessage() for r in caplog.records] == [
+        "limit reached", "limit reached (over)", "limit reached"]
+    assert (caplog.records[1].more_hits, caplog.records[1].limit) == (499, "10")
+    assert caplog.records[2].limit == 10
+
+
+@pytest.fixture
+def timed() -> tuple[FakeClock, Episode]:
+    """An episode on a fake clock, and its clock."""
+    clock = FakeClock()
+    return clock, Episode(logging.getLogger("exporter.test"), "limit reached", quiet=60,
+                          clock=clock.monotonic)
+
+
+def test_an_episode_kept_going_names_who_else_hit_it(
+        timed: tuple[FakeClock, Episode],
+        caplog: pytest.LogCaptureFixture) -> None:
+    clock, episode = timed
+    with caplog.at_level(logging.WARNING):
+        episode.hit(address="127.0.0.2")  # the first line names the one who started it
+        for second in range(1, 70):  # it keeps the episode going; others join at 10 s
+            clock.advance(1)
+            episode.hit(address="127.0.0.2")
+            if second >= 10:
+                episode.hit(address=f"127.0.0.{3 + second % 2}")
+    lines = caplog.records
+    assert [r.getMessage() for r in lines] == ["limit reached", "limit reached (going on)"]
+    assert lines[0].address == "127.0.0.2"
+    # Every hit after the first, up to the one 60 s after the first line, is in the second:
+    # 60 from the first address, 50 from the others (seconds 10 to 59).
+    assert lines[1].more_hits == 60 + 50
+    assert lines[1].address == "127.0.0.2 127.0.0.3 127.0.0.4"
+
+
+def test_the_hits_after_the_last_line_are_logged_once_it_is_over(
+        timed: tuple[FakeClock, Episode],
+        caplog: pytest.LogCaptureFixture) -> None:
+    clock, episode = timed
+    with caplog.at_level(logging.WARNING):
+        episode.hit(address="127.0.0.2")
+        clock.advance(1)
+        episode.hit(address="127.0.0.9")
+        clock.advance(60)
+        episode.flush()  # 60 s since the last hit: not over yet
+        assert len(caplog.records) == 1
+        clock.advance(1)
+        episode.flush()
+        episode.flush()  # said once
+    assert [r.getMessage() for r in caplog.records] == ["limit reached",
+                                                        "limit reached (over)"]
+    assert (caplog.records[1].more_hits, caplog.records[1].address) == (1, "127.0.0.9")
+
+
+def test_without_flush_the_next_episode_says_what_the_last_one_left(
+        timed: tuple[FakeClock, Episode],
+        caplog: pytest.LogCaptureFixture) -> None:
+    clock, episode = timed
+    with caplog.at_level(logging.WARNING):
+        episode.hit(client="a")
+        episode.hit(client="b")
+        clock.advance(3600)
+        episode.hit(client="c")
+    assert [(r.getMessage(), r.client) for r in caplog.records] == [
+        ("limit reached", "a"), ("limit reached (over)", "b"), ("limit reached", "c")]
+
+
+def test_an_episode_of_made_up_values_costs_a_bounded_set(
+        timed: tuple[FakeClock, Episode],
+        caplog: pytest.LogCaptureFixture) -> None:
+    clock, episode = timed
+    with caplog.at_level(logging.WARNING):
+        episode.hit(address="first")
+        for n in range(COUNTED_VALUES * 3):
+            episode.hit(address=f"10.{n}" + "x" * 100, limit=8)
+        assert all(len(values) <= COUNTED_VALUES for values in episode._tally.values.values())
+        clock.advance(61)
+        episode.flush()
+    summary = caplog.records[-1]
+    assert summary.more_hits == COUNTED_VALUES * 3
+    assert summary.limit == "8"
+    named = summary.address.split(" and ")[0].split()
+    assert len(named) == NAMED_VALUES
+    assert all(len(value) == VALUE_MAX_CHARS for value in named)
+    assert summary.address.endswith(f" and {COUNTED_VALUES - NAMED_VALUES}+ more")
 
 
 def record(**extra: object) -> logging.LogRecord:

@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from exporter import logs
 from exporter.config import GatewayConfig
 from exporter.logs import Episode
 from exporter.polling.fleet import PRELOAD
@@ -149,6 +150,22 @@ async def test_kept_alive_connection_is_timed_again_for_its_next_request(
     assert not await closed_by_server(reader, within=0.8), "kept alive while idle"
     writer.write(b"GET / HTTP/1.1\r\n")  # the next request starts, and stalls
     assert await closed_by_server(reader)
+
+
+async def test_an_episode_that_is_over_says_how_many_more_it_had(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(logs, "EPISODE_QUIET", 0.3)  # read when the server makes its episodes
+    async with running_site(app_with_slow_route(), "127.0.0.1", 0, limits=SHORT) as url:
+        silent = [await idle_socket(url) for _ in range(6)]
+        for reader, _ in silent:
+            assert await closed_by_server(reader)
+        # The server's sweep says so once the episode is over.
+        await eventually(lambda: len(logged(caplog, "closing connections that did not send"))
+                         >= 2, what="the line for the episode's other hits")
+    first, over = logged(caplog, "closing connections that did not send")
+    assert over.getMessage().endswith("(over)")
+    assert str(first.timeout) == over.timeout == str(SHORT.header_timeout)  # one value, as is
+    assert over.more_hits == 5
 
 
 @pytest.mark.parametrize("served", [CAPPED], indirect=True)

@@ -222,6 +222,7 @@ class BasicAuth:
                                 "someone may be guessing passwords")
 
     async def check(self, header: str | None, client: str | None = None) -> bool:
+        self._flooded.flush()  # a flood that is over says who else took part
         credentials = parse_basic(header)
         if credentials is None:
             return False

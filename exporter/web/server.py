@@ -297,6 +297,9 @@ class ConnectionTracker:
             elif stalled is not None and stalled <= answer_due:
                 self.send_timeouts.hit(timeout=self.limits.send_timeout)
                 connection.abort()
+        for episode in (self.at_cap, self.evicting, self.refusing, self.at_peer_cap,
+                        self.header_timeouts, self.send_timeouts):
+            episode.flush()  # an episode that is over says what its last hits were
         self.start()
 
     def admit(self, connection: _Connection) -> bool:
