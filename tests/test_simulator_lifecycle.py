@@ -72,6 +72,15 @@ def test_when_every_user_is_at_the_limit_nobody_more_logs_in() -> None:
     assert Counter(simulator.iter_usernames()) == {"ann": 3, "Unauthenticated": 3}
 
 
+def test_users_filled_to_the_limit_each_hold_exactly_the_limit() -> None:
+    # 1,000 users with 4 each is exactly 4,000: the last logins find nearly everyone at the
+    # limit, where a few random draws no longer find a user below it.
+    users = tuple(f"op{i:04d}" for i in range(1000))
+    simulator = GatewaySimulator(seed=5, clock=FakeClock(), target_sessions=4000, users=users,
+                                 max_sessions_per_user=4)
+    assert Counter(Counter(simulator.iter_usernames()).values()) == {4: 1000}
+
+
 def test_a_large_population_stays_near_its_target_and_keeps_changing() -> None:
     """`simulate --sessions 2000` fell from 1,989 to 1,419 in three minutes: one login a second
     at most could not replace the sessions found open as they ended. Each missing session now

@@ -50,6 +50,8 @@ PLANT_USERS = (*USERS, "operator3", "operator4", "qa.tech", "maint.lead", "hkuma
 # IgnitionUserTooManySessions' default threshold (rules/ignition.rules.yml): it fires for a
 # user holding more sessions than this.
 USER_SESSIONS_ALERT_THRESHOLD = 5
+# Random draws a login makes among all users before it looks for those below the cap.
+_DRAWS = 8
 # The most Perspective sessions one user holds in the demo and `simulate` (a phone, a PC and
 # a wall screen or two): below that threshold, since a user holding more is what the alert
 # is for, and sample data must not page anyone.
@@ -140,6 +142,7 @@ class GatewaySimulator:
         self._login_users = tuple(u for u in self._users if u != "Unauthenticated")
         self._serial = 0
         self._perspective: dict[str, _Perspective] = {}
+        self._held: Counter[str] = Counter()  # Perspective sessions open per username
         self._clients: dict[str, _Client] = {}
         self._last_ms = self.clock.time() * 1000
         for _ in range(self.target_sessions):
@@ -163,13 +166,20 @@ class GatewaySimulator:
         return start, start + length
 
     def _pick_user(self, users: tuple[str, ...]) -> str | None:
-        """Who logs in: any of `users` below `max_sessions_per_user`; None if none is."""
-        if self.max_sessions_per_user:
-            held = Counter(s.username for s in self._perspective.values())
-            users = tuple(u for u in users if held[u] < self.max_sessions_per_user)
-            if not users:
-                return None
-        return self._rng.choice(users)
+        """Who logs in: any of `users` below `max_sessions_per_user`; None if none is.
+
+        A few draws among all of them first: unless nearly every user is at the cap, one of
+        those is below it, and a login costs no pass over the users (`--sessions 100000`
+        would otherwise start in quadratic time). Each is as likely as with a pass."""
+        cap = self.max_sessions_per_user
+        if not cap:
+            return self._rng.choice(users)
+        for _ in range(_DRAWS):
+            user = self._rng.choice(users)
+            if self._held[user] < cap:
+                return user
+        below = [user for user in users if self._held[user] < cap]
+        return self._rng.choice(below) if below else None
 
     def _login(self, now_ms: float, already_open: bool = False) -> None:
         started_ms, ends_ms = self._lifetime(PERSPECTIVE_DURATIONS, now_ms, already_open)
@@ -193,6 +203,7 @@ class GatewaySimulator:
             ends_ms=ends_ms,
         )
         self._perspective[session.id] = session
+        self._held[username] += 1
 
     def _open_client(self, now_ms: float, already_open: bool = False) -> None:
         created_ms, ends_ms = self._lifetime(CLIENT_DURATIONS, now_ms, already_open)
@@ -229,7 +240,7 @@ class GatewaySimulator:
             if rng.random() < 0.05:
                 session.pages = [rng.choice(PAGES) for _ in range(rng.randint(1, 4))]
         for key in [k for k, s in self._perspective.items() if s.ends_ms <= now_ms]:
-            del self._perspective[key]
+            self._held[self._perspective.pop(key).username] -= 1
         for key in [k for k, c in self._clients.items() if c.ends_ms <= now_ms]:
             del self._clients[key]
         for _ in range(self._arrivals(self.target_sessions - len(self._perspective),
