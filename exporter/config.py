@@ -358,6 +358,24 @@ def _check_unique_names(gateways: tuple[GatewayConfig, ...], reader: Reader) -> 
             seen[gateway.name] = i
 
 
+def _check_series_budget(top: Mapping[str, Any], gateways: int, reader: Reader) -> None:
+    """`max_series_per_metric` is shared among the gateways, and a gateway not polled yet
+    gets an equal share: with fewer series than gateways that share is none, and every
+    username of every gateway would start folded into `__other__`."""
+    budget = top.get("max_series_per_metric", DEFAULT_MAX_SERIES)
+    if budget >= gateways or _failed(reader, "max_series_per_metric"):
+        return
+    why = (f"each needs at least one series of each capped metric, and an equal share (each "
+           f"gateway's until its first poll) would be none; set max_series_per_metric to "
+           f"{gateways} or more")
+    if "max_series_per_metric" in top:
+        reader.fail("max_series_per_metric",
+                    f"{budget} is fewer than the {gateways} gateways that share it: {why}")
+    else:
+        reader.fail("gateways", f"{gateways} gateways are more than the default "
+                    f"max_series_per_metric ({budget}) can be shared among: {why}")
+
+
 def build_config(document: object, environ: Mapping[str, str] | None = None) -> Config:
     """Validate a parsed YAML document and turn it into a frozen `Config`.
 
@@ -376,6 +394,7 @@ def build_config(document: object, environ: Mapping[str, str] | None = None) -> 
         for i, raw in enumerate(top.get("gateways", ()))
     )
     _check_unique_names(gateways, reader)
+    _check_series_budget(top, len(gateways), reader)
     privacy = _resolve_privacy(top, environ, reader)
     processes = _resolve_processes(top, reader, warnings)
     if reader.problems:

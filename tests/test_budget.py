@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import random
 
-from exporter.digest.budget import TOLERANCE, SeriesBudget, allocate, water_fill
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from exporter.digest.budget import (
+    TOLERANCE,
+    BudgetTooSmall,
+    SeriesBudget,
+    allocate,
+    water_fill,
+)
 
 
 def test_water_filling_serves_small_demands_in_full_and_splits_the_rest() -> None:
@@ -171,3 +181,62 @@ def test_a_reload_carries_the_kept_gateways_demands_and_shares() -> None:
     # c is gone, d is new (assumed to want an equal share), a and b keep their need.
     changed = budget.carried(9_000, ["a", "b", "d"])
     assert [changed.limit(name, "m") for name in "abd"] == [5_900, 100, 3_000]
+
+
+METRICS = ("m", "n", "never-reported")
+demand = st.sampled_from([0, 1, 2, 9, 10, 11, 400]) | st.integers(0, 50_000)
+
+
+@st.composite
+def fleets(draw: st.DrawFn) -> tuple[list[str], int]:
+    """Gateways and a budget of at least one series each: often exactly that, or a few
+    more, where a floor on a share tips the sum over; sometimes far more."""
+    names = [f"g{i:02}" for i in range(draw(st.integers(1, 40)))]
+    extra = draw(st.sampled_from([0, 1, 2, len(names)]) | st.integers(0, 100_000))
+    return names, len(names) + extra
+
+
+reports = st.lists(st.tuples(st.integers(0, 39), st.dictionaries(
+    st.sampled_from(METRICS[:2]), demand, min_size=1)), max_size=30)
+
+
+def play(budget: SeriesBudget, names: list[str],
+         polls: list[tuple[int, dict[str, int]]]) -> SeriesBudget:
+    """Feed the polls' demands to the budget, checking the limits before and after each."""
+    for index, demands in [(0, {}), *polls]:
+        budget.report(names[index % len(names)], demands)
+        for metric in METRICS:
+            limits = [budget.limit(name, metric) for name in names]
+            assert sum(limits) <= budget.budget, (metric, limits, budget.budget)
+            assert min(limits) >= 0
+    return budget
+
+
+@settings(max_examples=300, deadline=None)
+@given(fleet=fleets(), polls=reports, reloaded=fleets(), later=reports)
+def test_the_limits_never_sum_above_the_budget(fleet: tuple[list[str], int],
+                                              polls: list[tuple[int, dict[str, int]]],
+                                              reloaded: tuple[list[str], int],
+                                              later: list[tuple[int, dict[str, int]]]) -> None:
+    """Whatever the gateways report, in any order, before and after a reload to another
+    fleet and budget: the shares of a metric together never exceed the budget, so
+    `max_series_per_metric` bounds the fleet's series (a floor of one series per share used
+    to make a gateway with no series cost one more than the budget)."""
+    budget = play(SeriesBudget(fleet[1], fleet[0]), fleet[0], polls)
+    play(budget.carried(reloaded[1], reloaded[0]), reloaded[0], later)
+
+
+def test_a_gateway_with_no_series_costs_nothing_of_a_full_budget() -> None:
+    """The case the floor broke: 2 series for 2 gateways, one of them with no users."""
+    budget = SeriesBudget(2, ["idle", "busy"])
+    budget.report("idle", {"m": 0})
+    budget.report("busy", {"m": 5})
+    assert (budget.limit("idle", "m"), budget.limit("busy", "m")) == (0, 2)
+
+
+def test_fewer_series_than_gateways_is_not_a_budget() -> None:
+    with pytest.raises(BudgetTooSmall, match="a budget of 2 series cannot give each of 3 "
+                                             "gateways one"):
+        SeriesBudget(2, ["a", "b", "c"])
+    with pytest.raises(BudgetTooSmall):
+        SeriesBudget(3, ["a", "b", "c"]).carried(3, ["a", "b", "c", "d"])

@@ -63,6 +63,26 @@ def test_check_config_ok_and_bad(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "gateways[0].timeout: invalid duration 'soon'" in capsys.readouterr().err
 
 
+# A file's text, and the problem `--check-config` must name (with `{path}`, the file's).
+CHECKED = {
+    "budget": ("max_series_per_metric: 1\ngateways:\n  - {name: a, url: 'http://a'}\n"
+               "  - {name: b, url: 'http://b'}\n",
+               "  max_series_per_metric: 1 is fewer than the 2 gateways that share it: "),
+}
+
+
+@pytest.mark.parametrize("case", CHECKED)
+def test_check_config_names_each_problem_and_where(tmp_path: Path, case: str,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "config.yml"
+    text, expected = CHECKED[case]
+    path.write_bytes(text.encode("latin-1"))
+    assert main(["--config", str(path), "--check-config"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"ignition-exporter: {path}: invalid configuration:\n"), err
+    assert expected.format(path=path) in err, err
+
+
 def test_check_config_of_the_demo_says_what_it_checked(
         capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--demo", "--check-config"]) == 0

@@ -403,3 +403,31 @@ def test_more_digest_processes_than_cores_are_warned_about() -> None:
         assert build_config({**ONE_GATEWAY, "digest_processes": 64}).warnings == (
             f"digest_processes is 64, but this process may use {cores} core(s): the worker "
             "processes will share them",)
+
+
+def test_a_series_budget_below_the_number_of_gateways_is_an_error() -> None:
+    """The budget is shared, a share is whole series, and a gateway not polled yet gets an
+    equal one: with fewer series than gateways that is none. Each share used to be floored at
+    one series, so the limits summed above the budget."""
+    gateways = [{"name": f"g{i}", "url": f"http://g{i}"} for i in range(5)]
+    assert problems({"gateways": gateways, "max_series_per_metric": 3}) == [
+        "max_series_per_metric: 3 is fewer than the 5 gateways that share it: each needs at "
+        "least one series of each capped metric, and an equal share (each gateway's until its "
+        "first poll) would be none; set max_series_per_metric to 5 or more"]
+    assert build_config({"gateways": gateways, "max_series_per_metric": 5}
+                        ).max_series_per_metric == 5
+
+
+def test_more_gateways_than_the_default_series_budget_say_where_to_raise_it() -> None:
+    """A default is never a problem's location: the problem is the gateways' number."""
+    gateways = [{"name": f"g{i}", "url": f"http://g{i}"} for i in range(10_001)]
+    [found] = problems({"gateways": gateways})
+    assert found.startswith("gateways: 10001 gateways are more than the default "
+                            "max_series_per_metric (10000) can be shared among: ")
+    assert found.endswith("set max_series_per_metric to 10001 or more")
+
+
+def test_a_rejected_series_budget_is_not_compared_with_the_gateways() -> None:
+    assert problems({"gateways": [{"name": "a", "url": "http://a"}],
+                     "max_series_per_metric": 0}) == [
+        "max_series_per_metric: expected a positive whole number, got 0"]

@@ -16,7 +16,7 @@ import bcrypt
 import pytest
 import yaml
 
-from exporter.config import Config, ConfigError, GatewayConfig, Problem
+from exporter.config import Config, ConfigError, GatewayConfig, Problem, load_config
 from exporter.reload import Reloader, ReloadStatus
 from exporter.standins.simulator import WEBDEV_PATH, GatewaySimulator, simulator_app
 from exporter.web.appkeys import FLEET, RELOADER
@@ -140,6 +140,37 @@ async def test_reload_applies_top_level_settings(aiohttp_client: ClientFactory,
     assert (await client.get("/metrics")).status == 200  # and only it
     text = await (await client.get("/metrics")).text()
     assert values(text, "ignition_exporter_config_last_reload_successful") == {"": 1.0}
+
+
+# What each configuration below adds to a running one of gateway `a` with a budget of 2.
+REFUSED_RELOADS = {
+    "budget": ("  - {name: b, url: URL}\n  - {name: c, url: URL}\n",
+               "max_series_per_metric: 2 is fewer than the 3 gateways that share it"),
+}
+
+
+@pytest.mark.parametrize("case", REFUSED_RELOADS)
+async def test_a_reload_refuses_what_the_start_refuses(aiohttp_client: ClientFactory,
+                                                      gateway_url: str, tmp_path: Path,
+                                                      case: str) -> None:
+    """The file is read and checked as at start: the running configuration stays, the
+    reload answers why, and the next good file applies."""
+    path = tmp_path / "config.yml"
+    good = f"max_series_per_metric: 2\ngateways:\n  - {{name: a, url: '{gateway_url}'}}\n"
+    path.write_text(good)
+    running = load_config(path)
+    client = await aiohttp_client(create_app(running, load=lambda: load_config(path),
+                                             lifecycle=True))
+    added, why = REFUSED_RELOADS[case]
+    path.write_bytes((good + added.replace("URL", f"'{gateway_url}'")).encode("latin-1"))
+    response = await client.post("/-/reload")
+    assert response.status == 500
+    assert why in await response.text()
+    assert client.app[FLEET].config is running
+    assert not client.app[RELOADER].status.successful
+    path.write_text(good.replace("2\n", "3\n"))
+    assert (await client.post("/-/reload")).status == 200
+    assert client.app[FLEET].config.max_series_per_metric == 3
 
 
 # --- the real process ---------------------------------------------------------------------

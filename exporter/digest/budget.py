@@ -92,23 +92,40 @@ def _acceptable(current: Mapping[str, int], ideal: Mapping[str, int],
     return True
 
 
+class BudgetTooSmall(ValueError):
+    """A budget of fewer series than there are gateways to share it."""
+
+    def __init__(self, budget: int, gateways: int) -> None:
+        super().__init__(f"a budget of {budget} series cannot give each of {gateways} "
+                         "gateways one")
+        self.budget = budget
+        self.gateways = gateways
+
+
 class SeriesBudget:
     """One fleet's budget, per metric, fed each gateway's demands after each of its polls.
 
     A gateway not heard from yet is assumed to want an equal share: the first polls split
-    the budget equally, and need takes over as gateways report."""
+    the budget equally, and need takes over as gateways report. The limits never sum above
+    the budget: a budget of fewer series than gateways is refused (the configuration checks
+    it first), since an equal share of it would be none."""
 
     def __init__(self, budget: int, gateways: Iterable[str]) -> None:
         self.budget = budget
         self._gateways = tuple(gateways)
-        self._equal = max(1, budget // max(1, len(self._gateways)))
+        if budget < len(self._gateways):
+            raise BudgetTooSmall(budget, len(self._gateways))
+        self._equal = budget // max(1, len(self._gateways))
         self._demands: dict[str, dict[str, int]] = {}
         self._shares: dict[str, dict[str, int]] = {}
 
     def limit(self, gateway: str, metric: str) -> int:
-        """The gateway's current share of the metric's budget (at least one series)."""
+        """The gateway's current share of the metric's budget. It is 0 only for a gateway
+        whose last poll had no series of the metric, in a fleet whose demands take the whole
+        budget: no series of another gateway is folded to keep one free for it (a floor of
+        one series here made the limits sum above the budget)."""
         shares = self._shares.get(metric)
-        return self._equal if shares is None else max(1, shares[gateway])
+        return self._equal if shares is None else shares[gateway]
 
     def report(self, gateway: str, demands: Mapping[str, int]) -> None:
         """The series the gateway's last poll had per metric, before folding."""
