@@ -322,13 +322,27 @@ def _resolve_gateway(raw: Mapping[str, Any], where: str, top: Mapping[str, Any],
     )
 
 
+# Keys only a `source: rest` gateway uses: what it does with each, and why WebDev cannot.
+_REST_ONLY = {
+    "page_size": "reads pages (the WebDev resource answers in one document)",
+    "token_header": "sends the token in another header (the WebDev script, session_exporter.py, "
+                    "reads only Authorization: Bearer, and would refuse every poll of {name} "
+                    "with 401)",
+}
+
+
 def _check_source_keys(raw: Mapping[str, Any], where: str, source: str,
                        reader: Reader) -> None:
-    """A key only another source uses can never take effect: most likely `source: rest` was
-    forgotten, which the user should hear about before the first poll fails."""
-    if "page_size" in raw and source != "rest" and not _failed(reader, f"{where}.source"):
-        reader.fail(f"{where}.page_size", "only a source: rest gateway reads pages (the WebDev "
-                    "resource answers in one document): remove it, or set source: rest")
+    """A key only another source uses can never take effect, or fails every poll: most
+    likely `source: rest` was forgotten, which the user should hear about before the first
+    poll fails."""
+    if source == "rest" or _failed(reader, f"{where}.source"):
+        return
+    name = raw.get("name") or where
+    for key, does in _REST_ONLY.items():
+        if key in raw:
+            reader.fail(f"{where}.{key}", f"only a source: rest gateway "
+                        f"{does.format(name=name)}: remove it, or set source: rest")
 
 
 def _resolve_processes(top: Mapping[str, Any], reader: Reader, warnings: list[str]) -> int:

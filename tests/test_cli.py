@@ -68,6 +68,9 @@ CHECKED = {
     "budget": ("max_series_per_metric: 1\ngateways:\n  - {name: a, url: 'http://a'}\n"
                "  - {name: b, url: 'http://b'}\n",
                "  max_series_per_metric: 1 is fewer than the 2 gateways that share it: "),
+    "token_header": ("gateways:\n  - {name: plant-a, url: 'http://a', token_header: X-Token}\n",
+                     "  gateways[0].token_header: only a source: rest gateway sends the token "
+                     "in another header"),
 }
 
 

@@ -120,6 +120,28 @@ def test_page_size_belongs_to_rest_gateways() -> None:
     ]
 
 
+def test_token_header_belongs_to_rest_gateways() -> None:
+    """The WebDev script checks `Authorization: Bearer <TOKEN>` alone: a token sent in
+    another header failed every poll with 401, and the file said nothing."""
+    found = problems({"gateways": [
+        {"name": "plant-a", "url": "http://a", "token_header": "X-Token"},
+        {"name": "plant-b", "url": "http://b", "source": "webdev",
+         "token_header": "Authorization"},
+        {"name": "plant-c", "url": "http://c", "source": "rest", "token_header": "X-Token"},
+        {"url": "http://d", "token_header": "X-Token", "page_size": 10}]})
+    why = ("only a source: rest gateway sends the token in another header (the WebDev script, "
+           "session_exporter.py, reads only Authorization: Bearer, and would refuse every poll "
+           "of {} with 401): remove it, or set source: rest")
+    assert found == [
+        "gateways[3].name: required key is missing",
+        f"gateways[0].token_header: {why.format('plant-a')}",
+        f"gateways[1].token_header: {why.format('plant-b')}",
+        "gateways[3].page_size: only a source: rest gateway reads pages (the WebDev resource "
+        "answers in one document): remove it, or set source: rest",
+        f"gateways[3].token_header: {why.format('gateways[3]')}",
+    ]
+
+
 def test_every_problem_is_reported_with_its_location() -> None:
     found = problems({
         "poll_interval": "fast",

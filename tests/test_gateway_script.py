@@ -15,7 +15,9 @@ from typing import Any
 
 import pytest
 
+from exporter.config import GatewayConfig
 from exporter.digest.aggregate import aggregate
+from exporter.sources.http import auth_headers
 from exporter.sources.webdev import decode_webdev
 from tests.conftest import require_tool
 from tests.payloads import perspective, vision
@@ -59,6 +61,12 @@ SCENARIOS: dict[str, dict[str, Any]] = {
                     "headers": {"Authorization": "Bearer s3cret-Tokem"}},
     "token_prefix": {"perspective": SESSIONS, "vision": ROWS, "token": "s3cret-Token",
                      "headers": {"Authorization": "Bearer s3cret"}},
+    # The right token in another header, as the exporter would send it with a token_header
+    # (which the configuration therefore refuses on a WebDev gateway).
+    "token_other_header": {"perspective": SESSIONS, "vision": ROWS, "token": "s3cret-Token",
+                           "headers": auth_headers(GatewayConfig(
+                               "a", "http://a", token="s3cret-Token",
+                               token_header="X-Ignition-API-Token"))},
 }
 
 
@@ -147,7 +155,8 @@ def test_matching_token_serves_without_warning(results: dict[str, dict[str, Any]
     assert doc["warnings"] == []
 
 
-@pytest.mark.parametrize("scenario", ["token_missing", "token_wrong", "token_prefix"])
+@pytest.mark.parametrize("scenario", ["token_missing", "token_wrong", "token_prefix",
+                                      "token_other_header"])
 def test_missing_or_wrong_token_is_401_without_data(results: dict[str, dict[str, Any]],
                                                     scenario: str) -> None:
     assert results[scenario]["status"] == 401

@@ -146,6 +146,9 @@ async def test_reload_applies_top_level_settings(aiohttp_client: ClientFactory,
 REFUSED_RELOADS = {
     "budget": ("  - {name: b, url: URL}\n  - {name: c, url: URL}\n",
                "max_series_per_metric: 2 is fewer than the 3 gateways that share it"),
+    "token_header": ("  - {name: b, url: URL, token_header: X-Token}\n",
+                     "gateways[1].token_header: only a source: rest gateway sends the token "
+                     "in another header"),
 }
 
 
