@@ -10,7 +10,6 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
 
 from exporter import __version__, packaged, webdev_script
 from exporter.clock import Clock, SystemClock
@@ -64,35 +63,65 @@ def connection_count(value: str) -> int:
 
 PRINTERS = {"webdev-script": webdev_script.render, "rules": packaged.rules_text,
             "dashboard": packaged.dashboard_text}
+PRINTED = {"webdev-script": "the gateway-side WebDev script and how to install it",
+           "rules": "the Prometheus alerting and recording rules",
+           "dashboard": "the Grafana dashboard's JSON"}
+
+
+# What each command other than `run` does, which none of the exporter's options changes.
+WITHOUT_CONFIGURATION = {
+    "simulate": "which serves a simulated gateway and reads no configuration",
+    "rules": "which prints the rules as shipped: none depends on a configuration (thresholds "
+             "are Prometheus series, and what a configuration sets reaches the rules as the "
+             "exporter's metrics)",
+    "dashboard": "which prints the dashboard as shipped: it reads everything from Prometheus, "
+                 "nothing from a configuration",
+    "webdev-script": "which prints the gateway-side script as shipped: its TOKEN is set in the "
+                     "script, on the gateway",
+}
 
 
 class _Refused(argparse.Action):
-    """An option of the exporter given to `simulate`, which has no use for it: refused by
-    name rather than ignored (`simulate --config c.yml --check-config` served a gateway)."""
+    """An option given to a command that has no use for it: refused by name rather than
+    ignored (`simulate --config c.yml --check-config` served a gateway, `rules --config
+    c.yml` printed the rules as if the file mattered)."""
 
-    def __init__(self, option_strings: list[str], dest: str, **_: object) -> None:
+    def __init__(self, option_strings: list[str], dest: str, whose: str = "the exporter",
+                 **_: object) -> None:
         super().__init__(option_strings, dest, nargs="?", help=argparse.SUPPRESS)
+        self.whose = whose
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
                  values: object, option_string: str | None = None) -> None:
-        parser.error(f"{option_string} is an option of the exporter, not of simulate, which "
-                     "serves a simulated gateway and reads no configuration")
+        command = parser.prog.rsplit(" ", 1)[-1]
+        parser.error(f"{option_string} is an option of {self.whose}, not of {command}, "
+                     f"{WITHOUT_CONFIGURATION[command]}")
 
 
-def _adder(target: Any, refuse: bool) -> Callable[..., object]:
-    """`target.add_argument`, or (`refuse`) one that adds the option only to refuse it."""
-    if not refuse:
-        return target.add_argument
-    return lambda *flags, **_: target.add_argument(*flags, action=_Refused)
+class _Refusing:
+    """Stands for a parser, or one of its groups, in a function that adds options: each
+    option is added only to be refused (`_Refused`), as an option of `whose`."""
+
+    def __init__(self, parser: argparse.ArgumentParser, whose: str = "the exporter") -> None:
+        self.parser, self.whose = parser, whose
+
+    def add_argument(self, *flags: str, **_: object) -> argparse.Action:
+        return self.parser.add_argument(*flags, action=_Refused, whose=self.whose)
+
+    def add_argument_group(self, *_: object, **__: object) -> _Refusing:
+        return self
+
+    def add_mutually_exclusive_group(self, **_: object) -> _Refusing:
+        return self
 
 
-def _add_exporter_options(parser: argparse.ArgumentParser, refuse: bool = False) -> None:
-    """The options of the exporter itself; for `simulate` (`refuse`), refused by name."""
-    source = _adder(parser if refuse else parser.add_mutually_exclusive_group(), refuse)
-    add = _adder(parser, refuse)
-    source("--config", metavar="FILE", help="YAML configuration file")
-    source("--demo", action="store_true",
-           help="poll a simulated gateway running inside this process")
+def _add_exporter_options(parser: argparse.ArgumentParser | _Refusing) -> None:
+    """The options of the exporter itself (`_Refusing`: for another command, refused)."""
+    source = parser.add_mutually_exclusive_group()
+    add = parser.add_argument
+    source.add_argument("--config", metavar="FILE", help="YAML configuration file")
+    source.add_argument("--demo", action="store_true",
+                        help="poll a simulated gateway running inside this process")
     add("--web.config.file", dest="web_config", metavar="FILE",
         help="exporter-toolkit web configuration: TLS, basic auth, headers")
     add("--web.max-connections", dest="max_connections", type=connection_count,
@@ -111,7 +140,7 @@ def _add_exporter_options(parser: argparse.ArgumentParser, refuse: bool = False)
         help="validate the configuration, print a summary and exit")
 
 
-def _add_shared_options(parser: argparse.ArgumentParser, listen: str) -> None:
+def _add_shared_options(parser: argparse.ArgumentParser | _Refusing, listen: str) -> None:
     """The options the exporter and `simulate` both take; `listen` says the default."""
     parser.add_argument("--web.listen-address", "--listen", dest="listen", type=parse_listen,
                         metavar="HOST:PORT", help=f"where to serve (default {listen})")
@@ -119,6 +148,9 @@ def _add_shared_options(parser: argparse.ArgumentParser, listen: str) -> None:
                         choices=["debug", "info", "warning", "error"])
     parser.add_argument("--log.format", dest="log_format", default="logfmt",
                         choices=LOG_FORMATS)
+
+
+def _add_version(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
 
 
@@ -128,13 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Prometheus exporter for Ignition gateway sessions.")
     parser.add_argument("command", nargs="?", default="run",
                         choices=["run", *PRINTERS, "simulate"],
-                        help="run (default) serves metrics; webdev-script prints the "
-                             "gateway-side script and how to install it; rules prints the "
-                             "Prometheus alerting and recording rules; dashboard prints the "
-                             "Grafana dashboard; simulate serves a simulated gateway "
-                             "(simulate --help lists its options)")
+                        help="run (default) serves metrics; "
+                             + "".join(f"{name} prints {what}; " for name, what in PRINTED.items())
+                             + "simulate serves a simulated gateway (simulate --help lists "
+                               "its options)")
     _add_exporter_options(parser)
     _add_shared_options(parser, f"{DEFAULT_LISTEN}; for simulate {simulate.DEFAULT_LISTEN}")
+    _add_version(parser)
     simulate.add_arguments(parser)
     return parser
 
@@ -147,8 +179,21 @@ def build_simulate_parser() -> argparse.ArgumentParser:
                     "before touching a real gateway.")
     parser.add_argument("command", choices=["simulate"], help=argparse.SUPPRESS)
     _add_shared_options(parser, simulate.DEFAULT_LISTEN)
-    _add_exporter_options(parser, refuse=True)
+    _add_version(parser)
+    _add_exporter_options(_Refusing(parser))
     simulate.add_arguments(parser)
+    return parser
+
+
+def build_printer_parser(command: str) -> argparse.ArgumentParser:
+    """A command that prints a shipped file takes no option: each is refused by name."""
+    parser = argparse.ArgumentParser(prog=f"ignition-exporter {command}",
+                                     description=f"Print {PRINTED[command]}.")
+    parser.add_argument("command", choices=[command], help=argparse.SUPPRESS)
+    _add_shared_options(_Refusing(parser), DEFAULT_LISTEN)
+    _add_version(parser)
+    _add_exporter_options(_Refusing(parser))
+    simulate.add_arguments(_Refusing(parser, "the simulate command"))
     return parser
 
 
@@ -158,6 +203,8 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     first, by the exporter's parser, the help options aside (they would print its help)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     known, _ = build_parser().parse_known_args([a for a in argv if a not in ("-h", "--help")])
+    if known.command in PRINTERS:
+        return build_printer_parser(known.command).parse_args(argv)
     parser = build_simulate_parser() if known.command == "simulate" else build_parser()
     args = parser.parse_args(argv)
     simulate.refuse_misplaced(parser, args)

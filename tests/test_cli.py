@@ -46,6 +46,56 @@ def test_output_closed_early_is_one_line_not_a_traceback(command: str) -> None:
     assert done.stderr == f"ignition-exporter {command}: {closed}\n"
 
 
+PRINTING = ["rules", "dashboard", "webdev-script"]
+
+
+@pytest.mark.parametrize("command", PRINTING)
+def test_a_printing_command_refuses_a_configuration(tmp_path: Path, command: str) -> None:
+    """`rules --config FILE` printed the shipped rules as if the file mattered: nothing a
+    command that prints a shipped file prints depends on a configuration (the thresholds are
+    Prometheus series; stale_after and idle_after reach the rules as metrics), so the option
+    is a usage error, as the exporter's options are for `simulate`."""
+    config = tmp_path / "config.yml"
+    config.write_text("gateways:\n  - {name: a, url: 'http://a'}\n")
+    done = subprocess.run([sys.executable, "-m", "exporter", command, "--config", str(config)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.startswith(f"usage: ignition-exporter {command} [-h] [--version]\n")
+    assert f"ignition-exporter {command}: error: --config is an option of the exporter, not " \
+           f"of {command}, which prints " in done.stderr
+
+
+@pytest.mark.parametrize("command", PRINTING)
+@pytest.mark.parametrize("argv", [
+    ["--config", "c.yml"], ["--check-config"], ["--demo"], ["--web.config.file", "web.yml"],
+    ["--web.enable-lifecycle"], ["--web.max-connections", "100"],
+    ["--web.max-connections-per-address", "100"], ["--web.listen-address", ":9000"],
+    ["--listen", ":9000"], ["--log.level", "debug"], ["--log-level", "debug"],
+    ["--log.format", "json"]])
+def test_a_printing_command_refuses_every_option_of_the_exporter(
+        command: str, argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """Before or after the command, none changes what it prints: each is refused by name."""
+    for order in ([command, *argv], [*argv, command]):
+        with pytest.raises(SystemExit) as exited:
+            main(order)
+        assert exited.value.code == 2
+        err = capsys.readouterr().err
+        assert f"ignition-exporter {command}: error: {argv[0]} is an option of the exporter, " \
+               f"not of {command}, which prints " in err, err
+
+
+def test_a_printing_command_still_prints_its_help_and_the_version(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["rules", "--help"])
+    assert exited.value.code == 0
+    assert "Print the Prometheus alerting and recording rules." in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exited:
+        main(["dashboard", "--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.startswith("ignition-exporter ")
+
+
 def test_check_config_ok_and_bad(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     good = tmp_path / "good.yml"
     good.write_text("gateways:\n  - {name: a, url: 'http://a'}\n")
