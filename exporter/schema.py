@@ -258,11 +258,33 @@ boolean_field = typed(bool, "true or false")
 _SHOWN_VALUE_CHARS = 40
 
 
+_INT_TAG, _FLOAT_TAG = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+# The numbers YAML 1.1 reads unlike YAML 1.2 (and unlike most people): base 60, `1:30` (90),
+# and octal, `010` (8; `07` is 7 in both). Their tags have a space, which no tag written in a
+# document has.
+_BASE_60_TAG, _OCTAL_TAG = "yaml 1.1 base 60", "yaml 1.1 octal"
+_OCTAL = re.compile(r"[-+]?0_*[0-7][0-7_]*", re.ASCII)
+
+
 class _Loader(yaml.SafeLoader):
     """SafeLoader, whose values that cannot be built are YAML errors at their place, as a
     malformed document's are. PyYAML raises them as bare exceptions, with no place: a date
     that does not exist (`2020-13-45`, which YAML 1.1 takes for a date), an integer of more
-    digits than Python reads (4,300), `!!int abc`."""
+    digits than Python reads (4,300), `!!int abc`.
+
+    The plain numbers YAML 1.1 alone reads as base 60 or octal are given tags of their own,
+    built as the text YAML 1.2 reads, and refused at their place (`_misread`): PyYAML took
+    `poll_interval: 1:30` for 90 seconds and `010` for 8, without a word. Digits grouped with
+    `_` (`1_000`) stay numbers: no reader takes them for another number."""
+
+    def resolve(self, kind: type[yaml.Node], value: str,
+                implicit: tuple[bool, bool]) -> str:
+        tag = super().resolve(kind, value, implicit)
+        if tag == _INT_TAG and _OCTAL.fullmatch(value) and _octal_differs(value):
+            return _OCTAL_TAG
+        if tag in (_INT_TAG, _FLOAT_TAG) and ":" in value:  # YAML 1.1's only numbers with one
+            return _BASE_60_TAG
+        return tag
 
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         try:
@@ -272,11 +294,23 @@ class _Loader(yaml.SafeLoader):
         except Exception as exc:  # KeyError, IndexError, AttributeError too (`!!bool maybe`,
             # `!!int ''`, `!!timestamp foo`): each is the value's fault
             value = str(node.value) if isinstance(node, yaml.ScalarNode) else node.tag
-            shown = value if len(value) <= _SHOWN_VALUE_CHARS else \
-                value[:_SHOWN_VALUE_CHARS] + "…"
             raise yaml.constructor.ConstructorError(
-                None, None, f"cannot read {shown!r} as {node.tag.rsplit(':', 1)[-1]}: {exc}",
-                node.start_mark) from None
+                None, None, f"cannot read {_shown(value)!r} as {node.tag.rsplit(':', 1)[-1]}: "
+                f"{exc}", node.start_mark) from None
+
+
+def _shown(value: str) -> str:
+    return value if len(value) <= _SHOWN_VALUE_CHARS else value[:_SHOWN_VALUE_CHARS] + "…"
+
+
+def _octal_differs(text: str) -> bool:
+    """Whether YAML 1.1 (octal) and YAML 1.2 (decimal) read `text` differently: `010`, not
+    `07` (a second significant digit always makes them differ)."""
+    return len(text.lstrip("+-").replace("_", "").lstrip("0")) > 1
+
+
+for _tag in (_BASE_60_TAG, _OCTAL_TAG):
+    _Loader.add_constructor(_tag, yaml.constructor.SafeConstructor.construct_yaml_str)
 
 
 def load_checked(path: str | Path, build: Callable[[object], T]) -> T:
@@ -284,18 +318,21 @@ def load_checked(path: str | Path, build: Callable[[object], T]) -> T:
 
     Stricter than `yaml.safe_load`: a key repeated in one mapping, at any depth, is an error
     naming both lines. PyYAML would keep the last silently, so `name: plant-a` followed further
-    down by `name: plant-b` would configure plant-b without a word. The repeats are reported
-    together with whatever `build` finds in the document (which holds the last of each), so
-    one repeat hides no other problem; a file with a repeat is refused even if `build` finds
-    nothing else.
+    down by `name: plant-b` would configure plant-b without a word. So is a number YAML 1.1
+    alone reads as base 60 or octal (`_Loader`), at its line and column. These are reported
+    together with whatever `build` finds in the document (which holds the last of each
+    repeated key, and the text of each such number, as YAML 1.2 reads it), so one hides no
+    other problem; a problem `build` finds at such a number's place would only repeat it, and
+    is left out. A file with any of them is refused even if `build` finds nothing else.
     """
-    document, repeated = _read(path)
+    document, written, misread = _read(path)
     try:
         built = build(document)
     except ConfigError as exc:
-        raise ConfigError([*repeated, *exc.problems]) from None
-    if repeated:
-        raise ConfigError(repeated)
+        raise ConfigError([*written, *(problem for problem in exc.problems
+                                       if problem.location not in misread)]) from None
+    if written:
+        raise ConfigError(written)
     return built
 
 
@@ -304,9 +341,10 @@ def load_yaml(path: str | Path) -> object:
     return load_checked(path, lambda document: document)
 
 
-def _read(path: str | Path) -> tuple[object, list[Problem]]:
-    """The parsed document and the keys written twice in it, or a ConfigError naming the file
-    and line of what keeps it from being read at all."""
+def _read(path: str | Path) -> tuple[object, list[Problem], set[str]]:
+    """The parsed document, the problems of how it is written (`_written_problems`) and the
+    places of the numbers among them, or a ConfigError naming the file and line of what keeps
+    it from being read at all."""
     text = _text(path)
     try:
         loader = _Loader(text)  # its reader refuses control characters at once
@@ -318,9 +356,13 @@ def _read(path: str | Path) -> tuple[object, list[Problem]]:
     try:
         node = loader.get_single_node()
         if node is None:
-            return None, []
-        repeated = [Problem(where, message) for where, message in _repeated_keys(node, "")]
-        return loader.construct_document(node), repeated
+            return None, [], set()
+        found = list(_written_problems(node, "(top level)"))
+        problems = [Problem(where, message) if mark is None else
+                    Problem(_place(path, mark), f"{where}: {message}")
+                    for where, message, mark in found]
+        misread = {where for where, _, mark in found if mark is not None}
+        return loader.construct_document(node), problems, misread
     except yaml.YAMLError as exc:
         raise _invalid(path, exc) from None
     except RecursionError:  # PyYAML reads nested collections recursively
@@ -376,32 +418,104 @@ def _place(path: str | Path, mark: yaml.Mark | None) -> str:
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
-def _repeated_keys(node: yaml.Node, location: str,
-                   visited: set[int] | None = None) -> Iterator[tuple[str, str]]:
-    """(location, message) for each key written twice in one mapping, anywhere in the tree.
+def _written_problems(node: yaml.Node, location: str, visited: set[int] | None = None
+                      ) -> Iterator[tuple[str, str, yaml.Mark | None]]:
+    """(location, message, mark) for each key written twice in one mapping (no mark: the
+    message names both lines) and each number YAML 1.1 alone reads as base 60 or octal,
+    anywhere in the tree, in the order written.
 
-    Walks the composed nodes, before any value is built, so the first occurrence is still
-    there to be named. Aliases are walked once (`visited`), merge keys (`<<`) are not keys.
+    Walks the composed nodes, before any value is built, so the first occurrence of a key is
+    still there to be named. Aliases are walked once (`visited`); merge keys (`<<`) are not
+    keys, and what they merge is walked at the mapping's place.
     """
     visited = set() if visited is None else visited
     if id(node) in visited:
         return
     visited.add(id(node))
-    if isinstance(node, yaml.SequenceNode):
+    if isinstance(node, yaml.ScalarNode) and node.tag in _MISREAD:
+        yield location, _misread(node.tag, node.value), node.start_mark
+    elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            yield from _repeated_keys(item, f"{location}[{index}]", visited)
+            yield from _written_problems(item, f"{location}[{index}]", visited)
     elif isinstance(node, yaml.MappingNode):
-        first_line: dict[tuple[str, str], int] = {}
-        for key, value in node.value:
-            if not isinstance(key, yaml.ScalarNode) or key.tag == _MERGE_TAG:
-                continue
-            where = f"{location}.{key.value}" if location else key.value
-            line = key.start_mark.line + 1
-            if (key.tag, key.value) in first_line:
-                yield where, (f"key written twice, on lines {first_line[key.tag, key.value]} "
-                              f"and {line}: keep one")
-            first_line.setdefault((key.tag, key.value), line)
-            yield from _repeated_keys(value, where, visited)
+        yield from _mapping_problems(node, location, visited)
+
+
+def _mapping_problems(node: yaml.MappingNode, location: str, visited: set[int]
+                      ) -> Iterator[tuple[str, str, yaml.Mark | None]]:
+    first_line: dict[tuple[str, str], int] = {}
+    for key, value in node.value:
+        if key.tag == _MERGE_TAG:
+            for merged in value.value if isinstance(value, yaml.SequenceNode) else [value]:
+                yield from _written_problems(merged, location, visited)
+            continue
+        if not isinstance(key, yaml.ScalarNode):
+            continue
+        where = key.value if location == "(top level)" else f"{location}.{key.value}"
+        yield from _written_problems(key, where, visited)
+        line = key.start_mark.line + 1
+        if (key.tag, key.value) in first_line:
+            yield where, (f"key written twice, on lines {first_line[key.tag, key.value]} "
+                          f"and {line}: keep one"), None
+        first_line.setdefault((key.tag, key.value), line)
+        yield from _written_problems(value, where, visited)
+
+
+def _base_60(text: str) -> str:
+    """What to write instead of `1:30`, which YAML 1.1 reads as 90."""
+    seconds = 0.0
+    for part in text.lstrip("+-").replace("_", "").split(":"):
+        seconds = seconds * 60 + float(part)
+    milliseconds = round(seconds * 1000)
+    sign = "-" if text.startswith("-") and milliseconds else ""
+    durations = " or ".join(_duration_forms(milliseconds)) if milliseconds > 0 and not sign \
+        else "it with its units (1m30s)"  # a duration is positive
+    return (f"{text} is a base-60 number in YAML 1.1 ({sign}{_seconds(milliseconds)}) and text "
+            f"in YAML 1.2: for a duration write {durations}; for text, quote it ('{text}')")
+
+
+def _octal(text: str) -> str:
+    """What to write instead of `010`, which YAML 1.1 reads as 8 (and YAML 1.2 as 10)."""
+    digits = text.replace("_", "")
+    return (f"{text} is octal in YAML 1.1 ({int(digits, 8)}) and decimal in YAML 1.2 "
+            f"({int(digits, 10)}): write the number meant without the leading zero; for text, "
+            f"quote it ('{text}')")
+
+
+# The numbers only YAML 1.1 reads: what each is, and what to write instead.
+_MISREAD: dict[str, tuple[str, Callable[[str], str]]] = {
+    _BASE_60_TAG: ("a base-60 number in YAML 1.1 and text in YAML 1.2", _base_60),
+    _OCTAL_TAG: ("an octal number in YAML 1.1 and a decimal one in YAML 1.2", _octal)}
+
+
+def _misread(tag: str, text: str) -> str:
+    """Why a number only YAML 1.1 reads is refused; past a setting's length (where its value
+    may not even be printable: Python converts at most 4,300 digits), just what it is."""
+    kind, explain = _MISREAD[tag]
+    if len(text) > _SHOWN_VALUE_CHARS:
+        return f"{_shown(text)} is {kind}: quote it"
+    return explain(text)
+
+
+def _duration_forms(milliseconds: int) -> list[str]:
+    """`90000` ms as `90s` and `1m30s`, durations as the configuration takes them
+    (`parse_duration`); a fraction of a second in plain seconds, the one form that takes a
+    fraction, and in milliseconds."""
+    plain = _seconds(milliseconds) + ("s" if milliseconds % 1000 == 0 else "")
+    units = "".join(f"{count}{unit}" for unit, count in _in_units(milliseconds) if count)
+    return [plain] if units == plain else [plain, units]
+
+
+def _seconds(milliseconds: int) -> str:
+    """`90500` ms as `90.5`: no exponent, however many (`:g` writes 1.296e+07)."""
+    whole, fraction = divmod(milliseconds, 1000)
+    return f"{whole}.{fraction:03}".rstrip("0") if fraction else str(whole)
+
+
+def _in_units(milliseconds: int) -> Iterator[tuple[str, int]]:
+    for unit, size in _DURATION_UNITS:
+        count, milliseconds = divmod(milliseconds, round(size * 1000))
+        yield unit, count
 
 
 def bcrypt_hash_field(reader: Reader, value: object, location: str) -> Any:

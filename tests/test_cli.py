@@ -121,6 +121,9 @@ CHECKED = {
     "token_header": ("gateways:\n  - {name: plant-a, url: 'http://a', token_header: X-Token}\n",
                      "  gateways[0].token_header: only a source: rest gateway sends the token "
                      "in another header"),
+    "base 60": ("gateways:\n  - {name: a, url: 'http://a', poll_interval: 1:30}\n",
+                "  {path}:2:47: gateways[0].poll_interval: 1:30 is a base-60 number in YAML 1.1 "
+                "(90) and text in YAML 1.2: for a duration write 90s or 1m30s; "),
 }
 
 

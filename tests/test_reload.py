@@ -149,6 +149,8 @@ REFUSED_RELOADS = {
     "token_header": ("  - {name: b, url: URL, token_header: X-Token}\n",
                      "gateways[1].token_header: only a source: rest gateway sends the token "
                      "in another header"),
+    "base 60": ("  - {name: b, url: URL, timeout: 1:00}\n",
+                "config.yml:4:{column}: gateways[1].timeout: 1:00 is a base-60 number"),
 }
 
 
@@ -168,7 +170,8 @@ async def test_a_reload_refuses_what_the_start_refuses(aiohttp_client: ClientFac
     path.write_bytes((good + added.replace("URL", f"'{gateway_url}'")).encode("latin-1"))
     response = await client.post("/-/reload")
     assert response.status == 500
-    assert why in await response.text()
+    column = len(f"  - {{name: b, url: '{gateway_url}', timeout: ") + 1
+    assert why.format(column=column) in await response.text()
     assert client.app[FLEET].config is running
     assert not client.app[RELOADER].status.successful
     path.write_text(good.replace("2\n", "3\n"))

@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
-from exporter.config import load_config
+from exporter.config import load_config, parse_duration
 from exporter.schema import MAX_CONFIG_BYTES, MAX_PROBLEMS, ConfigError, load_yaml
 from exporter.web.webconfig import load_web_config
 
@@ -243,3 +244,89 @@ def test_a_fifo_as_configuration_does_not_hang(tmp_path: Path) -> None:
     except subprocess.TimeoutExpired:
         pytest.fail("reading a FIFO as the configuration hangs")
     assert "fifo" in done.stdout
+
+
+@pytest.mark.parametrize(("value", "reads", "instead"), [
+    ("1:30", "90", "90s or 1m30s"),
+    ("1:00", "60", "60s or 1m"),
+    ("1:00:00", "3600", "3600s or 1h"),
+    ("+1_0:30", "630", "630s or 10m30s"),
+    ("1:30.5", "90.5", "90.5 or 1m30s500ms"),
+    ("0:00.25", "0.25", "0.25 or 250ms"),
+    ("1:00:00:00:00", "12960000", "12960000s or 21w3d"),
+])
+def test_a_base_60_number_is_an_error_that_says_what_to_write(
+        tmp_path: Path, value: str, reads: str, instead: str) -> None:
+    """YAML 1.1 reads `1:30` as 90 (base 60): PyYAML took `poll_interval: 1:30` for 90
+    seconds without a word, where YAML 1.2 and most readers see text."""
+    path = tmp_path / "c.yml"
+    assert problems_in(path, f"gateways:\n  - name: a\n    url: http://a\n"
+                             f"    poll_interval: {value}\n", load_config) == [
+        f"{path}:4:20: gateways[0].poll_interval: {value} is a base-60 number in YAML 1.1 "
+        f"({reads}) and text in YAML 1.2: for a duration write {instead}; for text, quote it "
+        f"('{value}')"]
+    # What it says to write means what YAML 1.1 read.
+    forms = instead.split(" or ")
+    assert [parse_duration(form) for form in forms] == \
+        [pytest.approx(yaml.safe_load(value))] * len(forms)
+
+
+def test_a_negative_base_60_number_is_refused_without_a_duration_to_write(
+        tmp_path: Path) -> None:
+    path = tmp_path / "c.yml"
+    assert problems_in(path, "gateways: []\ntimeout: -1:30\n") == [
+        f"{path}:2:10: timeout: -1:30 is a base-60 number in YAML 1.1 (-90) and text in YAML "
+        "1.2: for a duration write it with its units (1m30s); for text, quote it ('-1:30')"]
+
+
+def test_an_octal_number_is_an_error_where_the_readings_differ(tmp_path: Path) -> None:
+    """YAML 1.1 reads `010` as 8, YAML 1.2 as 10; `07` is 7 in both."""
+    path = tmp_path / "c.yml"
+    assert problems_in(path, "a: 010\nb: 07\nc: -0_17\n") == [
+        f"{path}:1:4: a: 010 is octal in YAML 1.1 (8) and decimal in YAML 1.2 (10): write the "
+        "number meant without the leading zero; for text, quote it ('010')",
+        f"{path}:3:4: c: -0_17 is octal in YAML 1.1 (-15) and decimal in YAML 1.2 (-17): write "
+        "the number meant without the leading zero; for text, quote it ('-0_17')"]
+
+
+def test_forms_every_reader_reads_alike_stay(tmp_path: Path) -> None:
+    """Digit groups (`1_000`) are a number in YAML 1.1 and text in YAML 1.2, never another
+    number: they stay, as do a single octal digit, a quoted time and an explicit tag."""
+    path = tmp_path / "c.yml"
+    path.write_text("a: 1_000\nb: 07\nc: '1:30'\nd: !!int 1:30\ne: 0\nf: 0.5\ng: 12:30pm\n")
+    assert load_yaml(path) == {"a": 1000, "b": 7, "c": "1:30", "d": 90, "e": 0, "f": 0.5,
+                               "g": "12:30pm"}
+
+
+def test_a_misread_number_hides_no_other_problem_and_is_not_repeated(tmp_path: Path) -> None:
+    """The schema sees the text (as YAML 1.2 reads it), whose own problem at the same place
+    would only repeat the loader's; nothing is cross-checked against a value refused."""
+    path = tmp_path / "c.yml"
+    found = problems_in(path, """\
+stale_after: 30s
+gateways:
+  - name: a
+    url: http://a
+    poll_interval: 1:00
+    timout: 5s
+  - name: 10:30
+    url: http://b
+    timeout: 010
+""", load_config)
+    assert [problem.split(": ")[0] for problem in found] == [
+        f"{path}:5:20", f"{path}:7:11", f"{path}:9:14", "gateways[0].timout"], found
+    assert found[1].startswith(f"{path}:7:11: gateways[1].name: 10:30 is a base-60 number")
+
+
+def test_keys_merged_mappings_and_the_web_configuration_are_read_alike(tmp_path: Path) -> None:
+    found = problems_in(tmp_path / "c.yml", """\
+base: &base {timeout: 1:30}
+gateways:
+  - <<: [*base, {connect_timeout: 2:30}]
+    1:30: x
+""")
+    assert [problem.split(": ")[1] for problem in found] == [
+        "base.timeout", "gateways[0].connect_timeout", "gateways[0].1:30"], found
+    assert [problem.split(": ")[1] for problem in problems_in(
+        tmp_path / "web.yml", "http_server_config:\n  headers:\n    X-Count: 010\n",
+        load_web_config)] == ["http_server_config.headers.X-Count"]
