@@ -342,10 +342,18 @@ def load_yaml(path: str | Path) -> object:
 
 
 def _read(path: str | Path) -> tuple[object, list[Problem], set[str]]:
-    """The parsed document, the problems of how it is written (`_written_problems`) and the
-    places of the numbers among them, or a ConfigError naming the file and line of what keeps
-    it from being read at all."""
-    text = _text(path)
+    """The parsed document, the problems of how it is written (bytes that are not UTF-8,
+    `_written_problems`) and the places of the numbers among them, or a ConfigError naming
+    the file and line of what keeps it from being read at all (and the bytes)."""
+    text, undecodable = _text(path)
+    try:
+        document, written, misread = _parse(path, text)
+    except ConfigError as exc:
+        raise ConfigError([*undecodable, *exc.problems]) from None
+    return document, [*undecodable, *written], misread
+
+
+def _parse(path: str | Path, text: str) -> tuple[object, list[Problem], set[str]]:
     try:
         loader = _Loader(text)  # its reader refuses control characters at once
     except yaml.reader.ReaderError as exc:
@@ -378,20 +386,42 @@ def _read(path: str | Path) -> tuple[object, list[Problem], set[str]]:
 MAX_CONFIG_BYTES = 4 * 2**20
 
 
-def _text(path: str | Path) -> str:
-    """The file's text; a regular file only: a FIFO (or a device) would be read from for as
-    long as it gives, or block the exporter's start, or a reload's thread, for ever."""
+def _text(path: str | Path) -> tuple[str, list[Problem]]:
+    """The file's text, and the problem of its bytes that are not UTF-8 (`_undecodable`); a
+    regular file only: a FIFO (or a device) would be read from for as long as it gives, or
+    block the exporter's start, or a reload's thread, for ever."""
     try:
         if Path(path).exists() and not Path(path).is_file():
             raise ConfigError([Problem(str(path), "not a regular file")])
         with Path(path).open("rb") as file:
             data = file.read(MAX_CONFIG_BYTES + 1)
-        if len(data) > MAX_CONFIG_BYTES:
-            raise ConfigError([Problem(str(path), f"larger than {MAX_CONFIG_BYTES // 2**20} "
-                                                  "MiB: not a configuration file?")])
-        return data.decode("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise ConfigError([Problem(str(path), f"cannot read configuration: {exc}")]) from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError([Problem(str(path), f"larger than {MAX_CONFIG_BYTES // 2**20} "
+                                              "MiB: not a configuration file?")])
+    try:
+        return data.decode("utf-8"), []
+    except UnicodeDecodeError:
+        return _undecodable(path, data.decode("utf-8", errors="surrogateescape"))
+
+
+# The characters `surrogateescape` decodes each byte that is not UTF-8 to.
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+
+
+def _undecodable(path: str | Path, escaped: str) -> tuple[str, list[Problem]]:
+    """The text with each byte that is not UTF-8 read as U+FFFD, and one problem, at the line
+    and column of the first, counting the others. A file saved in another encoding (Windows'
+    own, Latin-1) has such bytes wherever it has an accent, and one fix for all. The rest of
+    the file is still read, so its other problems are reported with it."""
+    found = [match.start() for match in _ESCAPED_BYTE.finditer(escaped)]
+    byte = ord(escaped[found[0]]) - 0xDC00
+    others = f" (nor can {len(found) - 1} more after it)" if len(found) > 1 else ""
+    problem = Problem(f"{path}:{_line_column(escaped, found[0])}",
+                      f"not UTF-8: byte 0x{byte:02X} cannot be read{others}; save the file "
+                      "as UTF-8")
+    return _ESCAPED_BYTE.sub("\ufffd", escaped), [problem]
 
 
 # What YAML takes for a line break (PyYAML's marks count the same).

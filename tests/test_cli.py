@@ -124,6 +124,9 @@ CHECKED = {
     "base 60": ("gateways:\n  - {name: a, url: 'http://a', poll_interval: 1:30}\n",
                 "  {path}:2:47: gateways[0].poll_interval: 1:30 is a base-60 number in YAML 1.1 "
                 "(90) and text in YAML 1.2: for a duration write 90s or 1m30s; "),
+    "not UTF-8": ("gateways:\n  - {name: Montr\xe9al, url: 'http://a', bogus: 1}\n",
+                  "  {path}:2:17: not UTF-8: byte 0xE9 cannot be read; save the file as UTF-8\n"
+                  "  gateways[0].bogus: unknown key"),
 }
 
 

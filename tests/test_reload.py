@@ -151,6 +151,9 @@ REFUSED_RELOADS = {
                      "in another header"),
     "base 60": ("  - {name: b, url: URL, timeout: 1:00}\n",
                 "config.yml:4:{column}: gateways[1].timeout: 1:00 is a base-60 number"),
+    "not UTF-8": ("  - {name: Montr\xe9al, url: URL}\n",
+                  "config.yml:4:17: not UTF-8: byte 0xE9 cannot be read; save the file as "
+                  "UTF-8"),
 }
 
 

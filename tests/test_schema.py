@@ -330,3 +330,39 @@ gateways:
     assert [problem.split(": ")[1] for problem in problems_in(
         tmp_path / "web.yml", "http_server_config:\n  headers:\n    X-Count: 010\n",
         load_web_config)] == ["http_server_config.headers.X-Count"]
+
+
+def test_bytes_that_are_not_utf8_are_an_error_at_their_line_and_column(tmp_path: Path) -> None:
+    """A file saved as Windows-1252 or Latin-1: the error gave a byte offset (`position 21`),
+    which no editor shows. Now the line and column of the first such byte, how many others
+    there are, and the file's other problems, read with each such byte as U+FFFD."""
+    path = tmp_path / "c.yml"
+    path.write_bytes("gateways:\r\n  - name: Usine-Montréal\r\n    url: http://a\r"
+                     "    colour: röt\n".encode("cp1252"))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    found = [str(problem) for problem in caught.value.problems]
+    assert found[0] == (f"{path}:2:22: not UTF-8: byte 0xE9 cannot be read (nor can 1 more "
+                        "after it); save the file as UTF-8")
+    assert [problem.split(": ")[0] for problem in found[1:]] == ["gateways[0].colour"]
+
+
+def test_a_file_of_another_encoding_is_not_utf8_with_its_yaml_problems(tmp_path: Path) -> None:
+    """UTF-16, as some Windows editors save: its first byte, then the NULs YAML refuses."""
+    path = tmp_path / "c.yml"
+    path.write_bytes("gateways: []\n".encode("utf-16"))
+    with pytest.raises(ConfigError) as caught:
+        load_yaml(path)
+    assert [str(problem) for problem in caught.value.problems] == [
+        f"{path}:1:1: not UTF-8: byte 0xFF cannot be read (nor can 1 more after it); save "
+        "the file as UTF-8",
+        f"{path}:1:4: invalid YAML: character U+0000 is not allowed"]
+
+
+def test_one_byte_that_is_not_utf8_alone(tmp_path: Path) -> None:
+    path = tmp_path / "web.yml"
+    path.write_bytes(b"# caf\xe9\n")
+    with pytest.raises(ConfigError) as caught:
+        load_web_config(path)
+    assert [str(problem) for problem in caught.value.problems] == [
+        f"{path}:1:6: not UTF-8: byte 0xE9 cannot be read; save the file as UTF-8"]
