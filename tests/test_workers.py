@@ -15,11 +15,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -38,6 +38,7 @@ from tests.conftest import eventually
 from tests.processes import children, digest_workers, forkservers, running
 
 MakeWorkers = Callable[..., WorkerProcesses]
+R = TypeVar("R")
 
 
 def pid() -> int:
@@ -536,3 +537,162 @@ def test_failed_polls_work_never_runs_late(tmp_path: Path, how: str) -> None:
                           text=True, timeout=90, cwd=Path(__file__).parent.parent)
     runs = log.read_text().splitlines() if log.exists() else []
     assert not [run for run in runs if run.startswith("stale")], (done.stdout, runs)
+
+
+# --- a stopped forkserver (SIGSTOP, a debugger, a frozen cgroup) -----------------------------
+# It can neither start a worker nor report one's end. Each poll must still end or fail (its
+# gateway would show its last value, up, for ever), its slot must come back once the
+# forkserver runs again, and the exporter's stop must end. Small bounds keep these quick.
+QUICK = {"start_grace": 0.5, "grace": 0.5}
+
+
+async def ends(poll: Awaitable[R], within: float = 30) -> R:
+    """The poll's outcome; one still waiting after `within` seconds fails the test instead of
+    hanging the suite."""
+    done, _ = await asyncio.wait([task := asyncio.ensure_future(poll)], timeout=within)
+    if not done:
+        task.cancel()
+        pytest.fail(f"a poll neither ended nor failed within {within} s")
+    return task.result()
+
+
+@contextlib.contextmanager
+def forkserver_frozen() -> Iterator[int]:
+    """The forkserver stopped; at the end killed (a new one starts with the next worker)."""
+    [server] = forkservers()
+    os.kill(server, signal.SIGSTOP)
+    try:
+        yield server
+    finally:
+        os.kill(server, signal.SIGKILL)
+        os.kill(server, signal.SIGCONT)
+
+
+async def test_the_poll_after_a_hung_first_start_fails_too(make_workers: MakeWorkers) -> None:
+    """A slot whose worker never started, the forkserver stopped: the first poll fails while
+    its start hangs, and so must the next, rather than wait for ever for the slot that start
+    holds."""
+    workers = make_workers(1, **QUICK)
+    with forkserver_frozen():
+        with pytest.raises(WorkerLost, match="no worker process started within 1 s"):
+            await ends(workers.run(0.5, pid))
+        with pytest.raises(WorkerLost, match="no worker process was free within 1 s"):
+            await ends(workers.run(0.5, pid))
+
+
+async def test_polls_after_a_worker_died_under_a_stopped_forkserver_fail_too(
+        make_workers: MakeWorkers) -> None:
+    """A worker dying while its forkserver is stopped is never reported: its pool would wait
+    for the poll's answer for ever. That poll fails once the answer is overdue; the next one's
+    new worker cannot start, and the one after finds no free worker: each fails, saying what
+    it waited for."""
+    workers = make_workers(1, **QUICK)
+    async with frozen(workers, died=True):
+        failures = []
+        for _ in range(3):
+            with pytest.raises(WorkerLost) as failed:
+                await ends(workers.run(0.5, pid))
+            failures.append(failed.value.detail)
+    assert [detail.split(" within ")[0] for detail in failures] == [
+        "no answer from the worker process", "no worker process started",
+        "no worker process was free"]
+
+
+def worker_of(server: int) -> int:
+    """The one worker process forked from the forkserver `server`."""
+    [worker] = [child for child in children(server) if running(child)]
+    return worker
+
+
+@contextlib.asynccontextmanager
+async def frozen(workers: WorkerProcesses, died: bool) -> AsyncIterator[int]:
+    """The forkserver stopped while the slot's worker was never started; or, with `died`,
+    while it ran, and then killed (its death never reported)."""
+    if died:
+        await workers.run(10, pid)
+    with forkserver_frozen() as server:
+        if died:
+            os.kill(worker_of(server), signal.SIGKILL)
+        yield server
+
+
+@pytest.mark.parametrize("died", [False, True], ids=["never started", "died"])
+async def test_polls_succeed_again_once_the_forkserver_runs_again(
+        make_workers: MakeWorkers, tmp_path: Path, died: bool) -> None:
+    """The polls failed while the forkserver was stopped; once it runs again (SIGCONT) the
+    next polls are digested, in the slot the failed ones held, and the failed polls' work
+    never runs late."""
+    log = str(tmp_path / "runs")
+    workers = make_workers(1, **QUICK)
+    async with frozen(workers, died) as server:
+        for poll in range(3):
+            with pytest.raises(WorkerLost):
+                await ends(workers.run(0.5, counted_run, log, f"stale {poll}"))
+        os.kill(server, signal.SIGCONT)
+        for poll in range(2):
+            assert await ends(workers.run(10, counted_run, log, f"fresh {poll}")) == 0
+    assert Path(log).read_text().splitlines() == ["fresh 0", "fresh 1"]
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd")
+@pytest.mark.parametrize("died", [False, True], ids=["never started", "died"])
+async def test_hung_polls_do_not_grow_the_open_files(make_workers: MakeWorkers,
+                                                      died: bool) -> None:
+    """A forkserver stopped for hours must not cost a hanging start (its thread, pipes and
+    answer) per poll: the slot's start hangs once, and the polls meanwhile fail without
+    another."""
+    workers = make_workers(1, **QUICK)
+    async with frozen(workers, died):
+        for _ in range(2):  # a hanging start, and, for a dead worker, its pool replaced first
+            with contextlib.suppress(WorkerLost):
+                await ends(workers.run(0.5, pid))
+        before = open_files()
+        for _ in range(4):
+            with pytest.raises(WorkerLost):
+                await ends(workers.run(0.5, pid))
+        assert open_files() <= before
+
+
+async def test_a_hand_over_without_a_thread_costs_its_poll_not_its_slot(
+        make_workers: MakeWorkers, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker is handed its work from a thread of its own; where none can start (a limit
+    on tasks), the poll fails and gives its slot back."""
+    workers = make_workers(1)
+    start = threading.Thread.start
+
+    def no_thread(thread: threading.Thread) -> None:
+        if thread.name == "digest hand-over":
+            raise RuntimeError("can't start new thread")
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", no_thread)
+    with pytest.raises(WorkerLost, match="can't start new thread"):
+        await ends(workers.run(10, pid))
+    monkeypatch.undo()
+    assert await ends(workers.run(10, pid)) != os.getpid()
+
+
+def stop_itself(marker: str) -> int:
+    """Writes this worker's pid, and stops (as SIGSTOP or a frozen cgroup would stop it)."""
+    Path(marker).write_text(str(os.getpid()))
+    os.kill(os.getpid(), signal.SIGSTOP)
+    return os.getpid()
+
+
+async def test_a_stopped_worker_costs_its_poll_not_its_slot(
+        make_workers: MakeWorkers, tmp_path: Path) -> None:
+    """A worker stopped itself (SIGSTOP, a frozen cgroup of its own) mid-digest never
+    answers, and its own bounds cannot act while it is stopped: its poll fails once the
+    answer is overdue, and the next poll gets a new worker at once."""
+    workers = make_workers(1, **QUICK)
+    marker = tmp_path / "pid"
+    poll = asyncio.ensure_future(workers.run(0.5, stop_itself, str(marker)))
+    await eventually(marker.exists, what="the work to start")
+    stopped = int(marker.read_text())
+    try:
+        with pytest.raises(WorkerLost, match="no answer from the worker process"):
+            await ends(poll)
+        assert await ends(workers.run(10, pid)) not in (stopped, os.getpid())
+    finally:
+        os.kill(stopped, signal.SIGCONT)
+    await eventually(lambda: not running(stopped), what="the stopped worker to end")

@@ -13,12 +13,15 @@ in it: with one pool of several processes, the death of one fails every poll in 
 queued in the pool. Processes start from a forkserver (safe in a process with threads and a
 running event loop, unlike `fork`) that has imported the digest's modules once, and only when
 a poll needs them: a site whose polls never overlap uses one process, whatever the number
-allowed.
+allowed. Every wait for a worker is bounded here, in the exporter (`WorkerProcesses`): the
+bounds inside a worker cannot act on one that is stopped, and a stopped forkserver can neither
+start a worker nor report that one died.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copyreg
 import logging
 import math
@@ -273,23 +276,62 @@ def _forkserver_running() -> None:
     _STARTER.submit(multiprocessing.forkserver.ensure_running).result()
 
 
+def _off_loop(name: str, call: Callable[[], R]) -> asyncio.Future[R]:
+    """`call()` in a daemon thread of its own, as a future of the running loop. Not in the
+    loop's default executor, nor in any ThreadPoolExecutor: the exporter's stop waits for
+    their threads, so a call that hangs there (a worker's start on a stopped forkserver)
+    would hang the stop too. A daemon thread that hangs is left to end with the process."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[R] = loop.create_future()
+
+    def target() -> None:
+        try:
+            outcome: tuple[Callable[[Any], None], Any] = (future.set_result, call())
+        except Exception as exc:
+            outcome = (future.set_exception, exc)
+        _on_loop(loop, _settle, future, *outcome)
+
+    threading.Thread(target=target, name=name, daemon=True).start()
+    return future
+
+
+def _settle(future: asyncio.Future[Any], settle: Callable[[Any], None], value: Any) -> None:
+    if not future.done():
+        settle(value)
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop, callback: Callable[..., None],
+             *arguments: Any) -> None:
+    """`callback(*arguments)` on `loop`, from another thread; nothing once the loop is closed
+    (the exporter stopped meanwhile: nobody waits any more)."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(callback, *arguments)
+
+
+# The pool a poll's work went to, and the work's future.
+_HandedOver = tuple[ProcessPoolExecutor, Future[Any]]
+
+
 class _Slot:
-    """One worker process, as a pool of one; renewed when its process died."""
+    """One worker process, as a pool of one; renewed when its process died or stopped
+    answering."""
 
     def __init__(self, preload: Sequence[str]) -> None:
         self._preload = preload
         self.executor = self._start()
+        self.lease: _Lease | None = None  # the poll holding it, if any
 
     def _start(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(max_workers=1, mp_context=_context(self._preload),
                                    initializer=_start_worker,
                                    initargs=(0 if BORN_NICED else WORKER_NICENESS,))
 
-    def submit(self, call: tuple[Any, ...]) -> Future[Any]:
+    def submit(self, call: tuple[Any, ...]) -> _HandedOver:
         """Called off the loop: the process starts on first use and waits for the forkserver,
-        which is checked first."""
+        which is checked first. Returns the pool the work went to, with the work."""
         _forkserver_running()
-        return self.executor.submit(*call)
+        executor = self.executor
+        return executor, executor.submit(*call)
 
     def renew(self) -> ProcessPoolExecutor:
         """A new pool for this slot; returns the old one, to be shut down."""
@@ -297,8 +339,40 @@ class _Slot:
         return old
 
 
+class _Lease:
+    """A poll's hold on a slot, given back exactly once (`WorkerProcesses._give_back`): by
+    whichever comes first of the work's end and the poll giving up on its answer."""
+
+    def __init__(self, slot: _Slot, start_by: float, answer_by: float) -> None:
+        self.slot = slot
+        self.start_by = start_by  # the work reaches a worker by then, or never (_bounded)
+        self.answer_by = answer_by  # and, once there, answers by then, or its worker is lost
+        self.executor: ProcessPoolExecutor | None = None  # the pool the work went to
+        self.returned = False
+
+    def until(self) -> float:
+        """Past this moment the slot's pool owes this poll nothing."""
+        return self.start_by if self.executor is None else self.answer_by
+
+
+_DIED_WARNING = "a digest worker process died; starting another"
+_MUTE_WARNING = "a digest worker process did not answer in time; starting another"
+
+
 class WorkerProcesses:
     """Up to `count` worker processes, one poll in each at a time; more polls wait their turn.
+
+    Every wait of a poll is bounded here, in the exporter, whatever becomes of the processes.
+    The work reaches a worker within the poll's `bound` plus `start_grace` (a free worker,
+    then its start when it has none), or the poll fails and the work, should it reach one
+    later, is dropped there (`_bounded`). Once there, the work ends within `bound` (or its
+    process within `bound` plus `grace` of CPU time): so an answer not back by then never
+    will be (the worker is stopped, or died while a stopped forkserver cannot report it),
+    and the poll fails without waiting longer. A failed poll never costs its slot: a start
+    that hangs holds it until the start ends (the forkserver runs again, or dies), so a
+    stopped forkserver costs at most one hanging start, its thread and its open files per
+    slot, and not one per poll; a pool that owes an answer it will not give is replaced at
+    once and shut down without waiting.
 
     `preload` names the modules the work needs, imported once by the forkserver so that a new
     worker starts with them."""
@@ -320,75 +394,127 @@ class WorkerProcesses:
         self._closed = False
 
     async def run(self, bound: float, work: Callable[..., R], *arguments: object) -> R:
-        slot = await self._idle.get()
-        start_by = time.monotonic() + bound + self._start_grace  # as _handed_over gives up
-        submitting = asyncio.get_running_loop().run_in_executor(
-            None, self._submit, slot, (_bounded, bound, self._grace, start_by, work,
-                                       *arguments))
-        # The slot is released when its work is over, whatever becomes of this poll.
-        submitting.add_done_callback(partial(self._submitted, slot))
-        future: Future[R] = await self._handed_over(submitting, bound)
-        try:
-            return await asyncio.wrap_future(future)
-        except BrokenProcessPool:
-            raise WorkerLost(_DIED) from None
+        start_by = time.monotonic() + bound + self._start_grace
+        lease = _Lease(await self._free_slot(bound, start_by), start_by,
+                       start_by + bound + self._grace)
+        submitting = self._hand_over(lease, (_bounded, bound, self._grace, start_by, work,
+                                             *arguments))
+        lease.executor, future = await self._handed_over(submitting, bound, start_by)
+        return await self._answer(lease, future, bound)
 
-    async def _handed_over(self, submitting: asyncio.Future[Future[R]], bound: float
-                           ) -> Future[R]:
-        """The work's future once a worker has it. Handing it over starts the worker when
-        there is none, which waits for the forkserver: one that hangs (stopped, a frozen
-        cgroup) fails the poll after its bound and `start_grace`, rather than hold it for
-        ever with nothing failed."""
+    def _hand_over(self, lease: _Lease, call: tuple[Any, ...]) -> asyncio.Future[_HandedOver]:
+        """The work on its way to the slot's worker, off the loop (a worker's start waits for
+        the forkserver). The slot is given back when its work is over, whatever becomes of
+        the poll."""
+        lease.slot.lease = lease
         try:
-            return await asyncio.wait_for(asyncio.shield(submitting), bound + self._start_grace)
-        except TimeoutError:  # the work, when it reaches a worker, is dropped (_bounded)
-            raise WorkerLost(f"no worker process started within {bound + self._start_grace:g}"
-                             " s (is the forkserver stopped?)") from None
+            submitting = _off_loop("digest hand-over", partial(self._submit, lease.slot, call))
+        except RuntimeError as exc:  # no thread could start (a limit on tasks)
+            self._give_back(lease)
+            raise WorkerLost(f"the answer could not be handed to a worker process: {exc}"
+                             ) from None
+        submitting.add_done_callback(partial(self._submitted, lease))
+        return submitting
+
+    async def _free_slot(self, bound: float, start_by: float) -> _Slot:
+        """A slot of its own for the poll. Every slot busy past `start_by` (other polls'
+        work, or starts that hang) fails the poll, rather than queue it for ever."""
+        try:
+            return await asyncio.wait_for(self._idle.get(), start_by - time.monotonic())
+        except TimeoutError:
+            raise WorkerLost(f"no worker process was free within {bound + self._start_grace:g}"
+                             " s (each busy, or hanging in its start: is the forkserver "
+                             "stopped?)") from None
+
+    async def _handed_over(self, submitting: asyncio.Future[_HandedOver], bound: float,
+                           start_by: float) -> _HandedOver:
+        """Once a worker has the work. Handing it over starts the worker when there is
+        none, which waits for the forkserver: one that hangs (stopped, a frozen cgroup) fails
+        the poll at `start_by`, rather than hold it for ever with nothing failed."""
+        if not await _settled(submitting, start_by):  # the work, should it reach a worker
+            raise WorkerLost(f"no worker process started within "  # later, is dropped
+                             f"{bound + self._start_grace:g} s (is the forkserver stopped?)")
+        try:
+            return submitting.result()
         except BrokenProcessPool:
             raise WorkerLost(_DIED) from None
         except Exception as exc:  # no worker could start: no open file left, say
             raise WorkerLost(f"the answer could not be handed to a worker process: "
                              f"{type(exc).__name__}: {exc}") from None
 
-    def _submit(self, slot: _Slot, call: tuple[Any, ...]) -> Future[Any]:
+    async def _answer(self, lease: _Lease, future: Future[R], bound: float) -> R:
+        """The work's answer. None by `answer_by` will never come (see the class): the poll
+        fails, and its slot gets a new pool."""
+        answer = asyncio.wrap_future(future)
+        try:
+            answered = await _settled(answer, lease.answer_by)
+        finally:
+            if not answer.done():  # given up, or the poll cancelled: work not yet in its
+                answer.cancel()    # worker is dropped
+        if not answered:
+            self._give_back(lease, _MUTE_WARNING)
+            waited = 2 * bound + self._start_grace + self._grace
+            raise WorkerLost(f"no answer from the worker process within {waited:g} s "
+                             "(stopped, or died while the forkserver is stopped); a new one "
+                             "takes the next poll")
+        try:
+            return answer.result()
+        except BrokenProcessPool:
+            raise WorkerLost(_DIED) from None
+
+    def _submit(self, slot: _Slot, call: tuple[Any, ...]) -> _HandedOver:
         try:
             return slot.submit(call)
         except (BrokenProcessPool, RuntimeError):  # died while idle, or shut down (below)
-            self._renew(slot)
+            self._renew(slot, _DIED_WARNING)
             return slot.submit(call)
         except Exception:
             # Its worker could not start (no open file left, the forkserver gone mid-start),
             # and the pool holds the work (and the answer in it) to run once one does: a new
             # pool, and that work gone with the old one.
-            self._renew(slot)
+            self._renew(slot, _DIED_WARNING)
             raise
 
-    def _submitted(self, slot: _Slot, submitting: asyncio.Future[Future[Any]]) -> None:
+    def _submitted(self, lease: _Lease, submitting: asyncio.Future[_HandedOver]) -> None:
         if submitting.cancelled() or submitting.exception() is not None:
-            self._idle.put_nowait(slot)
+            self._give_back(lease)
             return
+        lease.executor, work = submitting.result()
         loop = asyncio.get_running_loop()
-        submitting.result().add_done_callback(
-            lambda work: loop.call_soon_threadsafe(self._ended, slot, work))
+        work.add_done_callback(lambda work: _on_loop(loop, self._ended, lease, work))
 
-    def _ended(self, slot: _Slot, work: Future[Any]) -> None:
+    def _ended(self, lease: _Lease, work: Future[Any]) -> None:
         if not work.cancelled() and isinstance(work.exception(), BrokenProcessPool):
-            self._renew(slot)
-        elif not work.cancelled() and self._failing:
+            self._give_back(lease, _DIED_WARNING)
+            return
+        if not work.cancelled() and self._failing and not lease.returned:
             log.info("digest worker processes work again")
             self._failing = False
+        self._give_back(lease)
+
+    def _give_back(self, lease: _Lease, renew_because: str | None = None) -> None:
+        """The slot back to the idle ones, once per lease; with a new pool first, when its
+        pool is the one the work went to and that has died or stopped answering (not when
+        the slot was renewed since)."""
+        if lease.returned:
+            return
+        lease.returned = True
+        slot = lease.slot
+        if renew_because is not None and slot.executor is lease.executor:
+            self._renew(slot, renew_because)
+        slot.lease = None
         self._idle.put_nowait(slot)
 
-    def _renew(self, slot: _Slot) -> None:
-        """A new process for a slot whose process died (the old pool has ended what was left
-        of itself); logged once until a poll is digested again. Where no new pool can be made
-        (no open file left), the slot keeps its broken one: the next poll it takes fails
-        (WorkerLost) and tries again, so the slot is never lost to its polls."""
+    def _renew(self, slot: _Slot, because: str) -> None:
+        """A new process for a slot whose process died or stopped answering (the old pool
+        ends what is left of itself); logged once until a poll is digested again. Where no
+        new pool can be made (no open file left), the slot keeps its broken one: the next
+        poll it takes fails (WorkerLost) and tries again, so the slot is never lost to its
+        polls."""
         if self._closed:
             return
         if not self._failing:
-            log.warning("a digest worker process died; starting another",
-                        extra={"processes": len(self._slots)})
+            log.warning(because, extra={"processes": len(self._slots)})
         self._failing = True
         try:
             old = slot.renew()
@@ -398,7 +524,8 @@ class WorkerProcesses:
             old = slot.executor  # kept, shut down: the next poll renews it
         # Shut down without waiting: a dead pool lets go of its pipes now (4 open files)
         # rather than when the exporter stops, which a worker dying at every poll would
-        # otherwise turn into a leak; work it still holds is dropped, never run late.
+        # otherwise turn into a leak; work it still holds is dropped, never run late (and
+        # what already reached its stuck worker ends there, or with the exporter).
         old.shutdown(wait=False, cancel_futures=True)
 
     async def close(self) -> None:
@@ -406,6 +533,13 @@ class WorkerProcesses:
         await asyncio.gather(*(asyncio.to_thread(slot.executor.shutdown, wait=True,
                                                  cancel_futures=True)
                                for slot in self._slots))
+
+
+async def _settled(future: asyncio.Future[Any], until: float) -> bool:
+    """Whether `future` is done by `until` (`time.monotonic()`); never cancels it. (Not
+    `wait_for`: its TimeoutError would be taken for the work's own, which is an answer.)"""
+    done, _ = await asyncio.wait([future], timeout=max(0.0, until - time.monotonic()))
+    return bool(done)
 
 
 def workers(processes: int, preload: Sequence[str] = ()) -> Workers:
