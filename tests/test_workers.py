@@ -598,6 +598,25 @@ async def test_polls_after_a_worker_died_under_a_stopped_forkserver_fail_too(
         "no worker process was free"]
 
 
+async def test_close_while_a_start_hangs_ends(make_workers: MakeWorkers) -> None:
+    """The exporter stopping while a worker's start hangs on a stopped forkserver: `close`
+    must end (it waited for ever behind the start, and the exporter's stop with it)."""
+    workers = make_workers(1, **QUICK)
+    with forkserver_frozen():
+        with pytest.raises(WorkerLost):
+            await ends(workers.run(0.5, pid))
+        await ends(workers.close())
+
+
+async def test_close_while_the_forkserver_is_stopped_ends(make_workers: MakeWorkers) -> None:
+    """A running worker, then its forkserver stopped: the worker's end can never be reported
+    (shutdown(wait=True) waited for ever for it)."""
+    workers = make_workers(1, **QUICK)
+    await workers.run(10, pid)
+    with forkserver_frozen():
+        await ends(workers.close())
+
+
 def worker_of(server: int) -> int:
     """The one worker process forked from the forkserver `server`."""
     [worker] = [child for child in children(server) if running(child)]

@@ -529,10 +529,26 @@ class WorkerProcesses:
         old.shutdown(wait=False, cancel_futures=True)
 
     async def close(self) -> None:
+        """Let work under way finish, each within its own poll's bounds; then end the worker
+        processes, waiting at most `grace` more for that. A pool that has not ended by then
+        is left behind, not waited for: its worker's start hangs on a stopped forkserver, or
+        its processes ended but the stopped forkserver cannot report it. Its processes end
+        with the exporter (`_end_with`); a
+        stopped forkserver ends once it runs again (its exporter gone) or is killed (the
+        shipped unit's `KillMode=mixed` kills what is left once the exporter has ended)."""
         self._closed = True
-        await asyncio.gather(*(asyncio.to_thread(slot.executor.shutdown, wait=True,
-                                                 cancel_futures=True)
-                               for slot in self._slots))
+        until = max([time.monotonic() + self._grace,
+                     *(slot.lease.until() + self._grace for slot in self._slots
+                       if slot.lease is not None)])
+        ending = [_off_loop(_SHUTDOWN_THREAD, partial(
+            slot.executor.shutdown, wait=True, cancel_futures=True)) for slot in self._slots]
+        _, left = await asyncio.wait(ending, timeout=until - time.monotonic())
+        if left:
+            log.warning("digest worker processes did not end in time (is the forkserver "
+                        "stopped?); they end with the exporter", extra={"left": len(left)})
+
+
+_SHUTDOWN_THREAD = "digest pool shutdown"
 
 
 async def _settled(future: asyncio.Future[Any], until: float) -> bool:
