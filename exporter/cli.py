@@ -397,7 +397,7 @@ def _run(serving: Coroutine[None, None, None]) -> int:
     except ListenError as exc:
         print(f"ignition-exporter: {exc}", file=sys.stderr)
         return EXIT_CANNOT_LISTEN
-    return 0
+    return workers.unblocked_exit(0)  # not waiting for workers a stopped forkserver holds
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -34,8 +34,17 @@ from exporter.polling.workers import (
     usable_cpus,
     workers,
 )
-from tests.conftest import eventually
-from tests.processes import children, digest_workers, forkservers, running
+from exporter.standins.simulator import WEBDEV_PATH, GatewaySimulator, simulator_app
+from tests.conftest import FakeClock, ServerFactory, eventually
+from tests.processes import (
+    ExporterProcess,
+    children,
+    command_line,
+    digest_workers,
+    forkservers,
+    running,
+    write_config,
+)
 
 MakeWorkers = Callable[..., WorkerProcesses]
 R = TypeVar("R")
@@ -715,3 +724,29 @@ async def test_a_stopped_worker_costs_its_poll_not_its_slot(
     finally:
         os.kill(stopped, signal.SIGCONT)
     await eventually(lambda: not running(stopped), what="the stopped worker to end")
+
+
+@pytest.mark.slow
+async def test_the_exporter_stops_while_its_forkserver_is_stopped(
+        tmp_path: Path, aiohttp_server: ServerFactory) -> None:
+    """SIGTERM ends the exporter (status 0) while its forkserver is stopped: the stdlib's own
+    exit waits for every worker's end, which only the forkserver can report. Its worker ends
+    with it."""
+    server = await aiohttp_server(simulator_app(GatewaySimulator(seed=4, clock=FakeClock())))
+    config = Path(write_config(tmp_path, [{"name": "plant-a",
+                                           "url": str(server.make_url(WEBDEV_PATH))}]))
+    config.write_text(config.read_text() + "digest_processes: 1\n")
+    async with ExporterProcess(tmp_path, "--config", str(config)) as exporter:
+        await exporter.wait_for_metric("ignition_perspective_sessions{")
+        assert exporter.process is not None
+        [forkserver] = [child for child in children(exporter.process.pid)
+                        if "multiprocessing.forkserver" in command_line(child)]
+        worker = worker_of(forkserver)
+        os.kill(forkserver, signal.SIGSTOP)
+        try:
+            assert await exporter.stop(timeout=60) == 0
+        finally:
+            os.kill(forkserver, signal.SIGKILL)
+            os.kill(forkserver, signal.SIGCONT)
+    assert "digest worker processes did not end in time" in exporter.log.read_text()
+    await eventually(lambda: not running(worker), what="the worker to end")

@@ -533,7 +533,7 @@ class WorkerProcesses:
         processes, waiting at most `grace` more for that. A pool that has not ended by then
         is left behind, not waited for: its worker's start hangs on a stopped forkserver, or
         its processes ended but the stopped forkserver cannot report it. Its processes end
-        with the exporter (`_end_with`); a
+        with the exporter (`_end_with`, and `unblocked_exit` for the exporter's own end); a
         stopped forkserver ends once it runs again (its exporter gone) or is killed (the
         shipped unit's `KillMode=mixed` kills what is left once the exporter has ended)."""
         self._closed = True
@@ -549,6 +549,21 @@ class WorkerProcesses:
 
 
 _SHUTDOWN_THREAD = "digest pool shutdown"
+
+
+def unblocked_exit(status: int) -> int:
+    """`status`, for the exporter to exit with once it has stopped; or, while a pool that
+    `close` left behind has still not ended, the process ended at once with it. The
+    interpreter's own exit would wait for that pool for ever: `concurrent.futures` and
+    `multiprocessing` wait there for the end of every worker process, which only their
+    forkserver can report, and a stopped one never does. Nothing is lost: the exporter has
+    stopped, its log is flushed here, and its workers end with it (`_end_with`)."""
+    if any(thread.name == _SHUTDOWN_THREAD for thread in threading.enumerate()):
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status
 
 
 async def _settled(future: asyncio.Future[Any], until: float) -> bool:
