@@ -589,6 +589,18 @@ async def test_the_poll_after_a_hung_first_start_fails_too(make_workers: MakeWor
             await ends(workers.run(0.5, pid))
 
 
+async def test_polls_queued_behind_busy_workers_wait_their_turn(
+        make_workers: MakeWorkers) -> None:
+    """An exporter behind on its polls, nothing hung: six polls of 0.3 s each for one worker
+    queue for 1.8 s, longer than one poll's patience (0.5 + 0.5 s). Each must be digested
+    (failing them would report healthy gateways down), one after another."""
+    workers = make_workers(1, **QUICK)
+    await workers.run(10, pid)  # started: the queue below is work, not a worker's start
+    answers = await ends(asyncio.gather(*(workers.run(0.5, pid_after_a_while)
+                                          for _ in range(6))))
+    assert len(set(answers)) == 1
+
+
 async def test_polls_after_a_worker_died_under_a_stopped_forkserver_fail_too(
         make_workers: MakeWorkers) -> None:
     """A worker dying while its forkserver is stopped is never reported: its pool would wait

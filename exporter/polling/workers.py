@@ -363,9 +363,10 @@ class WorkerProcesses:
     """Up to `count` worker processes, one poll in each at a time; more polls wait their turn.
 
     Every wait of a poll is bounded here, in the exporter, whatever becomes of the processes.
-    The work reaches a worker within the poll's `bound` plus `start_grace` (a free worker,
-    then its start when it has none), or the poll fails and the work, should it reach one
-    later, is dropped there (`_bounded`). Once there, the work ends within `bound` (or its
+    A poll waits for a free slot for as long as slots keep coming back (`_free_slot`); then
+    the work reaches its worker within the poll's `bound` plus `start_grace` (the worker's
+    start, when it has none), or the poll fails and the work, should it reach one later, is
+    dropped there (`_bounded`). Once there, the work ends within `bound` (or its
     process within `bound` plus `grace` of CPU time): so an answer not back by then never
     will be (the worker is stopped, or died while a stopped forkserver cannot report it),
     and the poll fails without waiting longer. A failed poll never costs its slot: a start
@@ -392,11 +393,12 @@ class WorkerProcesses:
             self._idle.put_nowait(slot)
         self._failing = False
         self._closed = False
+        self._returned = 0.0  # when a slot last came back (time.monotonic())
 
     async def run(self, bound: float, work: Callable[..., R], *arguments: object) -> R:
+        slot = await self._free_slot(bound)
         start_by = time.monotonic() + bound + self._start_grace
-        lease = _Lease(await self._free_slot(bound, start_by), start_by,
-                       start_by + bound + self._grace)
+        lease = _Lease(slot, start_by, start_by + bound + self._grace)
         submitting = self._hand_over(lease, (_bounded, bound, self._grace, start_by, work,
                                              *arguments))
         lease.executor, future = await self._handed_over(submitting, bound, start_by)
@@ -416,15 +418,20 @@ class WorkerProcesses:
         submitting.add_done_callback(partial(self._submitted, lease))
         return submitting
 
-    async def _free_slot(self, bound: float, start_by: float) -> _Slot:
-        """A slot of its own for the poll. Every slot busy past `start_by` (other polls'
-        work, or starts that hang) fails the poll, rather than queue it for ever."""
-        try:
-            return await asyncio.wait_for(self._idle.get(), start_by - time.monotonic())
-        except TimeoutError:
-            raise WorkerLost(f"no worker process was free within {bound + self._start_grace:g}"
-                             " s (each busy, or hanging in its start: is the forkserver "
-                             "stopped?)") from None
+    async def _free_slot(self, bound: float) -> _Slot:
+        """A slot of its own for the poll, waited for as long as slots keep coming back: an
+        exporter behind on its polls queues them (its `poll_lag` says so; failing them would
+        say the gateways are down). Only when none has come back for the poll's `bound` plus
+        `start_grace` (starts that hang on a stopped forkserver, workers that never answer)
+        does the poll fail, rather than queue for ever."""
+        patience = bound + self._start_grace
+        since = time.monotonic()
+        while (left := max(since, self._returned) + patience - time.monotonic()) > 0:
+            with contextlib.suppress(TimeoutError):
+                return await asyncio.wait_for(self._idle.get(), left)
+        raise WorkerLost(f"no worker process was free within {patience:g} s (none came back "
+                         "in that time: each hanging in its start or its work; is the "
+                         "forkserver stopped?)")
 
     async def _handed_over(self, submitting: asyncio.Future[_HandedOver], bound: float,
                            start_by: float) -> _HandedOver:
@@ -499,6 +506,7 @@ class WorkerProcesses:
         if lease.returned:
             return
         lease.returned = True
+        self._returned = time.monotonic()
         slot = lease.slot
         if renew_because is not None and slot.executor is lease.executor:
             self._renew(slot, renew_because)
