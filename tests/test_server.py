@@ -497,3 +497,64 @@ async def test_many_addresses_holding_every_connection_busy_leave_room_for_a_qui
     expected = {"max_connections": 8, "address": "127.0.0.2", "address_connections": 3,
                 "newcomer_address": "127.0.0.5", "newcomer_connections": 0}
     assert fields(evicted, expected) == expected
+
+
+# --- what an episode's summaries leave out ---------------------------------------------------
+
+ACCEPT_FAILED = {"message": "socket.accept() out of system resource",
+                 "exception": OSError(errno.EMFILE, "Too many open files")}
+
+
+async def test_accept_failing_for_want_of_files_says_how_many_more_once_it_is_over(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The accept-error episode is summed up like the connection limits' (`(over)`), but
+    nothing flushed it: the last hits of a descriptor shortage, and that it ended, were told
+    only by the next shortage, however much later, or never."""
+    monkeypatch.setattr(logs, "EPISODE_QUIET", 0.3)  # read when the server makes its episodes
+    async with running_site(app_with_slow_route(), "127.0.0.1", 0, limits=SHORT):
+        loop = asyncio.get_running_loop()
+        for _ in range(4):  # asyncio's accept loop reports each failure this way
+            loop.call_exception_handler(dict(ACCEPT_FAILED))
+        await eventually(lambda: len(logged(caplog, "out of file descriptors")) >= 2,
+                         timeout=5, what="the line for the shortage's other hits")
+    first, over = logged(caplog, "out of file descriptors")
+    assert first.error == "Too many open files"
+    assert over.getMessage().endswith("(over)")
+    assert over.more_hits == 3
+
+
+async def test_the_hits_since_the_last_line_are_told_when_the_server_stops(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """An episode still going when the server stops (a restart during a flood) ends there:
+    its hits since its last line are lost unless they are told then."""
+    async with running_site(app_with_slow_route(), "127.0.0.1", 0, limits=SHORT) as url:
+        silent = [await idle_socket(url) for _ in range(3)]
+        for reader, _ in silent:
+            assert await closed_by_server(reader)
+        for _, writer in silent:
+            writer.close()
+    lines = logged(caplog, "closing connections that did not send")
+    assert lines[0].getMessage() == ("closing connections that did not send request headers "
+                                     "in time")
+    assert sum(int(getattr(line, "more_hits", 0)) for line in lines) == 2, \
+        [(line.getMessage(), vars(line).get("more_hits")) for line in lines]
+
+
+async def test_a_timeout_episode_names_the_clients_that_kept_it_going(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The summaries exist so that a client keeping an episode going cannot hide the others
+    behind its first line (README); the header timeouts' lines carry only `timeout`, so the
+    second client never appears in any of them."""
+    monkeypatch.setattr(logs, "EPISODE_QUIET", 0.3)
+    async with running_site(app_with_slow_route(), "127.0.0.1", 0, limits=SHORT) as url:
+        sockets = [await socket_from(address, url) for address in ("127.0.0.2", "127.0.0.3")]
+        for reader, _ in sockets:
+            assert await closed_by_server(reader)
+        await eventually(lambda: len(logged(caplog, "closing connections that did not send"))
+                         >= 2, timeout=5, what="the line for the episode's other hits")
+        for _, writer in sockets:
+            writer.close()
+    told = " ".join(str(value) for line in logged(caplog, "closing connections that did not")
+                    for value in vars(line).values())
+    assert "127.0.0.2" in told
+    assert "127.0.0.3" in told
