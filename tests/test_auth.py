@@ -12,6 +12,7 @@ import bcrypt
 import pytest
 from aiohttp import web
 
+from exporter import logs
 from exporter.web import auth
 from exporter.web.auth import (
     BasicAuth,
@@ -259,3 +260,30 @@ async def test_a_flood_from_many_addresses_leaves_a_place_for_another(
     assert len(order) == auth.CONCURRENT_CHECKS + auth.WAITING_IN_ALL
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
         "basic auth checks refused: too many waiting; someone may be guessing passwords"]
+
+
+async def test_a_reload_that_replaces_the_users_keeps_a_flood_s_last_hits(
+        gated_bcrypt: tuple[threading.Event, list[bytes]],
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each BasicAuth has its own episode: a reload with other users (what an operator does
+    on reading `someone may be guessing passwords`) dropped it with the hits it had not
+    told yet, so the flood's summary never came."""
+    gate, _ = gated_bcrypt
+    monkeypatch.setattr(logs, "EPISODE_QUIET", 0.2)  # read when a BasicAuth makes its episode
+    guards = ReplaceableAuth({"alice": HASH})
+    flooded = guards.current
+    assert flooded is not None
+    # Four checks take the slots, four wait in the client's queue, the last two are refused.
+    checks = [asyncio.create_task(flooded.check(basic("alice", f"guess{i}"), "10.0.0.66"))
+              for i in range(auth.CONCURRENT_CHECKS + auth.WAITING_PER_QUEUE + 2)]
+    await eventually(lambda: sum(check.done() for check in checks) == 2,
+                     what="the checks past the queue refused")
+    gate.set()
+    assert not any(await asyncio.gather(*checks))
+    guards.set_users({"alice": HASH, "bob": HASH})
+    await asyncio.sleep(0.3)  # the episode is over
+    assert guards.current is not None
+    assert await guards.current.check(basic("bob", "s3cret"), "10.0.0.5")
+    flood = [r for r in caplog.records if r.getMessage().startswith("basic auth checks refused")]
+    assert [r.getMessage().rsplit(" ", 1)[-1] for r in flood] == ["passwords", "(over)"]
+    assert (flood[1].more_hits, flood[1].client) == (1, "10.0.0.66")
