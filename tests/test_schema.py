@@ -366,3 +366,27 @@ def test_one_byte_that_is_not_utf8_alone(tmp_path: Path) -> None:
         load_web_config(path)
     assert [str(problem) for problem in caught.value.problems] == [
         f"{path}:1:6: not UTF-8: byte 0xE9 cannot be read; save the file as UTF-8"]
+
+
+@pytest.mark.parametrize(("text", "hidden"), [
+    # A key's place is also its value's: a wrong value there is not a repeat of the key's
+    # problem.
+    ("gateways:\n  - name: a\n    url: http://a\nsessions_basic_auth_users:\n"
+     "  010: not-a-hash\n", "sessions_basic_auth_users.010: expected a bcrypt hash"),
+    # A cross-check at a refused value's place says something else of it.
+    ("gateways:\n  - name: '0123'\n    url: http://a\n  - name: 0123\n    url: http://b\n",
+     "gateways[1].name: duplicate gateway name '0123'"),
+], ids=["a key's value", "a cross-check"])
+def test_a_misread_number_hides_no_other_problem_at_its_place(
+        tmp_path: Path, text: str, hidden: str) -> None:
+    """`load_checked` leaves out every problem the schema finds where a misread number is,
+    taking each for a repeat of the loader's; these are not, and the file, once the number
+    is quoted, is refused again for them."""
+    path = tmp_path / "c.yml"
+    found = problems_in(path, text, load_config)
+    assert " is octal in YAML 1.1 " in found[0]
+    assert any(problem.startswith(hidden) for problem in found), found
+    # What quoting the number alone leaves.
+    quoted = problems_in(path, text.replace(" 010:", " '010':").replace(" 0123\n", " '0123'\n"),
+                         load_config)
+    assert any(problem.startswith(hidden) for problem in quoted), quoted
