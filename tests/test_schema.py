@@ -390,3 +390,19 @@ def test_a_misread_number_hides_no_other_problem_at_its_place(
     quoted = problems_in(path, text.replace(" 010:", " '010':").replace(" 0123\n", " '0123'\n"),
                          load_config)
     assert any(problem.startswith(hidden) for problem in quoted), quoted
+
+
+@pytest.mark.parametrize("value", ["!!int 010", "!!int 0_10"])
+def test_an_explicitly_tagged_octal_is_not_read_as_another_number(
+        tmp_path: Path, value: str) -> None:
+    """`!!int 010` is 10 in YAML 1.2 and 8 in YAML 1.1: an explicit tag skips the resolver
+    that refuses the plain `010`, and PyYAML's constructor still reads it as octal, so the
+    series budget became 8 without a word."""
+    path = tmp_path / "c.yml"
+    path.write_text(f"max_series_per_metric: {value}\n"
+                    "gateways:\n  - name: a\n    url: http://a\n")
+    try:
+        budget = load_config(path).max_series_per_metric
+    except ConfigError:
+        return  # refused, as the plain form is: fine
+    assert budget == 10
