@@ -98,3 +98,13 @@ def test_a_large_population_stays_near_its_target_and_keeps_changing() -> None:
     assert min(sessions) >= 1980 and max(sessions) == 2000
     assert min(clients) >= 190 and max(clients) == 200
     assert len(before - ids(document)) >= 200, "sessions ended, and others took their place"
+
+
+def test_a_gateway_of_anonymous_sessions_alone_starts_with_a_limit() -> None:
+    """Wall screens and kiosks run Perspective without a login. A Designer session needs
+    one, so it draws from no user at all: with a limit per user that was "nobody logs in";
+    drawing before looking for users below the limit raised IndexError instead."""
+    simulator = GatewaySimulator(seed=2, clock=FakeClock(), target_sessions=20,
+                                 target_clients=0, users=("Unauthenticated",),
+                                 max_sessions_per_user=3)
+    assert Counter(simulator.iter_usernames()) == {"Unauthenticated": 3}
