@@ -51,23 +51,28 @@ VALUE_MAX_CHARS = 64
 
 
 class _Tally:
-    """The hits of an episode since its last line: how many, and each field's values."""
+    """The hits of an episode since its last line: how many, and each field's values (each
+    number kept as it is, so a field keeps its type in JSON logs when it has one value)."""
 
     def __init__(self) -> None:
         self.hits = 0
-        self.values: dict[str, dict[str, None]] = {}
+        self.values: dict[str, dict[str, object]] = {}
 
     def add(self, fields: dict[str, object]) -> None:
         self.hits += 1
         for key, value in fields.items():
             seen = self.values.setdefault(key, {})
             if len(seen) < COUNTED_VALUES:
-                seen[str(value)[:VALUE_MAX_CHARS]] = None
+                text = str(value)[:VALUE_MAX_CHARS]
+                seen[text] = value if isinstance(value, int | float) else text
 
     def summary(self) -> dict[str, object]:
         """`more_hits`, and per field its one value, or the first few and how many more."""
         fields: dict[str, object] = {"more_hits": self.hits}
         for key, seen in self.values.items():
+            if len(seen) == 1:
+                [fields[key]] = seen.values()
+                continue
             named = list(seen)[:NAMED_VALUES]
             others = len(seen) - len(named)
             fields[key] = " ".join(named) + (
@@ -114,6 +119,11 @@ class Episode:
         """Log what the last episode's hits since its last line were, once it is over."""
         if self._last_hit is not None and self._clock() - self._last_hit > self._quiet:
             self._summarise("over")
+
+    def close(self) -> None:
+        """Log what the hits since the last line were, over or not: when nothing will
+        flush this episode any more (its owner stops, or is replaced)."""
+        self._summarise("over")
 
     def _summarise(self, state: str) -> None:
         if self._tally.hits:

@@ -65,7 +65,7 @@ def test_episode_logs_once_per_episode(caplog: pytest.LogCaptureFixture) -> None
     # The new episode's line comes after one for the last episode's other hits.
     assert [r.getMessage() for r in caplog.records] == [
         "limit reached", "limit reached (over)", "limit reached"]
-    assert (caplog.records[1].more_hits, caplog.records[1].limit) == (499, "10")
+    assert (caplog.records[1].more_hits, caplog.records[1].limit) == (499, 10)
     assert caplog.records[2].limit == 10
 
 
@@ -142,7 +142,7 @@ def test_an_episode_of_made_up_values_costs_a_bounded_set(
         episode.flush()
     summary = caplog.records[-1]
     assert summary.more_hits == COUNTED_VALUES * 3
-    assert summary.limit == "8"
+    assert summary.limit == 8  # one value: a number stays one
     named = summary.address.split(" and ")[0].split()
     assert len(named) == NAMED_VALUES
     assert all(len(value) == VALUE_MAX_CHARS for value in named)

@@ -209,8 +209,17 @@ class FairSlots:
         self._free += 1
 
 
+def flood_episode() -> Episode:
+    return Episode(log, "basic auth checks refused: too many waiting; someone may be guessing "
+                   "passwords")
+
+
 class BasicAuth:
-    def __init__(self, users: Mapping[str, bytes]) -> None:
+    """`flooded` logs the checks refused for want of a waiting place: one episode across
+    the sets of users a reload makes, so replacing the users (what a flood makes an operator
+    do) does not lose the flood's untold hits."""
+
+    def __init__(self, users: Mapping[str, bytes], flooded: Episode | None = None) -> None:
         self._users = users
         # Unknown users are checked against the costliest hash, so they take as long as
         # the slowest known user; the outcome of that check is ignored.
@@ -218,8 +227,7 @@ class BasicAuth:
         self._cache_key = os.urandom(32)
         self._verified: OrderedDict[bytes, None] = OrderedDict()
         self._slots = FairSlots(CONCURRENT_CHECKS, WAITING_PER_QUEUE, WAITING_IN_ALL)
-        self._flooded = Episode(log, "basic auth checks refused: too many waiting; "
-                                "someone may be guessing passwords")
+        self._flooded = flooded or flood_episode()
 
     async def check(self, header: str | None, client: str | None = None) -> bool:
         self._flooded.flush()  # a flood that is over says who else took part
@@ -263,12 +271,13 @@ class ReplaceableAuth:
     def __init__(self, users: Mapping[str, bytes]) -> None:
         self.current: BasicAuth | None = None
         self._users: Mapping[str, bytes] | None = None
+        self._flooded = flood_episode()
         self.set_users(users)
 
     def set_users(self, users: Mapping[str, bytes]) -> None:
         if users != self._users:
             self._users = users
-            self.current = BasicAuth(users) if users else None
+            self.current = BasicAuth(users, self._flooded) if users else None
 
 
 def unauthorized() -> web.Response:

@@ -269,6 +269,8 @@ class ConnectionTracker:
                                        "headers in time")
         self.send_timeouts = Episode(log, "closing connections that did not read their "
                                      "answer in time")
+        self.out_of_files = Episode(log, "out of file descriptors: cannot accept connections; "
+                                    "raise the open file limit or lower --web.max-connections")
 
     def __call__(self) -> _Connection:
         return _Connection(self)
@@ -282,9 +284,13 @@ class ConnectionTracker:
         self._sweeper = self._loop.call_later(self._sweep_every, self._sweep)
 
     def stop(self) -> None:
+        """Stop sweeping; each episode says what its hits since its last line were, as it
+        would once over: nothing will flush them any more."""
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        for episode in self.episodes():
+            episode.close()
 
     def _sweep(self) -> None:
         now = self.now()
@@ -292,15 +298,20 @@ class ConnectionTracker:
         for connection in list(self._live.values()):
             stalled = connection.send_stalled_since(now)
             if connection.waiting_since is not None and connection.waiting_since <= headers_due:
-                self.header_timeouts.hit(timeout=self.limits.header_timeout)
+                self.header_timeouts.hit(address=connection.peer,
+                                         timeout=self.limits.header_timeout)
                 connection.abort()
             elif stalled is not None and stalled <= answer_due:
-                self.send_timeouts.hit(timeout=self.limits.send_timeout)
+                self.send_timeouts.hit(address=connection.peer,
+                                       timeout=self.limits.send_timeout)
                 connection.abort()
-        for episode in (self.at_cap, self.evicting, self.refusing, self.at_peer_cap,
-                        self.header_timeouts, self.send_timeouts):
+        for episode in self.episodes():
             episode.flush()  # an episode that is over says what its last hits were
         self.start()
+
+    def episodes(self) -> tuple[Episode, ...]:
+        return (self.at_cap, self.evicting, self.refusing, self.at_peer_cap,
+                self.header_timeouts, self.send_timeouts, self.out_of_files)
 
     def admit(self, connection: _Connection) -> bool:
         """Room for a newcomer within its client's share, then within the cap: at each, the
@@ -329,7 +340,7 @@ class ConnectionTracker:
         lock out one holding few (and equal shares never cut each other's answers); else the
         newcomer is refused. Each outcome is logged, with the clients it concerns."""
         if self._drop_idle(lambda _: True):
-            self.at_cap.hit(max_connections=self.cap)
+            self.at_cap.hit(address=peer, max_connections=self.cap)
             return True
         heaviest = max(self._per_peer, key=self._per_peer.__getitem__)
         holds, most = self._per_peer.get(peer, 0), self._per_peer[heaviest]
@@ -395,12 +406,10 @@ def accept_error_handler(exhausted: Episode) -> Callable[[asyncio.AbstractEventL
 
 
 @contextlib.contextmanager
-def _quiet_accept_errors() -> Any:
+def _quiet_accept_errors(exhausted: Episode) -> Any:
     loop = asyncio.get_running_loop()
     previous = loop.get_exception_handler()
-    loop.set_exception_handler(accept_error_handler(Episode(
-        log, "out of file descriptors: cannot accept connections; raise the open file limit "
-        "or lower --web.max-connections")))
+    loop.set_exception_handler(accept_error_handler(exhausted))
     try:
         yield
     finally:
@@ -442,7 +451,7 @@ async def running_site(app: web.Application, host: str, port: int,
     app.middlewares.insert(0, tracker.middleware)
     await runner.setup()
     try:
-        with _quiet_accept_errors():
+        with _quiet_accept_errors(tracker.out_of_files):
             server = await _listen(tracker, host, port, ssl_context)
             tracker.start()
             try:
