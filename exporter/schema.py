@@ -287,6 +287,11 @@ class _Loader(yaml.SafeLoader):
         return tag
 
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        if node.tag == _INT_TAG and isinstance(node, yaml.ScalarNode) \
+                and _OCTAL.fullmatch(node.value) and _octal_differs(node.value):
+            # Tagged `!!int 010`, which skips `resolve`: PyYAML would build 8 from it.
+            raise yaml.constructor.ConstructorError(None, None, _octal(node.value),
+                                                    node.start_mark)
         try:
             return super().construct_object(node, deep)
         except yaml.YAMLError:
@@ -322,18 +327,31 @@ def load_checked(path: str | Path, build: Callable[[object], T]) -> T:
     alone reads as base 60 or octal (`_Loader`), at its line and column. These are reported
     together with whatever `build` finds in the document (which holds the last of each
     repeated key, and the text of each such number, as YAML 1.2 reads it), so one hides no
-    other problem; a problem `build` finds at such a number's place would only repeat it, and
-    is left out. A file with any of them is refused even if `build` finds nothing else.
+    other problem. Only where such a number is a value does `build`'s complaint of its type
+    or form there (`_FORM_COMPLAINTS`) repeat it, and that alone is left out: a cross-check at its
+    place, or a problem with the value of a key so written, says something else. A file with
+    any of them is refused even if `build` finds nothing else.
     """
     document, written, misread = _read(path)
     try:
         built = build(document)
     except ConfigError as exc:
         raise ConfigError([*written, *(problem for problem in exc.problems
-                                       if problem.location not in misread)]) from None
+                                       if not _repeats(problem, misread))]) from None
     if written:
         raise ConfigError(written)
     return built
+
+
+def _repeats(problem: Problem, misread: set[str]) -> bool:
+    """Whether `problem` only says again, of a value written as a number YAML 1.1 alone
+    reads (at `misread`), that its text is no value of its kind."""
+    return problem.location in misread and problem.message.startswith(_FORM_COMPLAINTS)
+
+
+# How the schema's complaints of a value's type or form begin (`expected a mapping, got …`,
+# `invalid duration …`), as opposed to its cross-checks'.
+_FORM_COMPLAINTS = ("expected ", "invalid duration ", "invalid size ")
 
 
 def load_yaml(path: str | Path) -> object:
@@ -368,8 +386,8 @@ def _parse(path: str | Path, text: str) -> tuple[object, list[Problem], set[str]
         found = list(_written_problems(node, "(top level)"))
         problems = [Problem(where, message) if mark is None else
                     Problem(_place(path, mark), f"{where}: {message}")
-                    for where, message, mark in found]
-        misread = {where for where, _, mark in found if mark is not None}
+                    for where, message, mark, _ in found]
+        misread = {where for where, _, mark, as_key in found if mark is not None and not as_key}
         return loader.construct_document(node), problems, misread
     except yaml.YAMLError as exc:
         raise _invalid(path, exc) from None
@@ -406,6 +424,9 @@ def _text(path: str | Path) -> tuple[str, list[Problem]]:
         return _undecodable(path, data.decode("utf-8", errors="surrogateescape"))
 
 
+# Past this many bytes that are not UTF-8 a file is not text in another encoding (a few
+# accented names) but binary, and is refused without reading the rest for other problems.
+MAX_UNDECODABLE_BYTES = 1000
 # The characters `surrogateescape` decodes each byte that is not UTF-8 to.
 _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
 
@@ -415,13 +436,17 @@ def _undecodable(path: str | Path, escaped: str) -> tuple[str, list[Problem]]:
     and column of the first, counting the others. A file saved in another encoding (Windows'
     own, Latin-1) has such bytes wherever it has an accent, and one fix for all. The rest of
     the file is still read, so its other problems are reported with it."""
-    found = [match.start() for match in _ESCAPED_BYTE.finditer(escaped)]
-    byte = ord(escaped[found[0]]) - 0xDC00
-    others = f" (nor can {len(found) - 1} more after it)" if len(found) > 1 else ""
-    problem = Problem(f"{path}:{_line_column(escaped, found[0])}",
+    first = _ESCAPED_BYTE.search(escaped)
+    assert first is not None  # the file did not decode
+    text, count = _ESCAPED_BYTE.subn("\ufffd", escaped)
+    byte = ord(first.group()) - 0xDC00
+    others = f" (nor can {count - 1} more after it)" if count > 1 else ""
+    problem = Problem(f"{path}:{_line_column(escaped, first.start())}",
                       f"not UTF-8: byte 0x{byte:02X} cannot be read{others}; save the file "
                       "as UTF-8")
-    return _ESCAPED_BYTE.sub("\ufffd", escaped), [problem]
+    if count > MAX_UNDECODABLE_BYTES:  # a binary file: nothing else in it is worth reading
+        raise ConfigError([problem])
+    return text, [problem]
 
 
 # What YAML takes for a line break (PyYAML's marks count the same).
@@ -448,11 +473,14 @@ def _place(path: str | Path, mark: yaml.Mark | None) -> str:
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
-def _written_problems(node: yaml.Node, location: str, visited: set[int] | None = None
-                      ) -> Iterator[tuple[str, str, yaml.Mark | None]]:
-    """(location, message, mark) for each key written twice in one mapping (no mark: the
-    message names both lines) and each number YAML 1.1 alone reads as base 60 or octal,
-    anywhere in the tree, in the order written.
+Written = tuple[str, str, yaml.Mark | None, bool]
+
+
+def _written_problems(node: yaml.Node, location: str, visited: set[int] | None = None,
+                      as_key: bool = False) -> Iterator[Written]:
+    """(location, message, mark, whether of a key) for each key written twice in one
+    mapping (no mark: the message names both lines) and each number YAML 1.1 alone reads as
+    base 60 or octal, anywhere in the tree, in the order written.
 
     Walks the composed nodes, before any value is built, so the first occurrence of a key is
     still there to be named. Aliases are walked once (`visited`); merge keys (`<<`) are not
@@ -463,7 +491,7 @@ def _written_problems(node: yaml.Node, location: str, visited: set[int] | None =
         return
     visited.add(id(node))
     if isinstance(node, yaml.ScalarNode) and node.tag in _MISREAD:
-        yield location, _misread(node.tag, node.value), node.start_mark
+        yield location, _misread(node.tag, node.value), node.start_mark, as_key
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             yield from _written_problems(item, f"{location}[{index}]", visited)
@@ -472,7 +500,7 @@ def _written_problems(node: yaml.Node, location: str, visited: set[int] | None =
 
 
 def _mapping_problems(node: yaml.MappingNode, location: str, visited: set[int]
-                      ) -> Iterator[tuple[str, str, yaml.Mark | None]]:
+                      ) -> Iterator[Written]:
     first_line: dict[tuple[str, str], int] = {}
     for key, value in node.value:
         if key.tag == _MERGE_TAG:
@@ -482,11 +510,11 @@ def _mapping_problems(node: yaml.MappingNode, location: str, visited: set[int]
         if not isinstance(key, yaml.ScalarNode):
             continue
         where = key.value if location == "(top level)" else f"{location}.{key.value}"
-        yield from _written_problems(key, where, visited)
+        yield from _written_problems(key, where, visited, as_key=True)
         line = key.start_mark.line + 1
         if (key.tag, key.value) in first_line:
             yield where, (f"key written twice, on lines {first_line[key.tag, key.value]} "
-                          f"and {line}: keep one"), None
+                          f"and {line}: keep one"), None, True
         first_line.setdefault((key.tag, key.value), line)
         yield from _written_problems(value, where, visited)
 

@@ -11,7 +11,13 @@ import pytest
 import yaml
 
 from exporter.config import load_config, parse_duration
-from exporter.schema import MAX_CONFIG_BYTES, MAX_PROBLEMS, ConfigError, load_yaml
+from exporter.schema import (
+    MAX_CONFIG_BYTES,
+    MAX_PROBLEMS,
+    MAX_UNDECODABLE_BYTES,
+    ConfigError,
+    load_yaml,
+)
 from exporter.web.webconfig import load_web_config
 
 
@@ -327,9 +333,11 @@ gateways:
 """)
     assert [problem.split(": ")[1] for problem in found] == [
         "base.timeout", "gateways[0].connect_timeout", "gateways[0].1:30"], found
-    assert [problem.split(": ")[1] for problem in problems_in(
-        tmp_path / "web.yml", "http_server_config:\n  headers:\n    X-Count: 010\n",
-        load_web_config)] == ["http_server_config.headers.X-Count"]
+    web = problems_in(tmp_path / "web.yml", "http_server_config:\n  headers:\n    X-Count: 010\n",
+                      load_web_config)
+    # The number, then what else is wrong there: a header this server does not set.
+    assert [problem.split(": ")[1] for problem in web] == [
+        "http_server_config.headers.X-Count", "header not allowed (allowed"], web
 
 
 def test_bytes_that_are_not_utf8_are_an_error_at_their_line_and_column(tmp_path: Path) -> None:
@@ -406,3 +414,16 @@ def test_an_explicitly_tagged_octal_is_not_read_as_another_number(
     except ConfigError:
         return  # refused, as the plain form is: fine
     assert budget == 10
+
+
+def test_a_binary_file_is_one_problem_and_is_not_read_further(tmp_path: Path) -> None:
+    """Past MAX_UNDECODABLE_BYTES bytes that are not UTF-8 the file is binary (an image, an
+    archive given as --config): its one problem is that, and parsing megabytes of it for
+    others took seconds and hundreds of megabytes."""
+    path = tmp_path / "c.yml"
+    path.write_bytes(b"\xff" * (MAX_UNDECODABLE_BYTES + 1) + b"\ncolour: red\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert [str(problem) for problem in caught.value.problems] == [
+        f"{path}:1:1: not UTF-8: byte 0xFF cannot be read (nor can {MAX_UNDECODABLE_BYTES} "
+        "more after it); save the file as UTF-8"]
