@@ -172,6 +172,8 @@ class GatewaySimulator:
         those is below it, and a login costs no pass over the users (`--sessions 100000`
         would otherwise start in quadratic time). Each is as likely as with a pass."""
         cap = self.max_sessions_per_user
+        if not users:  # a Designer login where every user is anonymous
+            return None
         if not cap:
             return self._rng.choice(users)
         for _ in range(_DRAWS):
