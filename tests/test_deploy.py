@@ -174,3 +174,38 @@ def test_wheel_installs_into_a_fresh_virtualenv(tmp_path: Path) -> None:
     check = subprocess.run([exe, "--config", str(config), "--check-config"],
                            capture_output=True, text=True, timeout=60)
     assert check.returncode == 0, check.stderr
+
+
+def grafana_dashboard_folder() -> Path:
+    """The host folder the compose stack mounts where Grafana's dashboard provider reads."""
+    providers = yaml.safe_load(
+        (DEPLOY / "grafana" / "provisioning" / "dashboards" / "ignition.yml").read_text())
+    path = providers["providers"][0]["options"]["path"]
+    return (DEPLOY / mounts("grafana")[path]).resolve()
+
+
+def test_every_json_file_grafana_provisions_is_a_dashboard() -> None:
+    """Grafana's file provider walks its folder, subfolders included, and loads every
+    `.json` file as a dashboard; one without a title is logged as an error ("failed to load
+    dashboard ... Dashboard title cannot be empty") at every scan. The stack mounts all of
+    dashboards/, which holds the schema check's package.json, package-lock.json and
+    tsconfig.json, and after `make test` its node_modules/ (some twenty JSON files more)."""
+    folder = grafana_dashboard_folder()
+    not_dashboards = []
+    for path in sorted(folder.rglob("*.json")):
+        document = json.loads(path.read_text(encoding="utf-8"))
+        if not (isinstance(document, dict) and document.get("title")):
+            not_dashboards.append(str(path.relative_to(folder)))
+    assert not_dashboards == [], "Grafana would try to load these as dashboards"
+
+
+def test_the_stack_runs_the_grafana_the_readme_requires() -> None:
+    """The README: "Import it in Grafana 11.6 or later" (the dashboard is schemaVersion 41,
+    the SDK pinned to 11.6); the compose stack that provisions it must run such a Grafana."""
+    readme = (ROOT / "README.md").read_text()
+    required = re.search(r"Import it in Grafana (\d+)\.(\d+) or later", readme)
+    assert required, "the README names the Grafana the dashboard needs"
+    image = compose()["services"]["grafana"]["image"]
+    running = re.fullmatch(r"grafana/grafana:v?(\d+)\.(\d+)\.\d+", image)
+    assert running, image
+    assert tuple(map(int, running.groups())) >= tuple(map(int, required.groups())), image

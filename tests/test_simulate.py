@@ -214,3 +214,30 @@ def test_simulate_takes_its_options_and_the_shared_ones_anywhere() -> None:
     assert (args.command, args.log_level, args.shape, args.listen, args.sessions) == (
         "simulate", "debug", "rest", ("127.0.0.1", 9000), 7)
     assert parse_arguments(["--config", "c.yml", "--check-config"]).config == "c.yml"
+
+
+def default_threshold(alert: str) -> float:
+    """The shipped rules' default threshold of `alert` (its `ignition:alert_threshold`)."""
+    (rule,) = [rule for group in yaml.safe_load(RULES.read_text())["groups"]
+               for rule in group["rules"] if rule.get("record") == "ignition:alert_threshold"
+               and rule["labels"] == {"alert": alert, "default": "true"}]
+    return float(re.fullmatch(r"vector\((\d+)\)", rule["expr"]).group(1))
+
+
+def test_the_readme_example_opens_no_session_older_than_the_age_alert_allows() -> None:
+    """The README's example, `simulate --shape webdev --token s3cret --sessions 200`, is
+    followed by "the shipped rules raise no alert on it: a first look must not page anyone
+    about sample data". Run against it, a real Prometheus with the shipped rules had
+    IgnitionSessionsOpenTooLong pending at the first evaluation (a session of about 8 days,
+    open when the simulator started), which fires after its `for: 1h`. Over that first hour
+    no Perspective session may be older than the alert's default age threshold."""
+    limit_ms = 1000 * default_threshold("IgnitionSessionsOpenTooLong")
+    clock = FakeClock()
+    argv = ["simulate", "--shape", "webdev", "--token", "s3cret", "--sessions", "200"]
+    simulator = simulate.simulator(build_parser().parse_args(argv), clock)
+    oldest = 0
+    for _ in range(61):  # the first hour, a poll a minute
+        oldest = max(oldest, *(s["uptime"] for s in simulator.perspective_objects()))
+        clock.advance(60.0)
+        simulator.advance()
+    assert oldest <= limit_ms, f"a session {oldest / 86_400_000:.1f} days old"

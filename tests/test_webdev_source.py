@@ -157,3 +157,38 @@ async def test_a_url_the_client_refuses_is_not_echoed(http: aiohttp.ClientSessio
     error = await fetch(gateway_at("http://ops:s3cret@a\u2100b:8088/x"), http)
     assert error.reason is Reason.CONNECT
     assert "s3cret" not in error.detail and "url" in error.detail
+
+
+async def test_a_401_without_a_configured_token_says_none_was_sent(
+        aiohttp_server: ServerFactory, http: aiohttp.ClientSession) -> None:
+    """A gateway whose script has a TOKEN, polled by a configuration that forgot
+    `token_file`/`token_env`: the exporter sent no credentials, so "the gateway refused the
+    credentials" sends the reader to check a token that is not there. The detail must say
+    that none is configured."""
+    server = await aiohttp_server(simulator_app(GatewaySimulator(), token="t0ken"))
+    error = await fetch(gateway_at(str(server.make_url(WEBDEV_PATH))), http)
+    assert error.reason is Reason.AUTH
+    assert "token_file" in error.detail or "token_env" in error.detail, error.detail
+
+
+async def test_a_404_says_what_a_webdev_url_looks_like(
+        aiohttp_server: ServerFactory, http: aiohttp.ClientSession) -> None:
+    """A WebDev URL with the wrong project or resource name, 7.9's without `/main`, or an
+    8.3 gateway's root with `source: rest` left out all answer 404. The REST source says
+    what its `url` must be; the WebDev one said only "HTTP 404 Not Found"."""
+    server = await aiohttp_server(simulator_app(GatewaySimulator(), shape="rest"))
+    error = await fetch(gateway_at(str(server.make_url("/"))), http)
+    assert error.reason is Reason.HTTP
+    assert "/system/webdev/" in error.detail, error.detail
+
+
+async def test_https_to_a_plain_http_port_says_so(
+        aiohttp_server: ServerFactory, http: aiohttp.ClientSession) -> None:
+    """`https://gw:8088` (the gateway's HTTP port, 8043 is its HTTPS one) failed with
+    "[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)": the detail must say
+    that the port answered plain HTTP."""
+    server = await aiohttp_server(simulator_app(GatewaySimulator(), shape="webdev"))
+    url = str(server.make_url(WEBDEV_PATH)).replace("http://", "https://", 1)
+    error = await fetch(gateway_at(url), http)
+    assert error.reason is Reason.CONNECT
+    assert "http://" in error.detail or "plain HTTP" in error.detail, error.detail

@@ -10,6 +10,7 @@ import itertools
 import logging
 import multiprocessing.forkserver
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -762,3 +763,44 @@ async def test_the_exporter_stops_while_its_forkserver_is_stopped(
             os.kill(forkserver, signal.SIGCONT)
     assert "digest worker processes did not end in time" in exporter.log.read_text()
     await eventually(lambda: not running(worker), what="the worker to end")
+
+
+
+def catches_sigint(pid: int) -> bool:
+    """Whether `pid` has a handler of its own for SIGINT (Python's, which raises
+    KeyboardInterrupt), from /proc: neither the default action nor ignored."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = re.search(r"^SigCgt:\s*([0-9a-f]+)$", status, re.MULTILINE)
+    return caught is not None and bool(int(caught.group(1), 16) & 1 << (signal.SIGINT - 1))
+
+
+async def test_ctrl_c_while_the_forkserver_starts_prints_no_traceback(tmp_path: Path) -> None:
+    """Ctrl+C reaches the terminal's whole process group. The workers ignore it, but the
+    forkserver ignores it only once it has imported the digest's modules (its `preload`);
+    until then Python's own handler turns it into KeyboardInterrupt. `make demo` starts the
+    forkserver at the first poll: a newcomer pressing Ctrl+C in the demo's first second saw
+    a KeyboardInterrupt traceback from `multiprocessing/forkserver.py` between the exporter's
+    "stopping" and "stopped" lines. SIGINT goes to the group while the forkserver catches
+    it (its imports take about half a second of CPU)."""
+    log = tmp_path / "exporter.log"
+    with log.open("wb") as out:
+        exporter = subprocess.Popen(
+            [sys.executable, "-m", "exporter", "--demo", "--listen", "127.0.0.1:0"],
+            stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        await eventually(lambda: any("multiprocessing.forkserver" in command_line(child)
+                                     and catches_sigint(child)
+                                     for child in children(exporter.pid)),
+                         timeout=20, what="the forkserver to start")
+        os.killpg(exporter.pid, signal.SIGINT)  # what Ctrl+C in a terminal does
+        await eventually(lambda: exporter.poll() is not None, what="the exporter to stop")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(exporter.pid, signal.SIGKILL)
+        exporter.wait()
+    text = log.read_text(errors="replace")
+    assert exporter.returncode == 0, text
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
