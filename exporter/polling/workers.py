@@ -276,6 +276,23 @@ def _forkserver_running() -> None:
     _STARTER.submit(multiprocessing.forkserver.ensure_running).result()
 
 
+def _forkserver_started_deaf() -> None:
+    """`_forkserver_running`, with SIGINT ignored meanwhile when called from the main thread
+    (the only one that may change it). The forkserver inherits that through its exec, and
+    Python leaves an ignored SIGINT ignored: so Ctrl+C in a terminal, which reaches the whole
+    process group, never reaches it, nor the workers forked from it, not even during its
+    imports (half a second in which it would print a KeyboardInterrupt traceback). The
+    exporter ignores Ctrl+C only while the forkserver is spawned, a few milliseconds."""
+    if threading.current_thread() is not threading.main_thread():
+        _forkserver_running()
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        _forkserver_running()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _off_loop(name: str, call: Callable[[], R]) -> asyncio.Future[R]:
     """`call()` in a daemon thread of its own, as a future of the running loop. Not in the
     loop's default executor, nor in any ThreadPoolExecutor: the exporter's stop waits for
@@ -385,7 +402,7 @@ class WorkerProcesses:
         self._slots = [_Slot(tuple(preload)) for _ in range(count)]
         # Started now rather than by the first poll's worker: it imports the digest's modules
         # (about half a second) while the first answers are fetched.
-        _forkserver_running()
+        _forkserver_started_deaf()
         # Idle slots, the most recently used on top: polls that never overlap reuse one
         # process, and the others are never started.
         self._idle: asyncio.LifoQueue[_Slot] = asyncio.LifoQueue()
