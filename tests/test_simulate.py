@@ -14,6 +14,7 @@ import yaml
 from exporter.cli import build_parser, main, parse_arguments
 from exporter.standins import simulate
 from exporter.standins.simulator import (
+    PERSPECTIVE_DURATIONS,
     PLANT_USERS,
     REST_PATHS,
     USER_SESSIONS_ALERT_THRESHOLD,
@@ -241,3 +242,5 @@ def test_the_readme_example_opens_no_session_older_than_the_age_alert_allows() -
         clock.advance(60.0)
         simulator.advance()
     assert oldest <= limit_ms, f"a session {oldest / 86_400_000:.1f} days old"
+    # And later: a session's age never exceeds its length, and none lasts that long.
+    assert max(longest for _, _, longest in PERSPECTIVE_DURATIONS) * 1000 < limit_ms

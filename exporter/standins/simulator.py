@@ -67,9 +67,11 @@ PAGES = ("/", "/overview", "/line/1", "/line/2", "/alarms", "/trends", "/reports
 # How long sessions last: (share, shortest, longest) in seconds, log-uniform within each
 # range. Perspective: a quick look at a screen, a task, a shift, a wall screen left open for
 # days. Vision clients and Designers: a quick check, a working day, a client left running.
-# Short ones are common enough that the demo shows logouts within a minute or two.
+# Short ones are common enough that the demo shows logouts within a minute or two. None
+# lasts 7 days, the shipped rules' IgnitionSessionsOpenTooLong threshold: sample data must
+# not raise an alert (a session's age never exceeds its length).
 PERSPECTIVE_DURATIONS = ((0.40, 60, 900), (0.35, 900, 7_200), (0.20, 14_400, 43_200),
-                         (0.05, 86_400, 864_000))
+                         (0.05, 86_400, 518_400))
 CLIENT_DURATIONS = ((0.30, 120, 900), (0.50, 7_200, 36_000), (0.20, 86_400, 432_000))
 # The chance, each second, that one missing session logs in (or client opens): gaps fill
 # within seconds, Vision clients more slowly, as people start them less often.
