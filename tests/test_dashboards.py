@@ -19,7 +19,7 @@ from tests.processes import ExporterProcess, PrometheusServer
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "dashboards" / "ignition-sessions.json"
-SCHEMA_CHECK = ROOT / "dashboards" / "schema-check"
+SCHEMA_CHECK = ROOT / "tests" / "dashboard-schema-check"
 RULES = ROOT / "rules" / "ignition.rules.yml"
 VARIABLES = ("job", "instance", "gateway", "project")
 # Metrics that carry a project label, and those without a gateway label.
