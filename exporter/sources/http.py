@@ -76,7 +76,7 @@ class GatewayClient:
                              f"{exc.certificate_error}") from None
         except aiohttp.ClientConnectorError as exc:
             raise self._fail(Reason.CONNECT, f"cannot connect to {exc.host}:{exc.port}: "
-                             f"{exc.os_error.strerror or exc.os_error}") from None
+                             f"{connect_detail(exc.os_error)}") from None
         except aiohttp.ClientPayloadError as exc:
             raise self._fail(Reason.CONNECT, f"response body cut short: {exc}") from None
         except aiohttp.ClientResponseError as exc:
@@ -92,9 +92,11 @@ class GatewayClient:
             raise self._fail(Reason.HTTP, redirect_detail(
                 response.status, str(response.url), response.headers.get("Location")))
         if response.status in (401, 403):
+            refused = ("the gateway refused the credentials" if self.gateway.token else
+                       "the gateway wants credentials, and none are configured for it "
+                       "(token_file or token_env)")
             raise self._fail(Reason.AUTH, f"HTTP {response.status} {response.reason or ''}"
-                             .strip() + ": the gateway refused the credentials",
-                             response.status)
+                             .strip() + f": {refused}", response.status)
         if not 200 <= response.status < 300:
             raise self._fail(Reason.HTTP, f"HTTP {response.status} {response.reason or ''}"
                              .strip(), response.status)
@@ -121,6 +123,14 @@ class GatewayClient:
         return self._fail(Reason.TOO_LARGE, f"answer larger than "
                           f"{self.gateway.max_response_bytes} bytes (max_response_size, "
                           f"which bounds all the pages of one poll together)")
+
+
+def connect_detail(error: OSError) -> str:
+    """Why a connection failed, with what it most likely means where that is known."""
+    if isinstance(error, ssl.SSLError) and error.reason == "WRONG_VERSION_NUMBER":
+        return ("the port answered without TLS: use http:// for it, or the gateway's HTTPS "
+                "port (8088 is Ignition's HTTP port by default, 8043 its HTTPS one)")
+    return str(error.strerror or error)
 
 
 def redirect_detail(status: int, requested: str, location: str | None) -> str:

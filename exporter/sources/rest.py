@@ -237,7 +237,9 @@ class RestSource:
     def _explained(self, exc: SourceError) -> SourceError:
         """The failure with what it means on this API, so the log line says what to fix."""
         detail = exc.detail
-        if exc.status == 401:
+        if exc.status in (401, 403) and not self.gateway.token:
+            pass  # no key configured: the client's detail says so
+        elif exc.status == 401:
             detail = NOT_RECOGNISED
             if self.gateway.token and ":" not in self.gateway.token:
                 detail += "; the configured key has no colon"

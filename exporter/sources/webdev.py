@@ -22,6 +22,11 @@ from exporter.sources.records import (
 )
 
 SCHEMA_VERSION = 1
+# What a 404 most likely means: a URL that is not the resource (project or resource named
+# otherwise, Ignition 7.9's URL without /main), or an 8.3 gateway's root without source: rest.
+NOT_A_RESOURCE = ("is `url` the WebDev resource, http://host:8088/system/webdev/<project>/"
+                  "<resource path> (saved in the project)? For an Ignition 8.3 gateway's root "
+                  "URL, set source: rest")
 
 
 class _GatewayInfo(msgspec.Struct):
@@ -91,5 +96,11 @@ class WebDevSource:
         self._client = client
 
     async def fetch(self) -> Callable[[], Snapshot]:
-        body = await self._client.get(self.gateway.url)
+        try:
+            body = await self._client.get(self.gateway.url)
+        except SourceError as exc:
+            if exc.status != 404:
+                raise
+            raise SourceError(exc.gateway, exc.reason, f"{exc.detail}; {NOT_A_RESOURCE}",
+                              exc.status) from None
         return partial(decode_webdev, body, self.gateway.name)
