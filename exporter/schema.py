@@ -100,7 +100,8 @@ def parse_size(value: object) -> int:
         match = _SIZE.fullmatch(value.strip())
         if match and int(match.group(1)) > 0:
             return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
-    raise ValueError(f"invalid size {value!r} (use a positive number of bytes or e.g. 32MiB)")
+    raise ValueError(f"invalid size {value!r} (a positive number of bytes, or with one of the "
+                     f"units B, KB, KiB, MB, MiB, GB, GiB: 32MiB)")
 
 
 def size_at_least(minimum: int, why: str) -> Callable[[object], int]:

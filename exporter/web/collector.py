@@ -173,7 +173,8 @@ def health_families(statuses: Sequence[GatewayStatus]) -> list[Metric]:
                                  "Failed polls of the gateway, by reason",
                                  labels=["gateway", "reason"])
     invalid = CounterMetricFamily("ignition_exporter_invalid_sessions",
-                                  "Sessions skipped because the gateway sent them malformed",
+                                  "Sessions skipped because the gateway sent them malformed, "
+                                  "with impossible values, or repeated",
                                   labels=["gateway"])
     limit = GaugeMetricFamily("ignition_perspective_session_limit",
                               "Perspective sessions the site allows on the gateway "
