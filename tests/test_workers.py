@@ -726,17 +726,26 @@ async def test_a_stopped_worker_costs_its_poll_not_its_slot(
     answers, and its own bounds cannot act while it is stopped: its poll fails once the
     answer is overdue, and the next poll gets a new worker at once."""
     workers = make_workers(1, **QUICK)
+    async with stopped_mid_poll(workers, tmp_path) as (poll, stopped):
+        with pytest.raises(WorkerLost, match="no answer from the worker process"):
+            await ends(poll)
+        assert await ends(workers.run(10, pid)) not in (stopped, os.getpid())
+    await eventually(lambda: not running(stopped), what="the stopped worker to end")
+
+
+@contextlib.asynccontextmanager
+async def stopped_mid_poll(workers: WorkerProcesses,
+                           tmp_path: Path) -> AsyncIterator[tuple[asyncio.Future[int], int]]:
+    """A poll (bound 0.5 s) whose worker stopped itself mid-digest, and that worker's pid; the
+    worker continued at the end (it then ends: its pool was shut down, or its work is done)."""
     marker = tmp_path / "pid"
     poll = asyncio.ensure_future(workers.run(0.5, stop_itself, str(marker)))
     await eventually(marker.exists, what="the work to start")
     stopped = int(marker.read_text())
     try:
-        with pytest.raises(WorkerLost, match="no answer from the worker process"):
-            await ends(poll)
-        assert await ends(workers.run(10, pid)) not in (stopped, os.getpid())
+        yield poll, stopped
     finally:
         os.kill(stopped, signal.SIGCONT)
-    await eventually(lambda: not running(stopped), what="the stopped worker to end")
 
 
 @pytest.mark.slow
@@ -763,7 +772,6 @@ async def test_the_exporter_stops_while_its_forkserver_is_stopped(
             os.kill(forkserver, signal.SIGCONT)
     assert "digest worker processes did not end in time" in exporter.log.read_text()
     await eventually(lambda: not running(worker), what="the worker to end")
-
 
 
 def forkserver_of(exporter: int) -> int | None:
@@ -819,3 +827,35 @@ async def test_ctrl_c_while_the_forkserver_starts_prints_no_traceback(tmp_path: 
     text = log.read_text(errors="replace")
     assert exporter.returncode == 0, text
     assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
+
+
+# --- polls cancelled (a reload removes their gateway, the exporter stops) --------------------
+
+def busy_for(marker: str, seconds: float) -> int:
+    """Writes this worker's pid, then digests for `seconds` (well within its bound)."""
+    Path(marker).write_text(str(os.getpid()))
+    time.sleep(seconds)
+    return os.getpid()
+
+
+async def test_a_cancelled_polls_stopped_worker_costs_no_slot(
+        make_workers: MakeWorkers, tmp_path: Path) -> None:
+    """A poll cancelled while its worker digests (its gateway removed by a reload) leaves the
+    slot held by work that has to end by itself. If that worker is stopped, nothing ends it:
+    the answer's deadline must still give the slot back with a new worker, as it does for a
+    poll that is still waiting, or every later poll fails for as long as the worker stays
+    stopped ("no worker process was free")."""
+    workers = make_workers(1, **QUICK)
+    async with stopped_mid_poll(workers, tmp_path) as (poll, stopped):
+        poll.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ends(poll)
+        answers, failures = [], []
+        for _ in range(5):  # each fails within 1 s; the lease's deadline is 2 s
+            try:
+                answers.append(await ends(workers.run(0.5, pid)))
+            except WorkerLost as exc:
+                failures.append(exc.detail)
+        assert answers, failures
+        assert stopped not in answers
+    await eventually(lambda: not running(stopped), what="the stopped worker to end")
