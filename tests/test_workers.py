@@ -859,3 +859,34 @@ async def test_a_cancelled_polls_stopped_worker_costs_no_slot(
         assert answers, failures
         assert stopped not in answers
     await eventually(lambda: not running(stopped), what="the stopped worker to end")
+
+
+async def test_a_poll_cancelled_as_its_slot_comes_back_is_cancelled(
+        make_workers: MakeWorkers, tmp_path: Path) -> None:
+    """A poll queued for a slot and cancelled (a reload removing its gateway, the exporter's
+    stop) just as a slot comes back must end cancelled. One that takes the slot and goes on
+    instead is a poll task that outlives its cancellation: its poller polls on for ever, and
+    the reload or stop awaiting it never ends. (The slot comes back here as a stopped worker's
+    poll fails, and the cancel follows in the same pass of the event loop: a window that any
+    slot's return opens, made certain.)"""
+    workers = make_workers(1, **QUICK)
+    await workers.run(10, pid)  # started: what follows is queueing, not a worker's start
+    marker = tmp_path / "pid"
+    queued: list[asyncio.Future[int]] = []
+
+    async def holder() -> None:
+        with contextlib.suppress(WorkerLost):  # its answer overdue: its slot comes back
+            await workers.run(0.5, stop_itself, str(marker))
+        queued[0].cancel()
+
+    holding = asyncio.ensure_future(holder())
+    await eventually(marker.exists, what="the first poll to hold the slot")
+    stopped = int(marker.read_text())
+    try:
+        queued.append(asyncio.ensure_future(workers.run(10, pid)))
+        await ends(holding)
+        done, _ = await asyncio.wait(queued, timeout=30)
+        assert done, "the cancelled poll neither ended nor failed"
+        assert queued[0].cancelled(), f"cancelled, yet it digested: {queued[0].result()}"
+    finally:
+        os.kill(stopped, signal.SIGCONT)
