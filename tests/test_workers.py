@@ -890,3 +890,23 @@ async def test_a_poll_cancelled_as_its_slot_comes_back_is_cancelled(
         assert queued[0].cancelled(), f"cancelled, yet it digested: {queued[0].result()}"
     finally:
         os.kill(stopped, signal.SIGCONT)
+
+
+# --- overload: polls of different timeouts share the workers -----------------------------------
+
+async def test_a_short_timeout_poll_queued_behind_a_long_healthy_digest_waits_its_turn(
+        make_workers: MakeWorkers, tmp_path: Path) -> None:
+    """Gateways have timeouts of their own. A poll of a small gateway (timeout 0.5 s) queued
+    behind the digest of a big one (timeout 10 s, digesting for 3 s, well within it) waits
+    behind healthy work, nothing hung: it must be digested, not failed as if the workers were
+    stuck (that reports a healthy gateway down, reason decode)."""
+    workers = make_workers(1, **QUICK)
+    await workers.run(10, pid)
+    marker = tmp_path / "pid"
+    big = asyncio.ensure_future(workers.run(10, busy_for, str(marker), 3))
+    await eventually(marker.exists, what="the big gateway's digest to start")
+    try:
+        small = await ends(workers.run(0.5, pid))
+    except WorkerLost as exc:
+        pytest.fail(f"a healthy poll failed behind a healthy digest: {exc.detail}")
+    assert small == await ends(big)
