@@ -910,3 +910,38 @@ async def test_a_short_timeout_poll_queued_behind_a_long_healthy_digest_waits_it
     except WorkerLost as exc:
         pytest.fail(f"a healthy poll failed behind a healthy digest: {exc.detail}")
     assert small == await ends(big)
+
+
+# --- the exporter's stop after a worker was stopped --------------------------------------------
+
+@pytest.mark.slow
+async def test_the_exporter_stops_after_a_stopped_worker_was_replaced(
+        tmp_path: Path, aiohttp_server: ServerFactory) -> None:
+    """A worker stopped (SIGSTOP, a debugger that attached and stayed) costs its poll, and a
+    new worker takes the next. The exporter's stop must still end, with status 0: the
+    replaced pool, shut down without waiting, still waits for the stopped worker's answer,
+    and the interpreter's exit waits for that pool's thread and for every worker process,
+    the stopped one too, for ever; systemd would kill the exporter after TimeoutStopSec."""
+    server = await aiohttp_server(simulator_app(GatewaySimulator(seed=5, clock=FakeClock())))
+    config = Path(write_config(tmp_path, [{"name": "plant-a",
+                                           "url": str(server.make_url(WEBDEV_PATH))}]))
+    config.write_text(config.read_text() + "digest_processes: 1\n")  # timeout: 1 s
+
+    def logged(text: str) -> Callable[[], bool]:
+        return lambda: text in exporter.log.read_text()
+
+    async with ExporterProcess(tmp_path, "--config", str(config)) as exporter:
+        await exporter.wait_for_metric("ignition_perspective_sessions{")
+        assert exporter.process is not None
+        [forkserver] = [child for child in children(exporter.process.pid)
+                        if "multiprocessing.forkserver" in command_line(child)]
+        worker = worker_of(forkserver)
+        os.kill(worker, signal.SIGSTOP)
+        try:
+            # Its poll fails 2 x 1 s + 10 s + 2 s after it got the worker; the next is digested.
+            await eventually(logged("did not answer in time"), timeout=60,
+                             what="the stopped worker's poll to fail")
+            await eventually(logged("work again"), timeout=60, what="a new worker to digest")
+            assert await exporter.stop(timeout=60) == 0
+        finally:
+            os.kill(worker, signal.SIGKILL)
