@@ -366,6 +366,7 @@ class _Lease:
         self.answer_by = answer_by  # and, once there, answers by then, or its worker is lost
         self.executor: ProcessPoolExecutor | None = None  # the pool the work went to
         self.returned = False
+        self.overdue: asyncio.TimerHandle | None = None  # gives it back at answer_by
 
     def until(self) -> float:
         """Past this moment the slot's pool owes this poll nothing."""
@@ -380,7 +381,7 @@ class WorkerProcesses:
     """Up to `count` worker processes, one poll in each at a time; more polls wait their turn.
 
     Every wait of a poll is bounded here, in the exporter, whatever becomes of the processes.
-    A poll waits for a free slot for as long as slots keep coming back (`_free_slot`); then
+    A poll waits for a free slot for as long as the queue can move (`_free_slot`); then
     the work reaches its worker within the poll's `bound` plus `start_grace` (the worker's
     start, when it has none), or the poll fails and the work, should it reach one later, is
     dropped there (`_bounded`). Once there, the work ends within `bound` (or its
@@ -410,7 +411,6 @@ class WorkerProcesses:
             self._idle.put_nowait(slot)
         self._failing = False
         self._closed = False
-        self._returned = 0.0  # when a slot last came back (time.monotonic())
 
     async def run(self, bound: float, work: Callable[..., R], *arguments: object) -> R:
         slot = await self._free_slot(bound)
@@ -436,19 +436,31 @@ class WorkerProcesses:
         return submitting
 
     async def _free_slot(self, bound: float) -> _Slot:
-        """A slot of its own for the poll, waited for as long as slots keep coming back: an
+        """A slot of its own for the poll, waited for as long as the queue can move: an
         exporter behind on its polls queues them (its `poll_lag` says so; failing them would
-        say the gateways are down). Only when none has come back for the poll's `bound` plus
-        `start_grace` (starts that hang on a stopped forkserver, workers that never answer)
-        does the poll fail, rather than queue for ever."""
+        say the gateways are down), however long the digests ahead take within their own
+        bounds. Only when every slot is held by a start that hangs past its deadline (a
+        stopped forkserver: no slot can come back until it runs again) does the poll fail,
+        after its `bound` plus `start_grace`, rather than queue for ever. (`asyncio.timeout`,
+        not `wait_for`, which on Python 3.11 can take a slot for a poll cancelled as it
+        came.)"""
         patience = bound + self._start_grace
-        since = time.monotonic()
-        while (left := max(since, self._returned) + patience - time.monotonic()) > 0:
-            with contextlib.suppress(TimeoutError):
-                return await asyncio.wait_for(self._idle.get(), left)
-        raise WorkerLost(f"no worker process was free within {patience:g} s (none came back "
-                         "in that time: each hanging in its start or its work; is the "
-                         "forkserver stopped?)")
+        while True:
+            try:
+                async with asyncio.timeout(patience):
+                    return await self._idle.get()
+            except TimeoutError:
+                if not self._stuck():
+                    continue
+            raise WorkerLost(f"no worker process was free within {patience:g} s (each "
+                             "hanging in its start: is the forkserver stopped?)")
+
+    def _stuck(self) -> bool:
+        """Whether no slot can come back before a start that hangs ends: every one is held
+        by a start past its deadline. (Work handed over comes back by its `answer_by`.)"""
+        now = time.monotonic()
+        return all(slot.lease is not None and slot.lease.executor is None
+                   and now > slot.lease.start_by for slot in self._slots)
 
     async def _handed_over(self, submitting: asyncio.Future[_HandedOver], bound: float,
                            start_by: float) -> _HandedOver:
@@ -506,6 +518,10 @@ class WorkerProcesses:
         lease.executor, work = submitting.result()
         loop = asyncio.get_running_loop()
         work.add_done_callback(lambda work: _on_loop(loop, self._ended, lease, work))
+        # Back by `answer_by` whatever the poll does meanwhile: one cancelled (a reload) no
+        # longer waits for the answer, and a stopped worker never gives one.
+        lease.overdue = loop.call_later(max(0.0, lease.answer_by - time.monotonic()),
+                                        self._give_back, lease, _MUTE_WARNING)
 
     def _ended(self, lease: _Lease, work: Future[Any]) -> None:
         if not work.cancelled() and isinstance(work.exception(), BrokenProcessPool):
@@ -523,7 +539,8 @@ class WorkerProcesses:
         if lease.returned:
             return
         lease.returned = True
-        self._returned = time.monotonic()
+        if lease.overdue is not None:
+            lease.overdue.cancel()
         slot = lease.slot
         if renew_because is not None and slot.executor is lease.executor:
             self._renew(slot, renew_because)
@@ -551,7 +568,7 @@ class WorkerProcesses:
         # rather than when the exporter stops, which a worker dying at every poll would
         # otherwise turn into a leak; work it still holds is dropped, never run late (and
         # what already reached its stuck worker ends there, or with the exporter).
-        old.shutdown(wait=False, cancel_futures=True)
+        _ending(old)
 
     async def close(self) -> None:
         """Let work under way finish, each within its own poll's bounds; then end the worker
@@ -576,13 +593,27 @@ class WorkerProcesses:
 _SHUTDOWN_THREAD = "digest pool shutdown"
 
 
+def _ending(pool: ProcessPoolExecutor) -> None:
+    """Shut a pool given up on down, without waiting here: in a daemon thread that
+    `unblocked_exit` looks for, since one whose worker is stopped never ends, and the
+    interpreter's exit would wait for it (`concurrent.futures` joins every pool's thread
+    there) for ever. Where no thread can start, only without waiting at all."""
+    try:
+        threading.Thread(target=pool.shutdown, kwargs={"wait": True, "cancel_futures": True},
+                         name=_SHUTDOWN_THREAD, daemon=True).start()
+    except RuntimeError:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
 def unblocked_exit(status: int) -> int:
     """`status`, for the exporter to exit with once it has stopped; or, while a pool that
-    `close` left behind has still not ended, the process ended at once with it. The
-    interpreter's own exit would wait for that pool for ever: `concurrent.futures` and
-    `multiprocessing` wait there for the end of every worker process, which only their
-    forkserver can report, and a stopped one never does. Nothing is lost: the exporter has
-    stopped, its log is flushed here, and its workers end with it (`_end_with`)."""
+    `close` left behind, or one given up on while the exporter ran (`_ending`), has still
+    not ended, the process ended at once with it. The interpreter's own exit would wait for
+    that pool for ever: `concurrent.futures` and `multiprocessing` wait there for the end of
+    every worker process, which only their forkserver can report (a stopped one never does),
+    and for every pool's answers (a stopped worker never gives one). Nothing is lost: the
+    exporter has stopped, its log is flushed here, and its workers end with it (`_end_with`;
+    a stopped one once it is continued or killed)."""
     if any(thread.name == _SHUTDOWN_THREAD for thread in threading.enumerate()):
         logging.shutdown()
         sys.stdout.flush()
