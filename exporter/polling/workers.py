@@ -487,7 +487,7 @@ class WorkerProcesses:
         finally:
             if not answer.done():  # given up, or the poll cancelled: work not yet in its
                 answer.cancel()    # worker is dropped
-        if not answered:
+        if not answered or answer.cancelled():  # cancelled: its pool given up on (overdue)
             self._give_back(lease, _MUTE_WARNING)
             waited = 2 * bound + self._start_grace + self._grace
             raise WorkerLost(f"no answer from the worker process within {waited:g} s "
