@@ -945,3 +945,27 @@ async def test_the_exporter_stops_after_a_stopped_worker_was_replaced(
             assert await exporter.stop(timeout=60) == 0
         finally:
             os.kill(worker, signal.SIGKILL)
+
+
+# --- a start that hung ends late ----------------------------------------------------------------
+
+async def test_a_start_that_ends_past_its_answer_deadline_is_no_silent_worker(
+        make_workers: MakeWorkers, caplog: pytest.LogCaptureFixture) -> None:
+    """The forkserver stopped past a poll's answer deadline, then running again: the start
+    that hung ends, its worker runs and drops the stale work it was handed (`_bounded`) at
+    once. That worker answered and is healthy: it must not be taken for one that "did not
+    answer in time" and replaced (a false warning, and a needless start)."""
+    workers = make_workers(1, **QUICK)
+    with caplog.at_level(logging.WARNING, logger="exporter.polling.workers"):
+        [server] = forkservers()
+        os.kill(server, signal.SIGSTOP)
+        try:
+            with pytest.raises(WorkerLost, match="no worker process started"):
+                await ends(workers.run(0.5, pid))  # took the slot at t; answer_by t + 2 s
+            for _ in range(2):  # each fails 1 s after the last: past t + 3 s
+                with pytest.raises(WorkerLost, match="no worker process was free"):
+                    await ends(workers.run(0.5, pid))
+        finally:
+            os.kill(server, signal.SIGCONT)
+        assert await ends(workers.run(10, pid)) != os.getpid()
+    assert "did not answer in time" not in caplog.text, caplog.text
