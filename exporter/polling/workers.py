@@ -520,8 +520,12 @@ class WorkerProcesses:
         work.add_done_callback(lambda work: _on_loop(loop, self._ended, lease, work))
         # Back by `answer_by` whatever the poll does meanwhile: one cancelled (a reload) no
         # longer waits for the answer, and a stopped worker never gives one.
-        lease.overdue = loop.call_later(max(0.0, lease.answer_by - time.monotonic()),
-                                        self._give_back, lease, _MUTE_WARNING)
+        # Handed over late (its start hung past `start_by`), the work is dropped by its new
+        # worker (`_bounded`) once that has started: it gets a start's time for that
+        # (`start_grace`), not a deadline already past, which would replace a healthy worker.
+        due = max(lease.answer_by, time.monotonic() + self._start_grace + self._grace)
+        lease.overdue = loop.call_later(due - time.monotonic(), self._give_back, lease,
+                                        _MUTE_WARNING)
 
     def _ended(self, lease: _Lease, work: Future[Any]) -> None:
         if not work.cancelled() and isinstance(work.exception(), BrokenProcessPool):
@@ -591,6 +595,8 @@ class WorkerProcesses:
 
 
 _SHUTDOWN_THREAD = "digest pool shutdown"
+# Seconds the exporter's exit waits for pools' shutdown threads to end before it ends at once.
+EXIT_GRACE = 1.0
 
 
 def _ending(pool: ProcessPoolExecutor) -> None:
@@ -614,12 +620,22 @@ def unblocked_exit(status: int) -> int:
     and for every pool's answers (a stopped worker never gives one). Nothing is lost: the
     exporter has stopped, its log is flushed here, and its workers end with it (`_end_with`;
     a stopped one once it is continued or killed)."""
-    if any(thread.name == _SHUTDOWN_THREAD for thread in threading.enumerate()):
+    if _shutdowns_left():
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(status)
     return status
+
+
+def _shutdowns_left(within: float = EXIT_GRACE) -> bool:
+    """Whether a pool's shutdown thread is still alive after `within` seconds in all: one
+    that settled its future is ending (not ended yet), one whose pool hangs never will."""
+    until = time.monotonic() + within
+    for thread in threading.enumerate():
+        if thread.name == _SHUTDOWN_THREAD:
+            thread.join(max(0.0, until - time.monotonic()))
+    return any(thread.name == _SHUTDOWN_THREAD for thread in threading.enumerate())
 
 
 async def _settled(future: asyncio.Future[Any], until: float) -> bool:
