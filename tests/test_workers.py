@@ -749,22 +749,30 @@ async def stopped_mid_poll(workers: WorkerProcesses,
         os.kill(stopped, signal.SIGCONT)
 
 
-@pytest.mark.slow
-async def test_the_exporter_stops_while_its_forkserver_is_stopped(
-        tmp_path: Path, aiohttp_server: ServerFactory) -> None:
-    """SIGTERM ends the exporter (status 0) while its forkserver is stopped: the stdlib's own
-    exit waits for every worker's end, which only the forkserver can report. Its worker ends
-    with it."""
-    server = await aiohttp_server(simulator_app(GatewaySimulator(seed=4, clock=FakeClock())))
+@contextlib.asynccontextmanager
+async def digesting_exporter(tmp_path: Path, aiohttp_server: ServerFactory
+                             ) -> AsyncIterator[tuple[ExporterProcess, int, int]]:
+    """The real exporter, one worker process (gateway timeout 1 s), polling a loopback
+    gateway, once it has digested a poll: it, its forkserver and its worker."""
+    server = await aiohttp_server(simulator_app(GatewaySimulator(clock=FakeClock())))
     config = Path(write_config(tmp_path, [{"name": "plant-a",
                                            "url": str(server.make_url(WEBDEV_PATH))}]))
     config.write_text(config.read_text() + "digest_processes: 1\n")
     async with ExporterProcess(tmp_path, "--config", str(config)) as exporter:
         await exporter.wait_for_metric("ignition_perspective_sessions{")
         assert exporter.process is not None
-        [forkserver] = [child for child in children(exporter.process.pid)
-                        if "multiprocessing.forkserver" in command_line(child)]
-        worker = worker_of(forkserver)
+        forkserver = forkserver_of(exporter.process.pid)
+        assert forkserver is not None
+        yield exporter, forkserver, worker_of(forkserver)
+
+
+@pytest.mark.slow
+async def test_the_exporter_stops_while_its_forkserver_is_stopped(
+        tmp_path: Path, aiohttp_server: ServerFactory) -> None:
+    """SIGTERM ends the exporter (status 0) while its forkserver is stopped: the stdlib's own
+    exit waits for every worker's end, which only the forkserver can report. Its worker ends
+    with it."""
+    async with digesting_exporter(tmp_path, aiohttp_server) as (exporter, forkserver, worker):
         os.kill(forkserver, signal.SIGSTOP)
         try:
             assert await exporter.stop(timeout=60) == 0
@@ -923,20 +931,10 @@ async def test_the_exporter_stops_after_a_stopped_worker_was_replaced(
     replaced pool, shut down without waiting, still waits for the stopped worker's answer,
     and the interpreter's exit waits for that pool's thread and for every worker process,
     the stopped one too, for ever; systemd would kill the exporter after TimeoutStopSec."""
-    server = await aiohttp_server(simulator_app(GatewaySimulator(seed=5, clock=FakeClock())))
-    config = Path(write_config(tmp_path, [{"name": "plant-a",
-                                           "url": str(server.make_url(WEBDEV_PATH))}]))
-    config.write_text(config.read_text() + "digest_processes: 1\n")  # timeout: 1 s
-
     def logged(text: str) -> Callable[[], bool]:
         return lambda: text in exporter.log.read_text()
 
-    async with ExporterProcess(tmp_path, "--config", str(config)) as exporter:
-        await exporter.wait_for_metric("ignition_perspective_sessions{")
-        assert exporter.process is not None
-        [forkserver] = [child for child in children(exporter.process.pid)
-                        if "multiprocessing.forkserver" in command_line(child)]
-        worker = worker_of(forkserver)
+    async with digesting_exporter(tmp_path, aiohttp_server) as (exporter, _, worker):
         os.kill(worker, signal.SIGSTOP)
         try:
             # Its poll fails 2 x 1 s + 10 s + 2 s after it got the worker; the next is digested.
