@@ -640,6 +640,24 @@ async def test_close_while_the_forkserver_is_stopped_ends(make_workers: MakeWork
         await ends(workers.close())
 
 
+async def test_close_waits_only_so_long_for_a_digest_under_way(
+        make_workers: MakeWorkers, tmp_path: Path) -> None:
+    """A stop lets a digest under way end, but not for as long as its bound: a gateway whose
+    `timeout` is minutes would hold the stop past systemd's stop timeout (90 s), and get the
+    exporter killed. Past `stop_within`, the worker is left to end with the exporter."""
+    workers = make_workers(1, stop_within=1.0, **QUICK)
+    marker = tmp_path / "pid"
+    digest = asyncio.ensure_future(workers.run(120, busy_for, str(marker), 120))
+    await eventually(marker.exists, what="the digest to start")
+    worker = int(marker.read_text())
+    try:
+        digest.cancel()  # as the exporter's stop cancels its polls first
+        await ends(workers.close(), within=30)
+        assert running(worker), "the stop ended the digest: this test no longer tests a wait"
+    finally:
+        os.kill(worker, signal.SIGKILL)
+
+
 def worker_of(server: int) -> int:
     """The one worker process forked from the forkserver `server`."""
     [worker] = [child for child in children(server) if running(child)]

@@ -57,6 +57,10 @@ START_GRACE = 10.0
 # A digest stuck in C code, where the soft bound (an exception) cannot reach it, is ended with
 # its process once it has used this much CPU time beyond the bound.
 HARD_BOUND_GRACE = 2.0
+# The exporter's stop waits this long at most for digests under way (whose polls it has
+# cancelled) to end, whatever their bounds: a gateway `timeout` of minutes must not hold the
+# stop past systemd's stop timeout (90 s by default) and get the exporter killed.
+STOP_WITHIN = 10.0
 
 
 def _mapping_proxy(items: dict[Any, Any]) -> MappingProxyType[Any, Any]:
@@ -397,9 +401,11 @@ class WorkerProcesses:
     worker starts with them."""
 
     def __init__(self, count: int, preload: Sequence[str] = (),
-                 grace: float = HARD_BOUND_GRACE, start_grace: float = START_GRACE) -> None:
+                 grace: float = HARD_BOUND_GRACE, start_grace: float = START_GRACE,
+                 stop_within: float = STOP_WITHIN) -> None:
         self._grace = grace
         self._start_grace = start_grace
+        self._stop_within = stop_within
         self._slots = [_Slot(tuple(preload)) for _ in range(count)]
         # Started now rather than by the first poll's worker: it imports the digest's modules
         # (about half a second) while the first answers are fetched.
@@ -575,17 +581,19 @@ class WorkerProcesses:
         _ending(old)
 
     async def close(self) -> None:
-        """Let work under way finish, each within its own poll's bounds; then end the worker
-        processes, waiting at most `grace` more for that. A pool that has not ended by then
-        is left behind, not waited for: its worker's start hangs on a stopped forkserver, or
-        its processes ended but the stopped forkserver cannot report it. Its processes end
-        with the exporter (`_end_with`, and `unblocked_exit` for the exporter's own end); a
-        stopped forkserver ends once it runs again (its exporter gone) or is killed (the
-        shipped unit's `KillMode=mixed` kills what is left once the exporter has ended)."""
+        """Let work under way finish, each within its own poll's bounds and `stop_within`;
+        then end the worker processes, waiting at most `grace` more for that. A pool that
+        has not ended by then is left behind, not waited for: its digest takes longer, its
+        worker's start hangs on a stopped forkserver, or its processes ended but the stopped
+        forkserver cannot report it. Its processes end with the exporter (`_end_with`, and
+        `unblocked_exit` for the exporter's own end); a stopped forkserver ends once it runs
+        again (its exporter gone) or is killed (the shipped unit's `KillMode=mixed` kills
+        what is left once the exporter has ended)."""
         self._closed = True
-        until = max([time.monotonic() + self._grace,
-                     *(slot.lease.until() + self._grace for slot in self._slots
-                       if slot.lease is not None)])
+        now = time.monotonic()
+        owed = max([now, *(slot.lease.until() for slot in self._slots
+                           if slot.lease is not None)])
+        until = min(owed, now + self._stop_within) + self._grace
         ending = [_off_loop(_SHUTDOWN_THREAD, partial(
             slot.executor.shutdown, wait=True, cancel_futures=True)) for slot in self._slots]
         _, left = await asyncio.wait(ending, timeout=until - time.monotonic())
