@@ -94,8 +94,9 @@ class _Refused(argparse.Action):
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
                  values: object, option_string: str | None = None) -> None:
         command = parser.prog.rsplit(" ", 1)[-1]
-        parser.error(f"{option_string} is an option of {self.whose}, not of {command}, "
-                     f"{WITHOUT_CONFIGURATION[command]}")
+        why = WITHOUT_CONFIGURATION.get(command)  # none for the exporter itself
+        parser.error(f"{option_string} is an option of {self.whose}"
+                     + (f", not of {command}, {why}" if why else ""))
 
 
 class _Refusing:
@@ -154,21 +155,38 @@ def _add_version(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
 
 
+COMMANDS = ["run", *PRINTERS, "simulate"]
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The exporter's own command line (`run`); the simulate command's options are refused
+    by name, and left out of its help."""
     parser = argparse.ArgumentParser(
         prog="ignition-exporter",
         description="Prometheus exporter for Ignition gateway sessions.")
-    parser.add_argument("command", nargs="?", default="run",
-                        choices=["run", *PRINTERS, "simulate"],
+    parser.add_argument("command", nargs="?", default="run", choices=COMMANDS,
                         help="run (default) serves metrics; "
                              + "".join(f"{name} prints {what}; " for name, what in PRINTED.items())
                              + "simulate serves a simulated gateway (simulate --help lists "
                                "its options)")
     _add_exporter_options(parser)
-    _add_shared_options(parser, f"{DEFAULT_LISTEN}; for simulate {simulate.DEFAULT_LISTEN}")
+    _add_shared_options(parser, DEFAULT_LISTEN)
     _add_version(parser)
-    simulate.add_arguments(parser)
+    simulate.add_arguments(_Refusing(parser, "the simulate command"))
     return parser
+
+
+def _command_of(argv: Sequence[str]) -> str:
+    """Which command `argv` means, wherever it stands among the options: read by a parser
+    that knows every command's options (so an option's value is never taken for the
+    command) and has no help option (so `--help`, also abbreviated, is left to the
+    command's own parser)."""
+    parser = argparse.ArgumentParser(prog="ignition-exporter", add_help=False)
+    parser.add_argument("command", nargs="?", default="run", choices=COMMANDS)
+    _add_exporter_options(parser)
+    _add_shared_options(parser, DEFAULT_LISTEN)
+    simulate.add_arguments(parser)
+    return str(parser.parse_known_args(argv)[0].command)
 
 
 def build_simulate_parser() -> argparse.ArgumentParser:
@@ -202,12 +220,14 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     its options and the exporter's are refused by name; which command is meant is read
     first, by the exporter's parser, the help options aside (they would print its help)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    known, _ = build_parser().parse_known_args([a for a in argv if a not in ("-h", "--help")])
-    if known.command in PRINTERS:
-        return build_printer_parser(known.command).parse_args(argv)
-    parser = build_simulate_parser() if known.command == "simulate" else build_parser()
+    command = _command_of(argv)
+    if command in PRINTERS:
+        return build_printer_parser(command).parse_args(argv)
+    if command == "run":
+        return build_parser().parse_args(argv)
+    parser = build_simulate_parser()
     args = parser.parse_args(argv)
-    simulate.refuse_misplaced(parser, args)
+    simulate.check_arguments(parser, args)
     return args
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.cli import build_parser, main, parse_listen, reserved_files
+from exporter.cli import build_parser, main, parse_arguments, parse_listen, reserved_files
 from exporter.config import load_config
 from exporter.polling.workers import auto_processes, describe, usable_cpus
 from exporter.web.server import OTHER_FILES, digest_process_files
@@ -272,3 +272,38 @@ async def test_the_connection_cap_leaves_files_to_the_digest_processes(tmp_path:
     # 256, less the gateway pool's 100, OTHER_FILES' 64, and 3 workers' 8 each plus the 2
     # their forkserver and resource tracker hold: 66 (it was 92, nothing for the workers).
     assert lowered["max_connections"] == 256 - 100 - OTHER_FILES - digest_process_files(3) == 66
+
+
+def test_the_exporters_help_lists_only_its_own_options(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`--help` listed the simulate command's options among the exporter's, where they are
+    refused; it points to `simulate --help` instead."""
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: ignition-exporter ") and "simulate --help" in out
+    for option in ("--config", "--check-config", "--web.listen-address", "--log.format"):
+        assert option in out
+    for option in ("--shape", "--token", "--sessions", "--clients", "--users"):
+        assert option not in out
+
+
+@pytest.mark.parametrize("command", [*PRINTING, "simulate"])
+def test_an_abbreviated_help_prints_the_commands_own(
+        command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """argparse takes `--he` for `--help`: `rules --he` printed the exporter's help."""
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--he"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: ignition-exporter {command} ")
+
+
+def test_a_simulate_option_is_refused_even_at_its_default(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`--sessions 40` (simulate's default) given to the exporter was ignored without a word,
+    where `--sessions 41` was refused."""
+    with pytest.raises(SystemExit) as exited:
+        parse_arguments(["--demo", "--sessions", "40"])
+    assert exited.value.code == 2
+    assert "error: --sessions is an option of the simulate command" in capsys.readouterr().err

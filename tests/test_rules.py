@@ -18,7 +18,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.cli import build_parser, demo_config, demo_simulator
+from exporter.cli import demo_config, demo_simulator, parse_arguments
 from exporter.clock import Clock
 from exporter.config import Config, build_config
 from exporter.digest.lifecycle import BUCKETS
@@ -189,7 +189,7 @@ def the_demo(clock: Clock) -> Plant:
 def simulate_defaults(clock: Clock) -> Plant:
     """`ignition-exporter simulate` without options, polled with the configuration it prints,
     as a newcomer would (digesting in the worker thread, as the demo's plant here)."""
-    args = build_parser().parse_args(["simulate"])
+    args = parse_arguments(["simulate"])
 
     def config(root: str) -> Config:
         printed = yaml.safe_load(simulate.exporter_config(root, args))

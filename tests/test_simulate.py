@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from exporter.cli import build_parser, main, parse_arguments
+from exporter.cli import main, parse_arguments
 from exporter.standins import simulate
 from exporter.standins.simulator import (
     PERSPECTIVE_DURATIONS,
@@ -95,7 +95,7 @@ def held(argv: list[str], steps: int = 200) -> tuple[int, set[str], list[int]]:
     """`simulate`'s plant with these options, over `steps` of 5 s: the most Perspective
     sessions one user held, every username seen, and the sessions held at each step."""
     clock = FakeClock()
-    simulator = simulate.simulator(build_parser().parse_args(["simulate", *argv]), clock)
+    simulator = simulate.simulator(parse_arguments(["simulate", *argv]), clock)
     most, names, sizes = 0, set(), []
     for _ in range(steps):
         counts = Counter(simulator.iter_usernames())
@@ -126,7 +126,7 @@ def test_without_users_nobody_holds_more_sessions_than_the_alert_allows(
     assert len(names) == users and set(PLANT_USERS) <= names
     assert max(sizes) == sessions and min(sizes) >= sessions * 0.9, "--sessions served"
     caplog.set_level(logging.INFO, logger="exporter.simulate")
-    simulate.announce(build_parser().parse_args(["simulate", *argv]))
+    simulate.announce(parse_arguments(["simulate", *argv]))
     said = [(r.levelname, r.getMessage(), getattr(r, "users", None)) for r in caplog.records]
     assert said == ([] if users == len(PLANT_USERS) else [
         ("INFO", "the plant's users are too few for --sessions at 4 a user: more users "
@@ -145,7 +145,7 @@ def test_users_given_share_the_sessions_and_a_warning_says_the_alert_will_fire(
     that the shipped rules will raise it."""
     held_most, _, sizes = held(argv)
     assert held_most == most and max(sizes) == 200
-    simulate.announce(build_parser().parse_args(["simulate", *argv]))
+    simulate.announce(parse_arguments(["simulate", *argv]))
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert [r.getMessage() for r in warnings] == (
         ["each user holds more sessions than IgnitionUserTooManySessions allows: the shipped "
@@ -162,7 +162,7 @@ def test_users_given_are_every_username_served() -> None:
     Every session now draws from the N users asked for, and each holds its even share."""
     clock = FakeClock()
     argv = ["simulate", "--users", "10", "--sessions", "200", "--clients", "12"]
-    simulator = simulate.simulator(build_parser().parse_args(argv), clock)
+    simulator = simulate.simulator(parse_arguments(argv), clock)
     asked = {f"user{i:06d}" for i in range(10)}
     perspective, clients, scopes = Counter(), set(), set()
     for _ in range(200):
@@ -235,7 +235,7 @@ def test_the_readme_example_opens_no_session_older_than_the_age_alert_allows() -
     limit_ms = 1000 * default_threshold("IgnitionSessionsOpenTooLong")
     clock = FakeClock()
     argv = ["simulate", "--shape", "webdev", "--token", "s3cret", "--sessions", "200"]
-    simulator = simulate.simulator(build_parser().parse_args(argv), clock)
+    simulator = simulate.simulator(parse_arguments(argv), clock)
     oldest = 0
     for _ in range(61):  # the first hour, a poll a minute
         oldest = max(oldest, *(s["uptime"] for s in simulator.perspective_objects()))

@@ -61,19 +61,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "that IgnitionUserTooManySessions will fire")
 
 
-def refuse_misplaced(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Simulator options given to another command are a mistake worth saying so."""
-    if args.command == "simulate":
-        for name in ("sessions", "clients", "users"):
-            if getattr(args, name) < 0:
-                parser.error(f"--{name} must not be negative")
-        if args.shape == "rest" and args.token and ":" not in args.token:
-            parser.error("--token for --shape rest is an 8.3 API key, NAME:SECRET "
-                         "(a gateway refuses the secret alone)")
-        return
-    given = [name for name, default in DEFAULTS.items() if getattr(args, name) != default]
-    if given:
-        parser.error(f"--{given[0]} is an option of the simulate command")
+def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """What the options' types cannot say: counts are not negative, and a REST token is an
+    API key."""
+    for name in ("sessions", "clients", "users"):
+        if getattr(args, name) < 0:
+            parser.error(f"--{name} must not be negative")
+    if args.shape == "rest" and args.token and ":" not in args.token:
+        parser.error("--token for --shape rest is an 8.3 API key, NAME:SECRET "
+                     "(a gateway refuses the secret alone)")
 
 
 # The REST API exists only from 8.3, so that shape reports an 8.3 build (as a live 8.3.6 one
