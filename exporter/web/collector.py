@@ -159,56 +159,45 @@ def lifecycle_families(statuses: Sequence[GatewayStatus], now: float,
 
 
 def health_families(statuses: Sequence[GatewayStatus]) -> list[Metric]:
-    up = GaugeMetricFamily("ignition_up", "1 if the last poll of the gateway succeeded, else 0",
-                           labels=["gateway"])
-    duration = GaugeMetricFamily("ignition_exporter_poll_duration_seconds",
-                                 "Duration of the last poll of the gateway", labels=["gateway"])
-    lag = GaugeMetricFamily("ignition_exporter_poll_lag_seconds",
-                            "How late the last poll of the gateway started against its "
-                            "schedule (a busy exporter falls behind)", labels=["gateway"])
-    last_success = GaugeMetricFamily("ignition_exporter_last_success_timestamp_seconds",
-                                     "Unix time of the last successful poll of the gateway",
-                                     labels=["gateway"])
+    """The exporter's view of each gateway's polls, in the order of `_HEALTH`."""
+    return [family(statuses) for family in _HEALTH]
+
+
+def _per_gateway(kind: type[GaugeMetricFamily] | type[CounterMetricFamily], name: str,
+                 documentation: str, value: Callable[[GatewayStatus], float | None]
+                 ) -> Callable[[Sequence[GatewayStatus]], Metric]:
+    """A family with one sample per gateway, of `value`; none where that is None (a gateway
+    not polled yet, a setting not set)."""
+    def family(statuses: Sequence[GatewayStatus]) -> Metric:
+        built = kind(name, documentation, labels=["gateway"])
+        for status in statuses:
+            if (sample := value(status)) is not None:
+                built.add_metric([status.gateway.name], sample)
+        return built
+    return family
+
+
+def _poll_errors(statuses: Sequence[GatewayStatus]) -> Metric:
     errors = CounterMetricFamily("ignition_exporter_poll_errors",
                                  "Failed polls of the gateway, by reason",
                                  labels=["gateway", "reason"])
-    invalid = CounterMetricFamily("ignition_exporter_invalid_sessions",
-                                  "Sessions skipped because the gateway sent them malformed, "
-                                  "with impossible values, or repeated",
-                                  labels=["gateway"])
-    limit = GaugeMetricFamily("ignition_perspective_session_limit",
-                              "Perspective sessions the site allows on the gateway "
-                              "(session_limit in the exporter's configuration)",
-                              labels=["gateway"])
-    stale_after = GaugeMetricFamily("ignition_exporter_stale_after_seconds",
-                                    "Age of the last successful poll past which the gateway's "
-                                    "session series are dropped (stale_after), so alerts can "
-                                    "follow the configuration", labels=["gateway"])
+    for status in statuses:
+        for reason, count in status.poll_errors.items():
+            errors.add_metric([status.gateway.name, str(reason)], count)
+    return errors
+
+
+def _gateway_info(statuses: Sequence[GatewayStatus]) -> Metric:
     info = GaugeMetricFamily("ignition_gateway_info",
                              "Name, version and redundancy role (Independent, Master, Backup; "
                              "empty where the gateway does not report it) the gateway reports "
                              "about itself" + _AS_OF,
                              labels=["gateway", "system_name", "version", "redundancy_role"])
     for status in statuses:
-        gateway = status.gateway.name
-        up.add_metric([gateway], 1 if status.up else 0)
-        if status.last_duration is not None:
-            duration.add_metric([gateway], status.last_duration)
-        if status.last_lag is not None:
-            lag.add_metric([gateway], status.last_lag)
-        if status.last_success is not None:
-            last_success.add_metric([gateway], status.last_success)
-            if status.version or status.reported_name:
-                info.add_metric([gateway, status.reported_name or "", status.version or "",
-                                 status.redundancy_role or ""], 1)
-        for reason, count in status.poll_errors.items():
-            errors.add_metric([gateway, str(reason)], count)
-        invalid.add_metric([gateway], status.invalid_sessions)
-        if status.gateway.session_limit is not None:
-            limit.add_metric([gateway], status.gateway.session_limit)
-        stale_after.add_metric([gateway], status.gateway.stale_after)
-    return [up, duration, lag, last_success, errors, invalid, limit, stale_after, info,
-            _folded_values(statuses)]
+        if status.last_success is not None and (status.version or status.reported_name):
+            info.add_metric([status.gateway.name, status.reported_name or "",
+                             status.version or "", status.redundancy_role or ""], 1)
+    return info
 
 
 def _folded_values(statuses: Sequence[GatewayStatus]) -> Metric:
@@ -220,6 +209,35 @@ def _folded_values(statuses: Sequence[GatewayStatus]) -> Metric:
         for name, count in status.aggregates.folded_values.items():
             folded.add_metric([status.gateway.name, name], count)
     return folded
+
+
+_HEALTH: tuple[Callable[[Sequence[GatewayStatus]], Metric], ...] = (
+    _per_gateway(GaugeMetricFamily, "ignition_up",
+                 "1 if the last poll of the gateway succeeded, else 0",
+                 lambda status: 1 if status.up else 0),
+    _per_gateway(GaugeMetricFamily, "ignition_exporter_poll_duration_seconds",
+                 "Duration of the last poll of the gateway",
+                 lambda status: status.last_duration),
+    _per_gateway(GaugeMetricFamily, "ignition_exporter_poll_lag_seconds",
+                 "How late the last poll of the gateway started against its schedule (a busy "
+                 "exporter falls behind)", lambda status: status.last_lag),
+    _per_gateway(GaugeMetricFamily, "ignition_exporter_last_success_timestamp_seconds",
+                 "Unix time of the last successful poll of the gateway",
+                 lambda status: status.last_success),
+    _poll_errors,
+    _per_gateway(CounterMetricFamily, "ignition_exporter_invalid_sessions",
+                 "Sessions skipped because the gateway sent them malformed, with impossible "
+                 "values, or repeated", lambda status: status.invalid_sessions),
+    _per_gateway(GaugeMetricFamily, "ignition_perspective_session_limit",
+                 "Perspective sessions the site allows on the gateway (session_limit in the "
+                 "exporter's configuration)", lambda status: status.gateway.session_limit),
+    _per_gateway(GaugeMetricFamily, "ignition_exporter_stale_after_seconds",
+                 "Age of the last successful poll past which the gateway's session series are "
+                 "dropped (stale_after), so alerts can follow the configuration",
+                 lambda status: status.gateway.stale_after),
+    _gateway_info,
+    _folded_values,
+)
 
 
 FOLDABLE = ("ignition_perspective_sessions", "ignition_client_sessions")
