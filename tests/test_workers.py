@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from exporter.polling import workers as workers_module
 from exporter.polling.workers import (
     AUTO_MAX_PROCESSES,
     WORKER_NICENESS,
@@ -656,6 +657,30 @@ async def test_close_waits_only_so_long_for_a_digest_under_way(
         assert running(worker), "the stop ended the digest: this test no longer tests a wait"
     finally:
         os.kill(worker, signal.SIGKILL)
+
+
+async def test_a_slot_whose_new_pool_cannot_be_made_is_not_lost(
+        make_workers: MakeWorkers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker died, and no new pool could be made for its slot, for a reason other than
+    no open file left: the slot still goes back to the polls, keeping its broken pool until
+    a new one can be made. (It was marked given back but never queued: every later poll
+    waited for a free worker for ever.)"""
+    workers = make_workers(1, **QUICK)
+    marker = tmp_path / "pid"
+    digest = asyncio.ensure_future(workers.run(10, wait_to_be_killed, str(marker)))
+    await eventually(marker.exists, what="the digest to start")
+
+    def refused(*_: object, **__: object) -> None:
+        raise ValueError("no pool today")
+
+    monkeypatch.setattr(workers_module, "ProcessPoolExecutor", refused)
+    os.kill(int(marker.read_text()), signal.SIGKILL)
+    with pytest.raises(WorkerLost):
+        await ends(digest)
+    with pytest.raises(WorkerLost):  # the broken pool, kept: this poll fails, and tries again
+        await ends(workers.run(10, pid))
+    monkeypatch.undo()
+    assert await ends(workers.run(10, pid)) != os.getpid()
 
 
 def worker_of(server: int) -> int:

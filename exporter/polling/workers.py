@@ -552,15 +552,17 @@ class WorkerProcesses:
         if lease.overdue is not None:
             lease.overdue.cancel()
         slot = lease.slot
-        if renew_because is not None and slot.executor is lease.executor:
-            self._renew(slot, renew_because)
-        slot.lease = None
-        self._idle.put_nowait(slot)
+        try:
+            if renew_because is not None and slot.executor is lease.executor:
+                self._renew(slot, renew_because)
+        finally:  # whatever the renewal did, the slot is not lost to the polls
+            slot.lease = None
+            self._idle.put_nowait(slot)
 
     def _renew(self, slot: _Slot, because: str) -> None:
         """A new process for a slot whose process died or stopped answering (the old pool
         ends what is left of itself); logged once until a poll is digested again. Where no
-        new pool can be made (no open file left), the slot keeps its broken one: the next
+        new pool can be made (no open file left, say), the slot keeps its broken one: the next
         poll it takes fails (WorkerLost) and tries again, so the slot is never lost to its
         polls."""
         if self._closed:
@@ -570,9 +572,9 @@ class WorkerProcesses:
         self._failing = True
         try:
             old = slot.renew()
-        except OSError as exc:
+        except Exception as exc:  # no open file left (OSError), or any other refusal
             log.warning("cannot start a digest worker process; the next poll tries again",
-                        extra={"error": str(exc)})
+                        extra={"error": f"{type(exc).__name__}: {exc}"})
             old = slot.executor  # kept, shut down: the next poll renews it
         # Shut down without waiting: a dead pool lets go of its pipes now (4 open files)
         # rather than when the exporter stops, which a worker dying at every poll would
