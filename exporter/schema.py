@@ -7,10 +7,11 @@ they report problems the same way.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -152,7 +153,8 @@ class Reader:
             where = f"{location}.{key}" if location else str(key)
             parser = fields.get(key) if isinstance(key, str) else None
             if parser is None:
-                self.fail(where, f"unknown key (allowed: {', '.join(fields)})")
+                self.fail(where, f"unknown key{_guess(key, fields)} (allowed: "
+                                 f"{', '.join(fields)})")
                 continue
             converted = parser(self, item, where)
             if converted is not INVALID:
@@ -164,6 +166,13 @@ class Reader:
 
 
 INVALID = object()
+
+
+def _guess(key: object, fields: Mapping[str, Parser]) -> str:
+    """`: did you mean timeout?` for `timout`, `stale-after` and the like; nothing for a key
+    like no field."""
+    close = difflib.get_close_matches(str(key).replace("-", "_"), fields, n=1, cutoff=0.8)
+    return f": did you mean {close[0]}?" if close else ""
 
 
 def _type_name(value: object) -> str:
@@ -333,15 +342,33 @@ def load_checked(path: str | Path, build: Callable[[object], T]) -> T:
     place, or a problem with the value of a key so written, says something else. A file with
     any of them is refused even if `build` finds nothing else.
     """
-    document, written, misread = _read(path)
+    parsed = _read(path)
     try:
-        built = build(document)
+        built = build(parsed.document)
     except ConfigError as exc:
-        raise ConfigError([*written, *(problem for problem in exc.problems
-                                       if not _repeats(problem, misread))]) from None
-    if written:
-        raise ConfigError(written)
+        raise ConfigError([*parsed.written,
+                           *(_placed(path, problem, parsed.marks) for problem in exc.problems
+                             if not _repeats(problem, parsed.misread))]) from None
+    if parsed.written:
+        raise ConfigError(parsed.written)
     return built
+
+
+def _placed(path: str | Path, problem: Problem, marks: Mapping[str, yaml.Mark]) -> Problem:
+    """`problem` at the line and column of the key it names, or of the nearest mapping or
+    list item around it that is written (a required key left out: the gateway lacking it);
+    as it is where nothing around it is (a default)."""
+    location = problem.location
+    while location not in marks:
+        enclosing = _ENCLOSING.sub("", location)
+        if enclosing == location:  # nothing left, or a key that cannot be told apart
+            return problem
+        location = enclosing
+    return Problem(_place(path, marks[location]), f"{problem.location}: {problem.message}")
+
+
+# The last step of a location (`.url`, `[3]`): what is left names what encloses it.
+_ENCLOSING = re.compile(r"(?:\.[^.\[]*|\[\d+\])$|^[^.\[]*$")
 
 
 def _repeats(problem: Problem, misread: set[str]) -> bool:
@@ -360,19 +387,30 @@ def load_yaml(path: str | Path) -> object:
     return load_checked(path, lambda document: document)
 
 
-def _read(path: str | Path) -> tuple[object, list[Problem], set[str]]:
-    """The parsed document, the problems of how it is written (bytes that are not UTF-8,
-    `_written_problems`) and the places of the numbers among them, or a ConfigError naming
-    the file and line of what keeps it from being read at all (and the bytes)."""
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    """A configuration file read: its document; the problems of how it is written (bytes
+    that are not UTF-8, `_written_problems`); the locations of the numbers among them
+    (`misread`); and where each key and list item is written (`marks`, by location)."""
+    document: object
+    written: list[Problem]
+    misread: set[str]
+    marks: Mapping[str, yaml.Mark]
+
+
+def _read(path: str | Path) -> _Parsed:
+    """The file parsed, or a ConfigError naming the file and line of what keeps it from
+    being read at all (and the bytes that are not UTF-8)."""
     text, undecodable = _text(path)
     try:
-        document, written, misread = _parse(path, text)
+        parsed = _parse(path, text)
     except ConfigError as exc:
         raise ConfigError([*undecodable, *exc.problems]) from None
-    return document, [*undecodable, *written], misread
+    return _Parsed(parsed.document, [*undecodable, *parsed.written], parsed.misread,
+                   parsed.marks)
 
 
-def _parse(path: str | Path, text: str) -> tuple[object, list[Problem], set[str]]:
+def _parse(path: str | Path, text: str) -> _Parsed:
     try:
         loader = _Loader(text)  # its reader refuses control characters at once
     except yaml.reader.ReaderError as exc:
@@ -383,13 +421,14 @@ def _parse(path: str | Path, text: str) -> tuple[object, list[Problem], set[str]
     try:
         node = loader.get_single_node()
         if node is None:
-            return None, [], set()
-        found = list(_written_problems(node, "(top level)"))
+            return _Parsed(None, [], set(), {})
+        walk = _Walk()
+        found = list(_written_problems(node, "(top level)", walk))
         problems = [Problem(where, message) if mark is None else
                     Problem(_place(path, mark), f"{where}: {message}")
                     for where, message, mark, _ in found]
         misread = {where for where, _, mark, as_key in found if mark is not None and not as_key}
-        return loader.construct_document(node), problems, misread
+        return _Parsed(loader.construct_document(node), problems, misread, walk.marks)
     except yaml.YAMLError as exc:
         raise _invalid(path, exc) from None
     except RecursionError:  # PyYAML reads nested collections recursively
@@ -477,47 +516,57 @@ _MERGE_TAG = "tag:yaml.org,2002:merge"
 Written = tuple[str, str, yaml.Mark | None, bool]
 
 
-def _written_problems(node: yaml.Node, location: str, visited: set[int] | None = None,
+@dataclass
+class _Walk:
+    """What a walk of the composed nodes keeps as it goes: the nodes walked already (an
+    alias is walked once), and where each key and list item is written, by the location the
+    schema names it with (`gateways[0].url`), the first place a location is written."""
+    visited: set[int] = field(default_factory=set)
+    marks: dict[str, yaml.Mark] = field(default_factory=dict)
+
+
+def _written_problems(node: yaml.Node, location: str, walk: _Walk,
                       as_key: bool = False) -> Iterator[Written]:
     """(location, message, mark, whether of a key) for each key written twice in one
     mapping (no mark: the message names both lines) and each number YAML 1.1 alone reads as
     base 60 or octal, anywhere in the tree, in the order written.
 
     Walks the composed nodes, before any value is built, so the first occurrence of a key is
-    still there to be named. Aliases are walked once (`visited`); merge keys (`<<`) are not
-    keys, and what they merge is walked at the mapping's place.
+    still there to be named. Aliases are walked once; merge keys (`<<`) are not keys, and
+    what they merge is walked at the mapping's place.
     """
-    visited = set() if visited is None else visited
-    if id(node) in visited:
+    if id(node) in walk.visited:
         return
-    visited.add(id(node))
+    walk.visited.add(id(node))
     if isinstance(node, yaml.ScalarNode) and node.tag in _MISREAD:
         yield location, _misread(node.tag, node.value), node.start_mark, as_key
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            yield from _written_problems(item, f"{location}[{index}]", visited)
+            walk.marks.setdefault(f"{location}[{index}]", item.start_mark)
+            yield from _written_problems(item, f"{location}[{index}]", walk)
     elif isinstance(node, yaml.MappingNode):
-        yield from _mapping_problems(node, location, visited)
+        yield from _mapping_problems(node, location, walk)
 
 
-def _mapping_problems(node: yaml.MappingNode, location: str, visited: set[int]
+def _mapping_problems(node: yaml.MappingNode, location: str, walk: _Walk
                       ) -> Iterator[Written]:
     first_line: dict[tuple[str, str], int] = {}
     for key, value in node.value:
         if key.tag == _MERGE_TAG:
             for merged in value.value if isinstance(value, yaml.SequenceNode) else [value]:
-                yield from _written_problems(merged, location, visited)
+                yield from _written_problems(merged, location, walk)
             continue
         if not isinstance(key, yaml.ScalarNode):
             continue
         where = key.value if location == "(top level)" else f"{location}.{key.value}"
-        yield from _written_problems(key, where, visited, as_key=True)
+        walk.marks[where] = key.start_mark  # a key written twice: the value kept, the last
+        yield from _written_problems(key, where, walk, as_key=True)
         line = key.start_mark.line + 1
         if (key.tag, key.value) in first_line:
             yield where, (f"key written twice, on lines {first_line[key.tag, key.value]} "
                           f"and {line}: keep one"), None, True
         first_line.setdefault((key.tag, key.value), line)
-        yield from _written_problems(value, where, visited)
+        yield from _written_problems(value, where, walk)
 
 
 def _base_60(text: str) -> str:

@@ -117,16 +117,17 @@ def test_check_config_ok_and_bad(tmp_path: Path, capsys: pytest.CaptureFixture[s
 CHECKED = {
     "budget": ("max_series_per_metric: 1\ngateways:\n  - {name: a, url: 'http://a'}\n"
                "  - {name: b, url: 'http://b'}\n",
-               "  max_series_per_metric: 1 is fewer than the 2 gateways that share it: "),
+               "  {path}:1:1: max_series_per_metric: 1 is fewer than the 2 gateways that "
+               "share it: "),
     "token_header": ("gateways:\n  - {name: plant-a, url: 'http://a', token_header: X-Token}\n",
-                     "  gateways[0].token_header: only a source: rest gateway sends the token "
-                     "in another header"),
+                     "  {path}:2:38: gateways[0].token_header: only a source: rest gateway "
+                     "sends the token in another header"),
     "base 60": ("gateways:\n  - {name: a, url: 'http://a', poll_interval: 1:30}\n",
                 "  {path}:2:47: gateways[0].poll_interval: 1:30 is a base-60 number in YAML 1.1 "
                 "(90) and text in YAML 1.2: for a duration write 90s or 1m30s; "),
     "not UTF-8": ("gateways:\n  - {name: Montr\xe9al, url: 'http://a', bogus: 1}\n",
                   "  {path}:2:17: not UTF-8: byte 0xE9 cannot be read; save the file as UTF-8\n"
-                  "  gateways[0].bogus: unknown key"),
+                  "  {path}:2:39: gateways[0].bogus: unknown key"),
 }
 
 

@@ -73,7 +73,8 @@ http_server_config:
 def test_a_repeated_key_hides_no_other_problem(tmp_path: Path) -> None:
     """Keys written twice are reported with every other problem of the file, not alone: the
     others used to appear only once the repeat was fixed."""
-    found = problems_in(tmp_path / "c.yml", """\
+    path = tmp_path / "c.yml"
+    found = problems_in(path, """\
 poll_interval: 15s
 gateways:
   - name: plant-a
@@ -82,16 +83,17 @@ gateways:
     colour: red
 poll_interval: 1m1m
 """, load_config)
-    assert [p.split(": ")[0] for p in found] == [
-        "gateways[0].name", "poll_interval", "poll_interval", "gateways[0].colour",
-        "gateways[0].url"], found
+    assert [p.removeprefix(f"{path}:").split(": ")[0] for p in found] == [
+        "gateways[0].name", "poll_interval", "7:1", "6:5", "4:5"], found
     assert found[:2] == ["gateways[0].name: key written twice, on lines 3 and 5: keep one",
                          "poll_interval: key written twice, on lines 1 and 7: keep one"]
-    assert found[2].startswith("poll_interval: invalid duration '1m1m'")
+    # placed at the value kept, the last
+    assert found[2].startswith(f"{path}:7:1: poll_interval: invalid duration '1m1m'")
 
 
 def test_a_repeated_key_in_a_web_configuration_hides_no_other_problem(tmp_path: Path) -> None:
-    found = problems_in(tmp_path / "web.yml", """\
+    path = tmp_path / "web.yml"
+    found = problems_in(path, """\
 basic_auth_users:
   prometheus: secret
 http_server_config:
@@ -99,7 +101,7 @@ http_server_config:
     X-Frame-Options: deny
     X-Frame-Options: sameorigin
 """, load_web_config)
-    assert [p.split(": ")[0] for p in found] == [
+    assert [p.removeprefix(f"{path}:2:3: ").split(": ")[0] for p in found] == [
         "http_server_config.headers.X-Frame-Options", "basic_auth_users.prometheus"], found
 
 
@@ -320,7 +322,8 @@ gateways:
     timeout: 010
 """, load_config)
     assert [problem.split(": ")[0] for problem in found] == [
-        f"{path}:5:20", f"{path}:7:11", f"{path}:9:14", "gateways[0].timout"], found
+        f"{path}:5:20", f"{path}:7:11", f"{path}:9:14", f"{path}:6:5"], found
+    assert found[3].startswith(f"{path}:6:5: gateways[0].timout: unknown key")
     assert found[1].startswith(f"{path}:7:11: gateways[1].name: 10:30 is a base-60 number")
 
 
@@ -337,7 +340,8 @@ gateways:
                       load_web_config)
     # The number, then what else is wrong there: a header this server does not set.
     assert [problem.split(": ")[1] for problem in web] == [
-        "http_server_config.headers.X-Count", "header not allowed (allowed"], web
+        "http_server_config.headers.X-Count", "http_server_config.headers.X-Count"], web
+    assert web[1].split(": ")[2].startswith("header not allowed (allowed"), web
 
 
 def test_bytes_that_are_not_utf8_are_an_error_at_their_line_and_column(tmp_path: Path) -> None:
@@ -352,7 +356,8 @@ def test_bytes_that_are_not_utf8_are_an_error_at_their_line_and_column(tmp_path:
     found = [str(problem) for problem in caught.value.problems]
     assert found[0] == (f"{path}:2:22: not UTF-8: byte 0xE9 cannot be read (nor can 1 more "
                         "after it); save the file as UTF-8")
-    assert [problem.split(": ")[0] for problem in found[1:]] == ["gateways[0].colour"]
+    assert [problem.split(": ")[0] for problem in found[1:]] == [f"{path}:4:5"]
+    assert found[1].startswith(f"{path}:4:5: gateways[0].colour: unknown key")
 
 
 def test_a_file_of_another_encoding_is_not_utf8_with_its_yaml_problems(tmp_path: Path) -> None:
@@ -393,11 +398,11 @@ def test_a_misread_number_hides_no_other_problem_at_its_place(
     path = tmp_path / "c.yml"
     found = problems_in(path, text, load_config)
     assert " is octal in YAML 1.1 " in found[0]
-    assert any(problem.startswith(hidden) for problem in found), found
+    assert any(f": {hidden}" in problem for problem in found[1:]), found
     # What quoting the number alone leaves.
     quoted = problems_in(path, text.replace(" 010:", " '010':").replace(" 0123\n", " '0123'\n"),
                          load_config)
-    assert any(problem.startswith(hidden) for problem in quoted), quoted
+    assert any(f": {hidden}" in problem for problem in quoted), quoted
 
 
 @pytest.mark.parametrize("value", ["!!int 010", "!!int 0_10"])
@@ -427,3 +432,67 @@ def test_a_binary_file_is_one_problem_and_is_not_read_further(tmp_path: Path) ->
     assert [str(problem) for problem in caught.value.problems] == [
         f"{path}:1:1: not UTF-8: byte 0xFF cannot be read (nor can {MAX_UNDECODABLE_BYTES} "
         "more after it); save the file as UTF-8"]
+
+
+def test_a_problem_in_a_file_is_placed_at_its_line_and_column(tmp_path: Path) -> None:
+    """In a file of dozens of gateways, `gateways[31].url` is found by counting; an editor
+    finds `c.yml:130:5` at once. Each problem is placed at the key it names (a value's
+    problem too), or, for a key left out, at the mapping that lacks it."""
+    path = tmp_path / "c.yml"
+    found = problems_in(path, """\
+gateways:
+  - name: a
+    url: http://a
+    timout: 5s
+  - name: b
+    url: 12
+  - name: c
+listen: x
+""", load_config)
+    assert found[0].startswith(f"{path}:4:5: gateways[0].timout: unknown key")
+    assert found[1:] == [f"{path}:6:5: gateways[1].url: expected a string, got int",
+                         f"{path}:7:5: gateways[2].url: required key is missing",
+                         found[3]]
+    assert found[3].startswith(f"{path}:8:1: listen: unknown key")
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("poll_interval: 10s\ngateways:\n  - name: a\n    url: http://a\n    timeout: 20s\n",
+     "5:5: gateways[0].timeout: 20s exceeds the poll interval 10s: polls would overlap"),
+    ("timeout: 20s\ngateways:\n  - name: a\n    url: http://a\n    poll_interval: 10s\n",
+     "1:1: timeout: 20s exceeds the poll interval of gateways[0] (10s): polls would overlap"),
+], ids=["in the gateway", "inherited"])
+def test_a_cross_check_is_placed_where_its_key_is_written(tmp_path: Path, text: str,
+                                                          expected: str) -> None:
+    """A problem between settings is placed at the key that carries it, also when that is
+    inherited from the top level."""
+    path = tmp_path / "c.yml"
+    assert problems_in(path, text, load_config) == [f"{path}:{expected}"]
+
+
+def test_a_web_configuration_problem_is_placed_too(tmp_path: Path) -> None:
+    path = tmp_path / "web.yml"
+    found = problems_in(path, "tls_server_config:\n  cert_file: a.crt\n  key_fil: a.key\n",
+                        load_web_config)
+    assert any(p.startswith(f"{path}:3:3: tls_server_config.key_fil: unknown key")
+               for p in found), found
+
+
+@pytest.mark.parametrize(("written", "meant"), [("timout", "timeout"),
+                                                ("poll_intervall", "poll_interval"),
+                                                ("stale-after", "stale_after")])
+def test_an_unknown_key_close_to_a_known_one_names_it(tmp_path: Path, written: str,
+                                                      meant: str) -> None:
+    found = problems_in(tmp_path / "c.yml", f"""\
+gateways:
+  - name: a
+    url: http://a
+    {written}: 5s
+""", load_config)
+    assert f"gateways[0].{written}: unknown key: did you mean {meant}? (allowed: " in found[0]
+
+
+def test_an_unknown_key_like_none_names_no_guess(tmp_path: Path) -> None:
+    [found] = problems_in(tmp_path / "c.yml", "gateways: [{name: a, url: 'http://a'}]\n"
+                                              "colour: red\n", load_config)
+    assert "did you mean" not in found and "colour: unknown key (allowed: " in found
