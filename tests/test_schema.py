@@ -496,3 +496,25 @@ def test_an_unknown_key_like_none_names_no_guess(tmp_path: Path) -> None:
     [found] = problems_in(tmp_path / "c.yml", "gateways: [{name: a, url: 'http://a'}]\n"
                                               "colour: red\n", load_config)
     assert "did you mean" not in found and "colour: unknown key (allowed: " in found
+
+
+def test_a_long_dotted_key_reached_through_an_alias_does_not_hang(tmp_path: Path) -> None:
+    """A problem whose location is not among the file's marks (a key inside an aliased
+    gateway) is placed by stripping one step at a time, each step scanning the whole
+    location again: a key of 200,000 dots took hours to place, holding a start,
+    `--check-config` or a reload's thread (and its lock) all that time. The same file was
+    refused in a quarter of a second before problems were placed."""
+    path = tmp_path / "c.yml"
+    key = ".".join(["a"] * 200_000)
+    path.write_text(f'gateways:\n  - &g\n    ? "{key}"\n    : 1\n    name: a\n'
+                    f'    url: "http://a"\n  - *g\n')
+    program = ("import sys; from exporter.config import load_config, ConfigError\n"
+               "try: load_config(sys.argv[1])\n"
+               "except ConfigError as e: print(len(e.problems), e.problems[-1])\n")
+    try:
+        done = subprocess.run([sys.executable, "-c", program, str(path)], timeout=30,
+                              capture_output=True, text=True,
+                              cwd=Path(__file__).parent.parent)
+    except subprocess.TimeoutExpired:
+        pytest.fail("placing the problems of a key of many dots inside an alias hangs")
+    assert done.stdout.startswith("3 ") and "duplicate gateway name 'a'" in done.stdout
