@@ -518,3 +518,16 @@ def test_a_long_dotted_key_reached_through_an_alias_does_not_hang(tmp_path: Path
     except subprocess.TimeoutExpired:
         pytest.fail("placing the problems of a key of many dots inside an alias hangs")
     assert done.stdout.startswith("3 ") and "duplicate gateway name 'a'" in done.stdout
+
+
+def test_a_key_written_before_a_merge_is_placed_where_it_is_written(tmp_path: Path) -> None:
+    """A mapping's own key wins over a merged one (`<<`) wherever the merge is written; the
+    value refused is the gateway's own `-1`, on line 3, not the merged `5` on line 4."""
+    path = tmp_path / "c.yml"
+    found = problems_in(path, """\
+gateways:
+  - name: a
+    timeout: -1
+    <<: {url: 'http://a', timeout: 5}
+""", load_config)
+    assert found == [f"{path}:3:5: gateways[0].timeout: duration must be positive, got -1"]
