@@ -531,3 +531,18 @@ gateways:
     <<: {url: 'http://a', timeout: 5}
 """, load_config)
     assert found == [f"{path}:3:5: gateways[0].timeout: duration must be positive, got -1"]
+
+
+def test_a_list_item_written_as_an_alias_is_placed_at_the_alias(tmp_path: Path) -> None:
+    """`- *g` on line 5 is gateways[1]; its problem was placed on line 2, at the anchored
+    gateways[0] it repeats (the node the alias stands for), where nothing is wrong."""
+    path = tmp_path / "c.yml"
+    found = problems_in(path, """\
+gateways:
+  - &g
+    name: a
+    url: http://a
+  - *g
+""", load_config)
+    assert found == [f"{path}:5:5: gateways[1].name: duplicate gateway name 'a' (also "
+                     "gateways[0])"]
