@@ -546,3 +546,23 @@ gateways:
 """, load_config)
     assert found == [f"{path}:5:5: gateways[1].name: duplicate gateway name 'a' (also "
                      "gateways[0])"]
+
+
+def test_a_key_yaml_reads_as_another_type_is_placed_at_its_line(tmp_path: Path) -> None:
+    """`yes:`, `on:`, `null:`, `0x10:` are keys YAML 1.1 reads as true, None and 16: the
+    schema names them so (`gateways[0].True`), the marks by their text (`yes`), so they
+    were placed at the gateway around them (line 2, not 4 to 6), or, at the top level,
+    nowhere."""
+    path = tmp_path / "c.yml"
+    found = problems_in(path, """\
+gateways:
+  - name: a
+    url: http://a
+    yes: 1
+    null: 2
+    0x10: 3
+on: 4
+""", load_config)
+    assert [problem.split(": unknown key")[0] for problem in found] == [
+        f"{path}:4:5: gateways[0].True", f"{path}:5:5: gateways[0].None",
+        f"{path}:6:5: gateways[0].16", f"{path}:7:1: True"]
