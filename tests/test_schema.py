@@ -566,3 +566,19 @@ on: 4
     assert [problem.split(": unknown key")[0] for problem in found] == [
         f"{path}:4:5: gateways[0].True", f"{path}:5:5: gateways[0].None",
         f"{path}:6:5: gateways[0].16", f"{path}:7:1: True"]
+
+
+def test_a_key_like_a_nested_location_does_not_move_that_locations_problem(
+        tmp_path: Path) -> None:
+    """A location is text, and a key may be any text: a top-level key written
+    `"gateways[0].url"` took the place of the gateway's own url, whose problem (line 3)
+    was reported on line 4."""
+    path = tmp_path / "c.yml"
+    found = problems_in(path, """\
+gateways:
+  - name: a
+    url: 5
+"gateways[0].url": x
+""", load_config)
+    assert found[0] == f"{path}:3:5: gateways[0].url: expected a string, got int"
+    assert found[1].startswith(f"{path}:4:1: gateways[0].url: unknown key")
