@@ -582,3 +582,16 @@ gateways:
 """, load_config)
     assert found[0] == f"{path}:3:5: gateways[0].url: expected a string, got int"
     assert found[1].startswith(f"{path}:4:1: gateways[0].url: unknown key")
+
+
+def test_a_near_miss_names_no_key_the_mapping_already_has(tmp_path: Path) -> None:
+    """`timout` beside a `timeout` is no misspelling of it: renaming it as told would make a
+    key written twice, itself an error."""
+    [found] = problems_in(tmp_path / "c.yml", """\
+gateways:
+  - name: a
+    url: http://a
+    timeout: 5s
+    timout: 5s
+""", load_config)
+    assert "gateways[0].timout: unknown key" in found and "did you mean timeout" not in found
