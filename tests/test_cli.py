@@ -308,3 +308,28 @@ def test_a_simulate_option_is_refused_even_at_its_default(
         parse_arguments(["--demo", "--sessions", "40"])
     assert exited.value.code == 2
     assert "error: --sessions is an option of the simulate command" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    (["--log.level", "bogus"], "argument --log.level/--log-level: invalid choice: 'bogus'"),
+    (["--listen", "rules"], "expected HOST:PORT, got 'rules'"),
+    (["rules", "--log.level", "bogus"], "--log.level is an option of the exporter, not of rules"),
+    (["simulate", "--web.max-connections", "1"],
+     "--web.max-connections is an option of the exporter, not of simulate"),
+    (["dashboard", "--token"], "--token is an option of the simulate command, not of dashboard"),
+], ids=["exporter", "exporter, a command as a value", "rules", "simulate", "dashboard"])
+def test_a_bad_option_value_is_told_by_the_commands_own_parser(
+        argv: list[str], said: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Which command is meant is read first by a parser that knows every command's options
+    and checks their values: a value it refuses ended the program there, with that parser's
+    usage (the simulate command's options among the exporter's, no -h nor --version), and,
+    for an option the command does not take, a complaint of its value rather than that."""
+    with pytest.raises(SystemExit) as exited:
+        parse_arguments(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert said in err
+    usage = err.split("error:")[0]
+    assert "[-h]" in usage and "[--version]" in usage
+    if argv[0] != "simulate":
+        assert "--sessions" not in usage
