@@ -11,7 +11,7 @@ import difflib
 import math
 import re
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,6 +22,9 @@ import yaml
 class Problem:
     location: str
     message: str
+    # (line, column) in its file, from 0, where it has a place there: to list a file's
+    # problems in the order they are written.
+    at: tuple[int, int] | None = None
 
     def __str__(self) -> str:
         return f"{self.location}: {self.message}"
@@ -153,7 +156,7 @@ class Reader:
             where = f"{location}.{key}" if location else str(key)
             parser = fields.get(key) if isinstance(key, str) else None
             if parser is None:
-                self.fail(where, f"unknown key{_guess(key, fields)} (allowed: "
+                self.fail(where, f"unknown key{_guess(key, fields, value)} (allowed: "
                                  f"{', '.join(fields)})")
                 continue
             converted = parser(self, item, where)
@@ -168,10 +171,12 @@ class Reader:
 INVALID = object()
 
 
-def _guess(key: object, fields: Mapping[str, Parser]) -> str:
+def _guess(key: object, fields: Mapping[str, Parser], written: Mapping[Any, Any]) -> str:
     """`: did you mean timeout?` for `timout`, `stale-after` and the like; nothing for a key
-    like no field."""
-    close = difflib.get_close_matches(str(key).replace("-", "_"), fields, n=1, cutoff=0.8)
+    like no field, nor one like a key written beside it (renamed so, it would be written
+    twice)."""
+    free = [name for name in fields if name not in written]
+    close = difflib.get_close_matches(str(key).replace("-", "_"), free, n=1, cutoff=0.8)
     return f": did you mean {close[0]}?" if close else ""
 
 
@@ -296,6 +301,35 @@ class _Loader(yaml.SafeLoader):
             return _BASE_60_TAG
         return tag
 
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        # Where each mapping and list of the document is written, by its id: for a mapping,
+        # each key's mark (a key written twice, and one a merge key (`<<`) also gives: the one
+        # whose value is kept); for a list, each item's (an alias's own, not its anchor's).
+        self.places: dict[int, tuple[Any, Mapping[Any, yaml.Mark] | list[yaml.Mark]]] = {}
+        self._alias_marks: dict[tuple[int, int], yaml.Mark] = {}
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        """The node, noting where a list item written as an alias (`- *g`) is: the node it
+        stands for is its anchor's, with the anchor's place."""
+        if isinstance(parent, yaml.SequenceNode) and self.check_event(yaml.AliasEvent):
+            self._alias_marks[id(parent), index] = self.peek_event().start_mark
+        return super().compose_node(parent, index)
+
+    def construct_yaml_map(self, node: yaml.MappingNode) -> Iterator[dict[Any, Any]]:
+        data: dict[Any, Any] = {}
+        yield data
+        data.update(self.construct_mapping(node))  # merges flattened: before the own keys
+        self.places[id(data)] = (data, {self.construct_object(key): key.start_mark
+                                        for key, _ in node.value})
+
+    def construct_yaml_seq(self, node: yaml.SequenceNode) -> Iterator[list[Any]]:
+        data: list[Any] = []
+        yield data
+        data.extend(self.construct_sequence(node))
+        self.places[id(data)] = (data, [self._alias_marks.get((id(node), index), item.start_mark)
+                                        for index, item in enumerate(node.value)])
+
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         if node.tag == _INT_TAG and isinstance(node, yaml.ScalarNode) \
                 and _OCTAL.fullmatch(node.value) and _octal_differs(node.value):
@@ -326,6 +360,8 @@ def _octal_differs(text: str) -> bool:
 
 for _tag in (_BASE_60_TAG, _OCTAL_TAG):
     _Loader.add_constructor(_tag, yaml.constructor.SafeConstructor.construct_yaml_str)
+_Loader.add_constructor("tag:yaml.org,2002:map", _Loader.construct_yaml_map)
+_Loader.add_constructor("tag:yaml.org,2002:seq", _Loader.construct_yaml_seq)
 
 
 def load_checked(path: str | Path, build: Callable[[object], T]) -> T:
@@ -346,12 +382,17 @@ def load_checked(path: str | Path, build: Callable[[object], T]) -> T:
     try:
         built = build(parsed.document)
     except ConfigError as exc:
-        raise ConfigError([*parsed.written,
-                           *(_placed(path, problem, parsed.marks) for problem in exc.problems
-                             if not _repeats(problem, parsed.misread))]) from None
+        raise ConfigError(_in_file_order([
+            *parsed.written, *(_placed(path, problem, parsed.marks) for problem in exc.problems
+                               if not _repeats(problem, parsed.misread))])) from None
     if parsed.written:
-        raise ConfigError(parsed.written)
+        raise ConfigError(_in_file_order(parsed.written))
     return built
+
+
+def _in_file_order(problems: list[Problem]) -> list[Problem]:
+    """As a file is fixed, top to bottom; those with no place in it last, as found."""
+    return sorted(problems, key=lambda problem: (problem.at is None, problem.at or (0, 0)))
 
 
 def _placed(path: str | Path, problem: Problem, marks: Mapping[str, yaml.Mark]) -> Problem:
@@ -359,16 +400,23 @@ def _placed(path: str | Path, problem: Problem, marks: Mapping[str, yaml.Mark]) 
     list item around it that is written (a required key left out: the gateway lacking it);
     as it is where nothing around it is (a default)."""
     location = problem.location
-    while location not in marks:
-        enclosing = _ENCLOSING.sub("", location)
-        if enclosing == location:  # nothing left, or a key that cannot be told apart
-            return problem
-        location = enclosing
-    return Problem(_place(path, marks[location]), f"{problem.location}: {problem.message}")
+    for _ in range(_STEPS_OUT):
+        if location in marks:
+            return _placed_at(path, marks[location], f"{problem.location}: {problem.message}")
+        if not location:
+            break
+        location = location[:max(location.rfind("."), location.rfind("["), 0)]
+    return problem
 
 
-# The last step of a location (`.url`, `[3]`): what is left names what encloses it.
-_ENCLOSING = re.compile(r"(?:\.[^.\[]*|\[\d+\])$|^[^.\[]*$")
+# How many steps out from a problem's location its place is looked for: a key left out is
+# placed at its mapping, one inside a mapping written as an alias at the alias. (Each step
+# costs the location's length: a key of many dots must not cost their number squared.)
+_STEPS_OUT = 3
+
+
+def _placed_at(path: str | Path, mark: yaml.Mark, message: str) -> Problem:
+    return Problem(_place(path, mark), message, (mark.line, mark.column))
 
 
 def _repeats(problem: Problem, misread: set[str]) -> bool:
@@ -415,20 +463,21 @@ def _parse(path: str | Path, text: str) -> _Parsed:
         loader = _Loader(text)  # its reader refuses control characters at once
     except yaml.reader.ReaderError as exc:
         code = exc.character if isinstance(exc.character, int) else ord(exc.character)
-        raise ConfigError([Problem(f"{path}:{_line_column(text, exc.position)}",
-                                   f"invalid YAML: character U+{code:04X} is not allowed")]
-                          ) from None
+        raise ConfigError([_at_position(path, text, exc.position,
+                                        f"invalid YAML: character U+{code:04X} is not "
+                                        "allowed")]) from None
     try:
         node = loader.get_single_node()
         if node is None:
             return _Parsed(None, [], set(), {})
-        walk = _Walk()
-        found = list(_written_problems(node, "(top level)", walk))
-        problems = [Problem(where, message) if mark is None else
-                    Problem(_place(path, mark), f"{where}: {message}")
+        found = list(_written_problems(node, "(top level)"))
+        problems = [_placed_at(path, mark, f"{where}: {message}")
                     for where, message, mark, _ in found]
-        misread = {where for where, _, mark, as_key in found if mark is not None and not as_key}
-        return _Parsed(loader.construct_document(node), problems, misread, walk.marks)
+        misread = {where for where, _, _, as_key in found if not as_key}
+        document = loader.construct_document(node)
+        marks = {} if document is None else _document_marks(document, node.start_mark,
+                                                            loader.places)
+        return _Parsed(document, problems, misread, marks)
     except yaml.YAMLError as exc:
         raise _invalid(path, exc) from None
     except RecursionError:  # PyYAML reads nested collections recursively
@@ -481,9 +530,9 @@ def _undecodable(path: str | Path, escaped: str) -> tuple[str, list[Problem]]:
     text, count = _ESCAPED_BYTE.subn("\ufffd", escaped)
     byte = ord(first.group()) - 0xDC00
     others = f" (nor can {count - 1} more after it)" if count > 1 else ""
-    problem = Problem(f"{path}:{_line_column(escaped, first.start())}",
-                      f"not UTF-8: byte 0x{byte:02X} cannot be read{others}; save the file "
-                      "as UTF-8")
+    problem = _at_position(path, escaped, first.start(),
+                           f"not UTF-8: byte 0x{byte:02X} cannot be read{others}; save the "
+                           "file as UTF-8")
     if count > MAX_UNDECODABLE_BYTES:  # a binary file: nothing else in it is worth reading
         raise ConfigError([problem])
     return text, [problem]
@@ -493,11 +542,12 @@ def _undecodable(path: str | Path, escaped: str) -> tuple[str, list[Problem]]:
 _LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
 
 
-def _line_column(text: str, position: int) -> str:
-    """`line:column` of a character position, both from 1."""
+def _at_position(path: str | Path, text: str, position: int, message: str) -> Problem:
+    """A problem at the line and column of a character position of the file's text."""
     breaks = list(_LINE_BREAK.finditer(text, 0, position))
     start = breaks[-1].end() if breaks else 0
-    return f"{len(breaks) + 1}:{position - start + 1}"
+    line, column = len(breaks), position - start
+    return Problem(f"{path}:{line + 1}:{column + 1}", message, (line, column))
 
 
 def _invalid(path: str | Path, exc: yaml.YAMLError) -> ConfigError:
@@ -513,60 +563,79 @@ def _place(path: str | Path, mark: yaml.Mark | None) -> str:
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
-Written = tuple[str, str, yaml.Mark | None, bool]
+Written = tuple[str, str, yaml.Mark, bool]
 
 
-@dataclass
-class _Walk:
-    """What a walk of the composed nodes keeps as it goes: the nodes walked already (an
-    alias is walked once), and where each key and list item is written, by the location the
-    schema names it with (`gateways[0].url`), the first place a location is written."""
-    visited: set[int] = field(default_factory=set)
-    marks: dict[str, yaml.Mark] = field(default_factory=dict)
+def _document_marks(document: object, start: yaml.Mark,
+                    places: Mapping[int, tuple[Any, Mapping[Any, yaml.Mark] | list[yaml.Mark]]]
+                    ) -> dict[str, yaml.Mark]:
+    """Where each key and list item of the built document is written, by the location the
+    schema names it with (`gateways[0].url`, from the keys as built: `yes:` is `True`), the
+    document itself at "". A mapping or list reached again (an alias) is not walked again:
+    what is inside it is placed at the alias. Walked in the order written, without
+    recursion (a document may be nested hundreds deep)."""
+    marks: dict[str, yaml.Mark] = {}
+    walked: set[int] = set()
+    pending: list[tuple[object, str, yaml.Mark]] = [(document, "", start)]
+    while pending:
+        value, location, mark = pending.pop()
+        marks.setdefault(location, mark)
+        if id(value) in walked or id(value) not in places:
+            continue
+        walked.add(id(value))
+        _, written = places[id(value)]
+        if isinstance(value, dict):
+            steps = [(item, f"{location}.{key}" if location else str(key), written[key])
+                     for key, item in value.items()]
+        else:
+            steps = [(item, f"{location}[{index}]", written[index])
+                     for index, item in enumerate(value)]
+        pending.extend(reversed(steps))
+    return marks
 
 
-def _written_problems(node: yaml.Node, location: str, walk: _Walk,
+def _written_problems(node: yaml.Node, location: str, visited: set[int] | None = None,
                       as_key: bool = False) -> Iterator[Written]:
     """(location, message, mark, whether of a key) for each key written twice in one
-    mapping (no mark: the message names both lines) and each number YAML 1.1 alone reads as
-    base 60 or octal, anywhere in the tree, in the order written.
+    mapping (at the second; the message names both lines) and each number YAML 1.1 alone
+    reads as base 60 or octal, anywhere in the tree, in the order written.
 
     Walks the composed nodes, before any value is built, so the first occurrence of a key is
-    still there to be named. Aliases are walked once; merge keys (`<<`) are not keys, and
-    what they merge is walked at the mapping's place.
+    still there to be named. Aliases are walked once (`visited`); merge keys (`<<`) are not
+    keys, and what they merge is walked at the mapping's place.
     """
-    if id(node) in walk.visited:
+    visited = set() if visited is None else visited
+    if id(node) in visited:
         return
-    walk.visited.add(id(node))
+    visited.add(id(node))
     if isinstance(node, yaml.ScalarNode) and node.tag in _MISREAD:
         yield location, _misread(node.tag, node.value), node.start_mark, as_key
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            walk.marks.setdefault(f"{location}[{index}]", item.start_mark)
-            yield from _written_problems(item, f"{location}[{index}]", walk)
+            yield from _written_problems(item, f"{location}[{index}]", visited)
     elif isinstance(node, yaml.MappingNode):
-        yield from _mapping_problems(node, location, walk)
+        yield from _mapping_problems(node, location, visited)
 
 
-def _mapping_problems(node: yaml.MappingNode, location: str, walk: _Walk
+def _mapping_problems(node: yaml.MappingNode, location: str, visited: set[int]
                       ) -> Iterator[Written]:
     first_line: dict[tuple[str, str], int] = {}
     for key, value in node.value:
         if key.tag == _MERGE_TAG:
             for merged in value.value if isinstance(value, yaml.SequenceNode) else [value]:
-                yield from _written_problems(merged, location, walk)
+                yield from _written_problems(merged, location, visited)
             continue
         if not isinstance(key, yaml.ScalarNode):
             continue
         where = key.value if location == "(top level)" else f"{location}.{key.value}"
-        walk.marks[where] = key.start_mark  # a key written twice: the value kept, the last
-        yield from _written_problems(key, where, walk, as_key=True)
+        yield from _written_problems(key, where, visited, as_key=True)
         line = key.start_mark.line + 1
         if (key.tag, key.value) in first_line:
-            yield where, (f"key written twice, on lines {first_line[key.tag, key.value]} "
-                          f"and {line}: keep one"), None, True
+            first = first_line[key.tag, key.value]
+            lines = f"lines {first} and {line}" if first != line else f"line {line}"
+            yield where, f"key written twice, on {lines}: keep one", key.start_mark, True
         first_line.setdefault((key.tag, key.value), line)
-        yield from _written_problems(value, where, walk)
+        yield from _written_problems(value, where, visited)
 
 
 def _base_60(text: str) -> str:
