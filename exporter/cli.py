@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Self
 
 from exporter import __version__, packaged, webdev_script
 from exporter.clock import Clock, SystemClock
@@ -99,9 +100,19 @@ class _Refused(argparse.Action):
                      + (f", not of {command}, {why}" if why else ""))
 
 
-class _Refusing:
-    """Stands for a parser, or one of its groups, in a function that adds options: each
-    option is added only to be refused (`_Refused`), as an option of `whose`."""
+class _StandIn:
+    """Stands for a parser, or one of its groups, in a function that adds options; its
+    groups are itself."""
+
+    def add_argument_group(self, *_: object, **__: object) -> Self:
+        return self
+
+    def add_mutually_exclusive_group(self, **_: object) -> Self:
+        return self
+
+
+class _Refusing(_StandIn):
+    """Each option is added only to be refused (`_Refused`), as an option of `whose`."""
 
     def __init__(self, parser: argparse.ArgumentParser, whose: str = "the exporter") -> None:
         self.parser, self.whose = parser, whose
@@ -109,14 +120,25 @@ class _Refusing:
     def add_argument(self, *flags: str, **_: object) -> argparse.Action:
         return self.parser.add_argument(*flags, action=_Refused, whose=self.whose)
 
-    def add_argument_group(self, *_: object, **__: object) -> _Refusing:
-        return self
 
-    def add_mutually_exclusive_group(self, **_: object) -> _Refusing:
-        return self
+class _Lenient(_StandIn):
+    """Each option is added taking any value or none, so that reading which command is
+    meant never fails on an option's value; the command's own parser then judges them."""
+
+    def __init__(self, parser: argparse.ArgumentParser) -> None:
+        self.parser = parser
+
+    def add_argument(self, *flags: str, **options: Any) -> argparse.Action:
+        if options.get("action") in ("store_true", "version"):
+            return self.parser.add_argument(*flags, action="store_true")
+        return self.parser.add_argument(*flags, nargs="?")
 
 
-def _add_exporter_options(parser: argparse.ArgumentParser | _Refusing) -> None:
+# What the functions adding options add them to: a parser, or one standing for it.
+_Adder = argparse.ArgumentParser | _StandIn
+
+
+def _add_exporter_options(parser: _Adder) -> None:
     """The options of the exporter itself (`_Refusing`: for another command, refused)."""
     source = parser.add_mutually_exclusive_group()
     add = parser.add_argument
@@ -141,7 +163,7 @@ def _add_exporter_options(parser: argparse.ArgumentParser | _Refusing) -> None:
         help="validate the configuration, print a summary and exit")
 
 
-def _add_shared_options(parser: argparse.ArgumentParser | _Refusing, listen: str) -> None:
+def _add_shared_options(parser: _Adder, listen: str) -> None:
     """The options the exporter and `simulate` both take; `listen` says the default."""
     parser.add_argument("--web.listen-address", "--listen", dest="listen", type=parse_listen,
                         metavar="HOST:PORT", help=f"where to serve (default {listen})")
@@ -178,15 +200,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _command_of(argv: Sequence[str]) -> str:
     """Which command `argv` means, wherever it stands among the options: read by a parser
-    that knows every command's options (so an option's value is never taken for the
-    command) and has no help option (so `--help`, also abbreviated, is left to the
-    command's own parser)."""
-    parser = argparse.ArgumentParser(prog="ignition-exporter", add_help=False)
-    parser.add_argument("command", nargs="?", default="run", choices=COMMANDS)
-    _add_exporter_options(parser)
-    _add_shared_options(parser, DEFAULT_LISTEN)
-    simulate.add_arguments(parser)
-    return str(parser.parse_known_args(argv)[0].command)
+    that knows every command's options, taking any value (so an option's value is never
+    taken for the command, and a wrong one is left to the command's own parser, with its
+    usage), and has no help option (so `--help`, also abbreviated, is the command's own).
+    Whatever it cannot read (a command that does not exist) is the exporter's to say."""
+    parser = argparse.ArgumentParser(prog="ignition-exporter", add_help=False,
+                                     exit_on_error=False)
+    parser.add_argument("command", nargs="?", default="run")
+    _add_exporter_options(_Lenient(parser))
+    _add_shared_options(_Lenient(parser), DEFAULT_LISTEN)
+    simulate.add_arguments(_Lenient(parser))
+    try:
+        command = str(parser.parse_known_args(argv)[0].command)
+    except argparse.ArgumentError:
+        return "run"
+    return command if command in COMMANDS else "run"
 
 
 def build_simulate_parser() -> argparse.ArgumentParser:
