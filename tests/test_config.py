@@ -453,3 +453,14 @@ def test_a_rejected_series_budget_is_not_compared_with_the_gateways() -> None:
     assert problems({"gateways": [{"name": "a", "url": "http://a"}],
                      "max_series_per_metric": 0}) == [
         "max_series_per_metric: expected a positive whole number, got 0"]
+
+
+def test_a_gateways_key_at_the_top_level_says_where_it_belongs() -> None:
+    """`token_file:` (or `url:`, `source:`) written above `gateways:` is a key of each
+    gateway; the message only said `unknown key` and listed the top-level keys, none of
+    which is it, without saying it goes under the gateway."""
+    found = problems({"token_file": "/etc/ignition-exporter/plant-a.token",
+                      "gateways": [{"name": "a", "url": "http://a"}]})
+    assert len(found) == 1 and found[0].startswith("token_file: "), found
+    assert "gateways[" in found[0] or "each gateway" in found[0], found
+
