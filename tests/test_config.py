@@ -464,3 +464,10 @@ def test_a_gateways_key_at_the_top_level_says_where_it_belongs() -> None:
     assert len(found) == 1 and found[0].startswith("token_file: "), found
     assert "gateways[" in found[0] or "each gateway" in found[0], found
 
+
+def test_a_token_key_names_the_two_ways_to_give_a_token() -> None:
+    """`token: s3cret` is the most natural guess at how to give a gateway its token; it got
+    `unknown key` with no suggestion, where `token_file` and `token_env` are meant."""
+    [found] = problems({"gateways": [{"name": "a", "url": "http://a", "token": "s3cret"}]})
+    assert "token_file" in found.split("(allowed:")[0], found
+    assert "token_env" in found.split("(allowed:")[0], found
