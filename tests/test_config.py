@@ -471,3 +471,16 @@ def test_a_token_key_names_the_two_ways_to_give_a_token() -> None:
     [found] = problems({"gateways": [{"name": "a", "url": "http://a", "token": "s3cret"}]})
     assert "token_file" in found.split("(allowed:")[0], found
     assert "token_env" in found.split("(allowed:")[0], found
+
+
+@pytest.mark.parametrize("pasted", ["Kx9_pQ-2vLm8sT4wYz", "plant-b:3f9a1c7e5d2b"])
+def test_a_secret_pasted_as_token_env_is_not_repeated(pasted: str) -> None:
+    """`token_env: <the key itself>` is a usual first mistake (token_env names a variable).
+    The message repeated the value, `environment variable plant-b:3f9a… is not set or
+    empty`, so the secret reached stderr and, through the unit's ExecStartPre check, the
+    journal; tokens never appear in error messages. A value that cannot be a variable's name
+    is neither shown nor looked up, and the message says what token_env takes."""
+    found = problems({"gateways": [{"name": "a", "url": "http://a", "token_env": pasted}]})
+    assert len(found) == 1 and found[0].startswith("gateways[0].token_env: "), found
+    assert pasted not in found[0], found
+    assert "token_file" in found[0], found
