@@ -116,3 +116,16 @@ def test_a_reload_copies_client_auth_and_versions_onto_the_listening_context(
     assert live.current is second
     assert listening.verify_mode == ssl.CERT_REQUIRED
     assert listening.minimum_version == ssl.TLSVersion.TLSv1_3
+
+
+def test_a_problem_of_form_hides_no_file_that_does_not_load(tmp_path: Path) -> None:
+    """A basic auth user's malformed hash hid that the certificate named does not exist:
+    the file was refused for the hash alone, and the missing certificate was news at the
+    next run."""
+    found = problems({"tls_server_config": {"cert_file": str(tmp_path / "none.crt"),
+                                            "key_file": str(tmp_path / "none.key")},
+                      "basic_auth_users": {"prometheus": "secret"}})
+    assert any(p.startswith("basic_auth_users.prometheus: expected a bcrypt hash")
+               for p in found), found
+    assert any(p.startswith("tls_server_config.cert_file: cannot load certificate and key")
+               for p in found), found
