@@ -333,3 +333,40 @@ def test_a_bad_option_value_is_told_by_the_commands_own_parser(
     assert "[-h]" in usage and "[--version]" in usage
     if argv[0] != "simulate":
         assert "--sessions" not in usage
+
+
+@pytest.mark.parametrize("argv", [["--config"], ["--demo", "--config", "c.yml"],
+                                  ["--log.level", "loud"], ["simulat"],
+                                  ["--web.max-connections", "3"]])
+def test_a_mistake_on_the_exporters_command_line_shows_the_exporters_usage(
+        argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """`ignition-exporter --config` (no file) printed a usage line of the parser that only
+    picks the command: simulate's --shape, --token, --sessions, --clients and --users
+    listed among the exporter's options, which are refused there, and no -h or --version."""
+    with pytest.raises(SystemExit) as exited:
+        parse_arguments(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: ignition-exporter [-h] "), err
+    for option in ("--shape", "--token", "--sessions", "--clients", "--users"):
+        assert option not in err, err
+
+
+@pytest.mark.parametrize(("argv", "refused"), [
+    (["simulate", "--web.max-connections", "3"], "--web.max-connections is an option of the "
+                                                  "exporter, not of simulate"),
+    (["rules", "--shape", "foo"], "--shape is an option of the simulate command, not of rules"),
+    (["rules", "--listen", "nope"], "--listen is an option of the exporter, not of rules"),
+    (["dashboard", "--log.level", "loud"], "--log.level is an option of the exporter, not of "
+                                           "dashboard"),
+])
+def test_an_option_of_another_command_is_refused_by_name_whatever_its_value(
+        argv: list[str], refused: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`rules --listen 0.0.0.0:9871` is refused as an option of the exporter, but `rules
+    --listen nope` got `argument --web.listen-address/--listen: expected HOST:PORT`, under a
+    usage line holding every command's options: the value was judged before the command."""
+    with pytest.raises(SystemExit) as exited:
+        parse_arguments(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert f"usage: ignition-exporter {argv[0]} " in err and refused in err, err
