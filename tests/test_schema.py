@@ -589,3 +589,19 @@ gateways:
     timout: 5s
 """, load_config)
     assert "gateways[0].timout: unknown key" in found and "did you mean timeout" not in found
+
+
+def test_a_key_left_out_is_placed_in_the_copy_kept_of_a_repeated_key(tmp_path: Path) -> None:
+    """`gateways:` written twice keeps the second list; its plant-b lacks `url`, but the
+    problem was placed at line 3, where the discarded first list writes plant-a's `url`:
+    `c.yml:3:5: gateways[0].url: required key is missing` on a line that holds it."""
+    path = tmp_path / "c.yml"
+    found = problems_in(path, """\
+gateways:
+  - name: plant-a
+    url: http://a
+gateways:
+  - name: plant-b
+""", load_config)
+    assert f"{path}:5:5: gateways[0].url: required key is missing" in found, found
+
