@@ -605,3 +605,11 @@ gateways:
 """, load_config)
     assert f"{path}:5:5: gateways[0].url: required key is missing" in found, found
 
+
+def test_a_top_level_key_left_out_is_placed_at_the_top_level_mapping(tmp_path: Path) -> None:
+    """A required key left out is placed at the mapping that lacks it; for `gateways` that is
+    the top level, at 1:1, but the problem came without a file, line or column."""
+    path = tmp_path / "c.yml"
+    assert problems_in(path, "poll_interval: 15s\n", load_config) == [
+        f"{path}:1:1: gateways: required key is missing"]
+
