@@ -613,3 +613,17 @@ def test_a_top_level_key_left_out_is_placed_at_the_top_level_mapping(tmp_path: P
     assert problems_in(path, "poll_interval: 15s\n", load_config) == [
         f"{path}:1:1: gateways: required key is missing"]
 
+
+def test_a_key_written_twice_is_placed_like_every_other_problem(tmp_path: Path) -> None:
+    """Every problem starts `file:line:column:`, which editors and `grep` jump to; a key
+    written twice came as `gateways[0].timeout: key written twice, on lines 4 and 5` alone."""
+    path = tmp_path / "c.yml"
+    found = problems_in(path, """\
+gateways:
+  - name: a
+    url: http://a
+    timeout: 5s
+    timeout: 6s
+""", load_config)
+    assert found == [f"{path}:5:5: gateways[0].timeout: key written twice, on lines 4 and 5: "
+                     "keep one"], found
