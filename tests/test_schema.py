@@ -627,3 +627,20 @@ gateways:
 """, load_config)
     assert found == [f"{path}:5:5: gateways[0].timeout: key written twice, on lines 4 and 5: "
                      "keep one"], found
+
+
+@pytest.mark.parametrize(("text", "place", "hint"), [
+    ("gateways:\n\t- name: a\n", "2:1", "tab"),
+    ("gateways:\n  - name: a\n  url: http://a\n", "3:3", "indent"),
+    ("gateways:\n  - name: a\n      url: http://a\n", "3:10", "indent"),
+], ids=["tab", "key under the list", "key indented too far"])
+def test_a_yaml_syntax_error_says_what_to_fix(tmp_path: Path, text: str, place: str,
+                                              hint: str) -> None:
+    """The usual syntax mistakes of a hand-written file are indentation: a tab, a key not
+    lined up with the others of its gateway. They got PyYAML's own words (`found character
+    '\\t' that cannot start any token`, `expected <block end>, but found '?'`, `mapping
+    values are not allowed here`), which name neither indentation nor a fix."""
+    path = tmp_path / "c.yml"
+    [found] = problems_in(path, text, load_config)
+    assert found.startswith(f"{path}:{place}: invalid YAML: "), found
+    assert hint in found.split(": invalid YAML: ", 1)[1].lower(), found
