@@ -370,3 +370,16 @@ def test_an_option_of_another_command_is_refused_by_name_whatever_its_value(
     assert exited.value.code == 2
     err = capsys.readouterr().err
     assert f"usage: ignition-exporter {argv[0]} " in err and refused in err, err
+
+
+def test_check_config_names_the_problems_of_both_files_at_once(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--check-config` validates the configuration and the web configuration, but stopped
+    at the first file with a problem: a typo in each took two runs to learn of."""
+    config, web = tmp_path / "config.yml", tmp_path / "web.yml"
+    config.write_text("gateways:\n  - name: a\n    url: http://a\n    timout: 5s\n")
+    web.write_text("basic_auth_user:\n  prometheus: x\n")
+    assert main(["--config", str(config), "--web.config.file", str(web), "--check-config"]) == 2
+    err = capsys.readouterr().err
+    assert f"{config}:4:5: gateways[0].timout: unknown key" in err, err
+    assert f"{web}:1:1: basic_auth_user: unknown key" in err, err
