@@ -644,3 +644,22 @@ def test_a_yaml_syntax_error_says_what_to_fix(tmp_path: Path, text: str, place: 
     [found] = problems_in(path, text, load_config)
     assert found.startswith(f"{path}:{place}: invalid YAML: "), found
     assert hint in found.split(": invalid YAML: ", 1)[1].lower(), found
+
+
+def test_problems_are_listed_in_the_order_of_the_file(tmp_path: Path) -> None:
+    """A file's problems are fixed top to bottom; the list jumped: a base-60 number on
+    line 5 came before an invalid duration on line 2, and a gateway's ca_file (line 7)
+    before its token_file (line 6)."""
+    path = tmp_path / "c.yml"
+    found = problems_in(path, """\
+poll_interval: 15s
+idle_after: 90 s
+gateways:
+  - name: a
+    poll_interval: 1:30
+    token_file: /nonexistent/token
+    ca_file: /nonexistent/ca.pem
+    url: http://a
+""", load_config)
+    lines = [int(p.removeprefix(f"{path}:").split(":")[0]) for p in found]
+    assert lines == [2, 5, 6, 7], found
