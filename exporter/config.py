@@ -9,6 +9,7 @@ location, so one run of `--check-config` lists everything that is wrong, not jus
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,9 +184,25 @@ def _resolve_secret(raw: Mapping[str, Any], where: str, file_key: str, env_key: 
     if env_key in raw:
         secret = environ.get(raw[env_key], "").strip()
         if not secret:
-            reader.fail(at(env_key), f"environment variable {raw[env_key]} is not set or empty")
+            reader.fail(at(env_key), _unset_variable(raw[env_key], file_key))
         return secret or None
     return None
+
+
+_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
+
+
+def _unset_variable(name: str, file_key: str) -> str:
+    """Why a secret's variable gives nothing, never saying its name: the usual first mistake
+    is the secret itself written there, which would then reach the log (and the journal,
+    through the unit's check). The problem's line and column say where it is written."""
+    if not _VARIABLE_NAME.fullmatch(name):
+        return (f"this is no environment variable's name (letters, digits and _): it names "
+                f"the variable that holds the secret, not the secret itself; to give the "
+                f"secret in a file, set {file_key}")
+    return ("the environment variable it names is not set, or empty, in the exporter's "
+            "environment (under systemd: Environment= or EnvironmentFile=; in a container: "
+            "-e)")
 
 
 def _resolve_privacy(top: Mapping[str, Any], environ: Mapping[str, str],

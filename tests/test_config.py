@@ -175,7 +175,7 @@ def test_cross_checks_name_the_key() -> None:
     assert any(p.startswith("gateways[0].timeout: 20s exceeds the poll interval") for p in found)
     assert any(p.startswith("gateways[1].stale_after: 5s is shorter") for p in found)
     assert "gateways[1].name: duplicate gateway name 'a' (also gateways[0])" in found
-    assert any(p.startswith("gateways[2].token_env: environment variable MISSING_VAR")
+    assert any(p.startswith("gateways[2].token_env: the environment variable it names is not set")
                for p in found)
     assert any(p.startswith("gateways[3].token_file: cannot read the file") for p in found)
     assert "gateways[4].ca_file: no such file: /nonexistent/ca.pem" in found
@@ -359,7 +359,9 @@ def test_a_wrong_source_hides_no_other_problem_of_its_gateway() -> None:
         "gateways[0].source: expected one of webdev, rest, got 'opc'",
         "gateways[0].url: expected an http:// or https:// URL, got 'ftp://a'",
         "gateways[0].timeout: 20s exceeds the poll interval 15s: polls would overlap",
-        "gateways[0].token_env: environment variable UNSET_VARIABLE is not set or empty",
+        "gateways[0].token_env: the environment variable it names is not set, or empty, in "
+        "the exporter's environment (under systemd: Environment= or EnvironmentFile=; in a "
+        "container: -e)",
     ]
 
 
