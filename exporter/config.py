@@ -160,6 +160,11 @@ _TOP_FIELDS: dict[str, Parser] = {
 }
 
 
+# Keys of each gateway alone, said so when written at the top level.
+_GATEWAY_ONLY = {key: "each gateway's keys, under gateways:" for key in _GATEWAY_FIELDS
+                 if key not in _TOP_FIELDS}
+
+
 # --- the resolve step ------------------------------------------------------------------------
 
 
@@ -418,7 +423,8 @@ def build_config(document: object, environ: Mapping[str, str] | None = None) -> 
                                    "`gateways:` list (see the README, Configuration)")])
     environ = os.environ if environ is None else environ
     reader = Reader()
-    top = reader.mapping(document, "", _TOP_FIELDS, required=("gateways",))
+    top = reader.mapping(document, "", _TOP_FIELDS, required=("gateways",),
+                         elsewhere=_GATEWAY_ONLY)
     warnings: list[str] = []
     gateways = tuple(
         _resolve_gateway(raw, f"gateways[{i}]", top, environ, reader, warnings)

@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 import yaml
@@ -137,6 +138,9 @@ Parser = Callable[["Reader", object, str], Any]
 """Converts one value at a location, recording problems on the reader; returns INVALID if bad."""
 
 
+_NOWHERE: Mapping[str, str] = MappingProxyType({})
+
+
 class Reader:
     """Walks the YAML tree, converting values and recording each problem at its location."""
 
@@ -147,7 +151,10 @@ class Reader:
         self.problems.append(Problem(location, message))
 
     def mapping(self, value: object, location: str, fields: Mapping[str, Parser],
-                required: tuple[str, ...] = ()) -> dict[str, Any]:
+                required: tuple[str, ...] = (), elsewhere: Mapping[str, str] = _NOWHERE
+                ) -> dict[str, Any]:
+        """The known keys of a mapping, converted. `elsewhere` names where keys that belong
+        to another mapping go (`token_file` above `gateways:`)."""
         if not isinstance(value, dict):
             self.fail(location or "(top level)", f"expected a mapping, got {_type_name(value)}")
             return {}
@@ -156,8 +163,7 @@ class Reader:
             where = f"{location}.{key}" if location else str(key)
             parser = fields.get(key) if isinstance(key, str) else None
             if parser is None:
-                self.fail(where, f"unknown key{_guess(key, fields, value)} (allowed: "
-                                 f"{', '.join(fields)})")
+                self.fail(where, _unknown(key, fields, value, elsewhere))
                 continue
             converted = parser(self, item, where)
             if converted is not INVALID:
@@ -171,13 +177,25 @@ class Reader:
 INVALID = object()
 
 
+def _unknown(key: object, fields: Mapping[str, Parser], written: Mapping[Any, Any],
+             elsewhere: Mapping[str, str]) -> str:
+    if isinstance(key, str) and key in elsewhere:
+        return f"not a key here: it is one of {elsewhere[key]}"
+    return f"unknown key{_guess(key, fields, written)} (allowed: {', '.join(fields)})"
+
+
 def _guess(key: object, fields: Mapping[str, Parser], written: Mapping[Any, Any]) -> str:
-    """`: did you mean timeout?` for `timout`, `stale-after` and the like; nothing for a key
-    like no field, nor one like a key written beside it (renamed so, it would be written
+    """`: did you mean timeout?` for `timout`, `stale-after` and the like, and the fields
+    that begin with a word given alone (`token`: token_file or token_env...); nothing for a
+    key like no field, nor one like a key written beside it (renamed so, it would be written
     twice)."""
     free = [name for name in fields if name not in written]
-    close = difflib.get_close_matches(str(key).replace("-", "_"), free, n=1, cutoff=0.8)
-    return f": did you mean {close[0]}?" if close else ""
+    text = str(key).replace("-", "_")
+    close = difflib.get_close_matches(text, free, n=1, cutoff=0.8) \
+        or [name for name in free if name.startswith(text + "_")]
+    if not close:
+        return ""
+    return f": did you mean {' or '.join(close)}?"
 
 
 def _type_name(value: object) -> str:
