@@ -570,8 +570,24 @@ def _at_position(path: str | Path, text: str, position: int, message: str) -> Pr
 
 def _invalid(path: str | Path, exc: yaml.YAMLError) -> ConfigError:
     problem = getattr(exc, "problem", None) or str(exc)
+    hint = next((hint for start, hint in _HINTS if problem.startswith(start)), "")
     return ConfigError([Problem(_place(path, getattr(exc, "problem_mark", None)),
-                                f"invalid YAML: {problem}")])
+                                f"invalid YAML: {problem}{hint}")])
+
+
+# What the YAML reader's own words for a hand-written file's usual mistakes mean, by how
+# they begin: indentation, nearly always.
+_HINTS = (
+    ("found character '\\t'", ": YAML indents with spaces, never tabs; replace the tab with "
+                              "spaces"),
+    ("expected <block end>", ": check the indentation here; the keys of one gateway line up "
+                             "under its first key, two spaces past the `- `"),
+    ("mapping values are not allowed here", ": check the indentation here (a key indented "
+                                            "deeper than the key above it), or quote a value "
+                                            "that holds ': '"),
+    ("could not find expected ':'", ": a key needs a colon and a space after it "
+                                    "(`key: value`), or check the indentation here"),
+)
 
 
 def _place(path: str | Path, mark: yaml.Mark | None) -> str:
