@@ -138,11 +138,12 @@ def build_web_config(document: object) -> WebConfig:
         return WebConfig()  # an empty file: plain HTTP, no users
     reader = Reader()
     raw = reader.mapping(document, "", _TOP_FIELDS)
-    if reader.problems:
-        raise ConfigError(reader.problems)
-    problems: list[Problem] = []
+    problems = list(reader.problems)
+    # The certificate is loaded whatever else is wrong, so that a bad hash hides no missing
+    # file; not from TLS settings with a problem of their own, which are told already.
+    tls_ok = not any(problem.location.startswith("tls_server_config") for problem in problems)
     context = _ssl_context(raw["tls_server_config"], problems) \
-        if "tls_server_config" in raw else None
+        if "tls_server_config" in raw and tls_ok else None
     if problems:
         raise ConfigError(problems)
     return WebConfig(
