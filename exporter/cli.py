@@ -410,21 +410,30 @@ def _check(args: argparse.Namespace, config: Config | None, web_config: WebConfi
     return 0
 
 
+def _read_files(args: argparse.Namespace) -> tuple[Config | None, WebConfig] | None:
+    """The configuration and the web configuration; None when either has a problem, after
+    saying every problem of both (so a typo in each takes one run to learn of, not two)."""
+    loaded: list[Any] = []
+    failed = False
+    for path, read, default in ((args.config, load_config, None),
+                                (args.web_config, load_web_config, WebConfig())):
+        try:
+            loaded.append(read(path) if path else default)
+        except ConfigError as exc:
+            print(f"ignition-exporter: {path}: {exc}", file=sys.stderr)
+            failed = True
+    return None if failed else (loaded[0], loaded[1])
+
+
 def _exporter(args: argparse.Namespace) -> int:
     if not args.demo and not args.config:
         print("ignition-exporter: give --config FILE, or --demo to try it on a simulated "
               "gateway", file=sys.stderr)
         return 2
-    try:
-        config = load_config(args.config) if args.config else None
-    except ConfigError as exc:
-        print(f"ignition-exporter: {args.config}: {exc}", file=sys.stderr)
+    files = _read_files(args)
+    if files is None:
         return 2
-    try:
-        web_config = load_web_config(args.web_config) if args.web_config else WebConfig()
-    except ConfigError as exc:
-        print(f"ignition-exporter: {args.web_config}: {exc}", file=sys.stderr)
-        return 2
+    config, web_config = files
     for warning in config.warnings if config else ():
         log.warning("configuration", extra={"warning": warning})
     if args.check_config:
