@@ -663,3 +663,23 @@ gateways:
 """, load_config)
     lines = [int(p.removeprefix(f"{path}:").split(":")[0]) for p in found]
     assert lines == [2, 5, 6, 7], found
+
+
+def test_a_long_key_over_many_keys_costs_no_more_memory_than_its_file(
+        tmp_path: Path) -> None:
+    """Where each key is written is kept by its whole location, whose text repeats every
+    key above it: a 256 kB key over 40,000 small ones (a 0.7 MB file) kept 10 GB of
+    locations; it was read in 95 MB before. Read here under a 2 GiB address-space limit,
+    it must be refused as the configuration it is, not end the process (MemoryError)."""
+    path = tmp_path / "c.yml"
+    path.write_text('gateways: [{name: a, url: "http://a"}]\n? "' + "a" * 256_000 + '"\n:\n'
+                    + "".join(f"  k{i}: 1\n" for i in range(40_000)))
+    program = ("import resource, sys; from exporter.config import load_config, ConfigError\n"
+               "resource.setrlimit(resource.RLIMIT_AS, (2 * 2**30, 2 * 2**30))\n"
+               "try: load_config(sys.argv[1])\n"
+               "except ConfigError as e: print(len(e.problems), ': unknown key (' in "
+               "str(e.problems[0]))\n")
+    done = subprocess.run([sys.executable, "-c", program, str(path)], timeout=300,
+                          capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    assert done.returncode == 0 and "MemoryError" not in done.stderr, done.stderr[-500:]
+    assert done.stdout == "1 True\n", done.stdout
