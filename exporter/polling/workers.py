@@ -600,8 +600,9 @@ class WorkerProcesses:
             slot.executor.shutdown, wait=True, cancel_futures=True)) for slot in self._slots]
         _, left = await asyncio.wait(ending, timeout=until - time.monotonic())
         if left:
-            log.warning("digest worker processes did not end in time (is the forkserver "
-                        "stopped?); they end with the exporter", extra={"left": len(left)})
+            log.warning("digest worker processes did not end in time (a digest still under "
+                        "way, or a stopped forkserver or worker); they end with the exporter",
+                        extra={"left": len(left)})
 
 
 _SHUTDOWN_THREAD = "digest pool shutdown"
