@@ -8,6 +8,7 @@ they report problems the same way.
 from __future__ import annotations
 
 import difflib
+import itertools
 import math
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -321,10 +322,8 @@ class _Loader(yaml.SafeLoader):
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
-        # Where each mapping and list of the document is written, by its id: for a mapping,
-        # each key's mark (a key written twice, and one a merge key (`<<`) also gives: the one
-        # whose value is kept); for a list, each item's (an alias's own, not its anchor's).
-        self.places: dict[int, tuple[Any, Mapping[Any, yaml.Mark] | list[yaml.Mark]]] = {}
+        # Where each mapping and list of the document is written, by its id (`_Written`).
+        self.places: dict[int, _Written] = {}
         self._alias_marks: dict[tuple[int, int], yaml.Mark] = {}
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
@@ -338,15 +337,18 @@ class _Loader(yaml.SafeLoader):
         data: dict[Any, Any] = {}
         yield data
         data.update(self.construct_mapping(node))  # merges flattened: before the own keys
-        self.places[id(data)] = (data, {self.construct_object(key): key.start_mark
-                                        for key, _ in node.value})
+        self.places[id(data)] = _Written(data, {self.construct_object(key): key.start_mark
+                                                for key, _ in node.value})
 
     def construct_yaml_seq(self, node: yaml.SequenceNode) -> Iterator[list[Any]]:
         data: list[Any] = []
         yield data
         data.extend(self.construct_sequence(node))
-        self.places[id(data)] = (data, [self._alias_marks.get((id(node), index), item.start_mark)
-                                        for index, item in enumerate(node.value)])
+        aliases = {index for index in range(len(node.value))
+                   if (id(node), index) in self._alias_marks}
+        self.places[id(data)] = _Written(
+            data, [self._alias_marks.get((id(node), index), item.start_mark)
+                   for index, item in enumerate(node.value)], frozenset(aliases))
 
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         if node.tag == _INT_TAG and isinstance(node, yaml.ScalarNode) \
@@ -401,7 +403,7 @@ def load_checked(path: str | Path, build: Callable[[object], T]) -> T:
         built = build(parsed.document)
     except ConfigError as exc:
         raise ConfigError(_in_file_order([
-            *parsed.written, *(_placed(path, problem, parsed.marks) for problem in exc.problems
+            *parsed.written, *(_placed(path, problem, parsed.places) for problem in exc.problems
                                if not _repeats(problem, parsed.misread))])) from None
     if parsed.written:
         raise ConfigError(_in_file_order(parsed.written))
@@ -413,24 +415,14 @@ def _in_file_order(problems: list[Problem]) -> list[Problem]:
     return sorted(problems, key=lambda problem: (problem.at is None, problem.at or (0, 0)))
 
 
-def _placed(path: str | Path, problem: Problem, marks: Mapping[str, yaml.Mark]) -> Problem:
-    """`problem` at the line and column of the key it names, or of the nearest mapping or
-    list item around it that is written (a required key left out: the gateway lacking it);
-    as it is where nothing around it is (a default)."""
-    location = problem.location
-    for _ in range(_STEPS_OUT):
-        if location in marks:
-            return _placed_at(path, marks[location], f"{problem.location}: {problem.message}")
-        if not location:
-            break
-        location = location[:max(location.rfind("."), location.rfind("["), 0)]
-    return problem
-
-
-# How many steps out from a problem's location its place is looked for: a key left out is
-# placed at its mapping, one inside a mapping written as an alias at the alias. (Each step
-# costs the location's length: a key of many dots must not cost their number squared.)
-_STEPS_OUT = 3
+def _placed(path: str | Path, problem: Problem, places: _Places) -> Problem:
+    """`problem` at the line and column of what it names, or of the nearest mapping or list
+    item around that which is written (a required key left out: the gateway lacking it);
+    as it is in a file with no document."""
+    mark = places.of(problem.location)
+    if mark is None:
+        return problem
+    return _placed_at(path, mark, f"{problem.location}: {problem.message}")
 
 
 def _placed_at(path: str | Path, mark: yaml.Mark, message: str) -> Problem:
@@ -457,11 +449,11 @@ def load_yaml(path: str | Path) -> object:
 class _Parsed:
     """A configuration file read: its document; the problems of how it is written (bytes
     that are not UTF-8, `_written_problems`); the locations of the numbers among them
-    (`misread`); and where each key and list item is written (`marks`, by location)."""
+    (`misread`); and where each part of the document is written (`places`)."""
     document: object
     written: list[Problem]
     misread: set[str]
-    marks: Mapping[str, yaml.Mark]
+    places: _Places
 
 
 def _read(path: str | Path) -> _Parsed:
@@ -473,7 +465,7 @@ def _read(path: str | Path) -> _Parsed:
     except ConfigError as exc:
         raise ConfigError([*undecodable, *exc.problems]) from None
     return _Parsed(parsed.document, [*undecodable, *parsed.written], parsed.misread,
-                   parsed.marks)
+                   parsed.places)
 
 
 def _parse(path: str | Path, text: str) -> _Parsed:
@@ -487,15 +479,14 @@ def _parse(path: str | Path, text: str) -> _Parsed:
     try:
         node = loader.get_single_node()
         if node is None:
-            return _Parsed(None, [], set(), {})
+            return _Parsed(None, [], set(), _Places(None, None, {}))
         found = list(_written_problems(node, "(top level)"))
         problems = [_placed_at(path, mark, f"{where}: {message}")
                     for where, message, mark, _ in found]
         misread = {where for where, _, _, as_key in found if not as_key}
         document = loader.construct_document(node)
-        marks = {} if document is None else _document_marks(document, node.start_mark,
-                                                            loader.places)
-        return _Parsed(document, problems, misread, marks)
+        return _Parsed(document, problems, misread,
+                       _Places(document, node.start_mark, loader.places))
     except yaml.YAMLError as exc:
         raise _invalid(path, exc) from None
     except RecursionError:  # PyYAML reads nested collections recursively
@@ -600,32 +591,71 @@ _MERGE_TAG = "tag:yaml.org,2002:merge"
 Written = tuple[str, str, yaml.Mark, bool]
 
 
-def _document_marks(document: object, start: yaml.Mark,
-                    places: Mapping[int, tuple[Any, Mapping[Any, yaml.Mark] | list[yaml.Mark]]]
-                    ) -> dict[str, yaml.Mark]:
-    """Where each key and list item of the built document is written, by the location the
-    schema names it with (`gateways[0].url`, from the keys as built: `yes:` is `True`), the
-    document itself at "". A mapping or list reached again (an alias) is not walked again:
-    what is inside it is placed at the alias. Walked in the order written, without
-    recursion (a document may be nested hundreds deep)."""
-    marks: dict[str, yaml.Mark] = {}
-    walked: set[int] = set()
-    pending: list[tuple[object, str, yaml.Mark]] = [(document, "", start)]
-    while pending:
-        value, location, mark = pending.pop()
-        marks.setdefault(location, mark)
-        if id(value) in walked or id(value) not in places:
-            continue
-        walked.add(id(value))
-        _, written = places[id(value)]
-        if isinstance(value, dict):
-            steps = [(item, f"{location}.{key}" if location else str(key), written[key])
-                     for key, item in value.items()]
-        else:
-            steps = [(item, f"{location}[{index}]", written[index])
-                     for index, item in enumerate(value)]
-        pending.extend(reversed(steps))
-    return marks
+@dataclass(frozen=True, slots=True)
+class _Written:
+    """Where a mapping or list of a built document is written: for a mapping, each key's
+    mark (of a key written twice, or also given by a merge key (`<<`), the one whose value
+    is kept); for a list, each item's, and which items are aliases (`- *g`: its own mark,
+    not its anchor's)."""
+    value: Any  # held, so that its id is not another's while this is
+    marks: Mapping[Any, yaml.Mark] | list[yaml.Mark]
+    aliases: frozenset[int] = frozenset()
+
+
+class _Places:
+    """Where the parts of a built document are written, found from the location the schema
+    names a problem with (`gateways[0].url`), by walking down the document: so keys as built
+    (`yes:` is `True`), and nothing kept per location (locations repeat every key above
+    them: kept for every key, a long key over many others would cost gigabytes)."""
+
+    def __init__(self, document: object, start: yaml.Mark | None,
+                 written: Mapping[int, _Written]) -> None:
+        self._document, self._start, self._written = document, start, written
+        self._names: dict[int, dict[str, Any]] = {}
+
+    def of(self, location: str) -> yaml.Mark | None:
+        """The mark of what `location` names, or of the nearest part around it that is
+        written; inside an alias, the alias's."""
+        value, rest, mark = self._document, location, self._start
+        if value is None:  # an empty file: no place is better than its first line
+            return None
+        if location == "(top level)":
+            return mark
+        while rest and id(value) in self._written:
+            written = self._written[id(value)]
+            step = self._step(value, rest)
+            if step is None:
+                return mark
+            part, length = step
+            mark, rest = written.marks[part], rest[length:].removeprefix(".")
+            if part in written.aliases:
+                return mark
+            value = value[part]
+        return mark
+
+    def _step(self, value: object, rest: str) -> tuple[Any, int] | None:
+        """The key or index `rest` begins with in `value`, and its length as written."""
+        if isinstance(value, list):
+            end = rest.find("]")
+            index = rest[1:end]
+            if rest.startswith("[") and index.isascii() and index.isdigit() \
+                    and int(index) < len(value):
+                return int(index), end + 1
+            return None
+        if not isinstance(value, dict):
+            return None
+        names = self._names.setdefault(id(value), {str(key): key for key in value})
+        ends = [m.start() for m in itertools.islice(_STEP_END.finditer(rest), _MAX_DOTS)]
+        for end in [*ends, len(rest)]:  # a key may hold dots: the shortest that is one
+            if rest[:end] in names:
+                return names[rest[:end]], end
+        return None
+
+
+# Where a key in a location may end, and how many such places in one key are tried (each
+# costs the location's length: a key of many dots must not cost their number squared).
+_STEP_END = re.compile(r"[.\[]")
+_MAX_DOTS = 16
 
 
 def _written_problems(node: yaml.Node, location: str, visited: set[int] | None = None,
