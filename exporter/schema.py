@@ -163,8 +163,10 @@ class Reader:
         for key, item in value.items():
             where = f"{location}.{key}" if location else str(key)
             parser = fields.get(key) if isinstance(key, str) else None
-            if parser is None:
-                self.fail(where, _unknown(key, fields, value, elsewhere))
+            if parser is None:  # guessed at only while the error would show the guess
+                guess = len(self.problems) < MAX_PROBLEMS
+                self.fail(where, _unknown(key, fields if guess else {}, value, elsewhere,
+                                          allowed=fields))
                 continue
             converted = parser(self, item, where)
             if converted is not INVALID:
@@ -178,11 +180,11 @@ class Reader:
 INVALID = object()
 
 
-def _unknown(key: object, fields: Mapping[str, Parser], written: Mapping[Any, Any],
-             elsewhere: Mapping[str, str]) -> str:
+def _unknown(key: object, guesses: Mapping[str, Parser], written: Mapping[Any, Any],
+             elsewhere: Mapping[str, str], allowed: Mapping[str, Parser]) -> str:
     if isinstance(key, str) and key in elsewhere:
         return f"not a key here: it is one of {elsewhere[key]}"
-    return f"unknown key{_guess(key, fields, written)} (allowed: {', '.join(fields)})"
+    return f"unknown key{_guess(key, guesses, written)} (allowed: {', '.join(allowed)})"
 
 
 def _guess(key: object, fields: Mapping[str, Parser], written: Mapping[Any, Any]) -> str:
@@ -644,7 +646,9 @@ class _Places:
             return None
         if not isinstance(value, dict):
             return None
-        names = self._names.setdefault(id(value), {str(key): key for key in value})
+        if id(value) not in self._names:
+            self._names[id(value)] = {str(key): key for key in value}
+        names = self._names[id(value)]
         ends = [m.start() for m in itertools.islice(_STEP_END.finditer(rest), _MAX_DOTS)]
         for end in [*ends, len(rest)]:  # a key may hold dots: the shortest that is one
             if rest[:end] in names:
