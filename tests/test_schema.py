@@ -246,19 +246,25 @@ def test_a_lone_cr_line_end_is_a_line(tmp_path: Path) -> None:
         load_config(path)
 
 
-def test_a_fifo_as_configuration_does_not_hang(tmp_path: Path) -> None:
-    fifo = tmp_path / "fifo"
-    os.mkfifo(fifo)
+def loaded_apart(path: Path, report: str, timeout: float, hangs: str) -> str:
+    """What `load_config(path)`, in a process of its own, prints of its ConfigError `e`
+    (`report`, an expression); the test fails saying `hangs` once `timeout` has passed."""
     program = ("import sys; from exporter.config import load_config, ConfigError\n"
                "try: load_config(sys.argv[1])\n"
-               "except ConfigError as e: print(e)\n")
+               f"except ConfigError as e: print({report})\n")
     try:
-        done = subprocess.run([sys.executable, "-c", program, str(fifo)], timeout=10,
+        done = subprocess.run([sys.executable, "-c", program, str(path)], timeout=timeout,
                               capture_output=True, text=True,
                               cwd=Path(__file__).parent.parent)
     except subprocess.TimeoutExpired:
-        pytest.fail("reading a FIFO as the configuration hangs")
-    assert "fifo" in done.stdout
+        pytest.fail(hangs)
+    return done.stdout or done.stderr[-2000:]
+
+
+def test_a_fifo_as_configuration_does_not_hang(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert "fifo" in loaded_apart(fifo, "e", 10, "reading a FIFO as the configuration hangs")
 
 
 @pytest.mark.parametrize(("value", "reads", "instead"), [
@@ -517,17 +523,9 @@ def test_a_long_dotted_key_reached_through_an_alias_does_not_hang(tmp_path: Path
     key = ".".join(["a"] * 200_000)
     path.write_text(f'gateways:\n  - &g\n    ? "{key}"\n    : 1\n    name: a\n'
                     f'    url: "http://a"\n  - *g\n')
-    program = ("import sys; from exporter.config import load_config, ConfigError\n"
-               "try: load_config(sys.argv[1])\n"
-               "except ConfigError as e: print(len(e.problems), "
-               "any('duplicate gateway name' in str(p) for p in e.problems))\n")
-    try:
-        done = subprocess.run([sys.executable, "-c", program, str(path)], timeout=30,
-                              capture_output=True, text=True,
-                              cwd=Path(__file__).parent.parent)
-    except subprocess.TimeoutExpired:
-        pytest.fail("placing the problems of a key of many dots inside an alias hangs")
-    assert done.stdout == "3 True\n", done.stderr[-2000:]
+    assert loaded_apart(
+        path, "len(e.problems), any('duplicate gateway name' in str(p) for p in e.problems)",
+        30, "placing the problems of a key of many dots inside an alias hangs") == "3 True\n"
 
 
 def test_a_key_written_before_a_merge_is_placed_where_it_is_written(tmp_path: Path) -> None:
@@ -693,13 +691,6 @@ def test_many_problems_in_one_mapping_do_not_hang(tmp_path: Path) -> None:
     path = tmp_path / "c.yml"
     path.write_text("gateways: [{name: a, url: 'http://a'}]\n"
                     + "".join(f"unknown_{i}: 1\n" for i in range(20_000)))
-    program = ("import sys; from exporter.config import load_config, ConfigError\n"
-               "try: load_config(sys.argv[1])\n"
-               "except ConfigError as e: print(len(e.problems), e.problems[-1].location)\n")
-    try:
-        done = subprocess.run([sys.executable, "-c", program, str(path)], timeout=60,
-                              capture_output=True, text=True,
-                              cwd=Path(__file__).parent.parent)
-    except subprocess.TimeoutExpired:
-        pytest.fail("placing 20,000 problems of one mapping hangs")
-    assert done.stdout == f"20000 {path}:20001:1\n", done.stderr[-2000:]
+    assert loaded_apart(path, "len(e.problems), e.problems[-1].location", 60,
+                        "placing 20,000 problems of one mapping hangs") \
+        == f"20000 {path}:20001:1\n"
