@@ -225,8 +225,7 @@ def _resolve_privacy(top: Mapping[str, Any], environ: Mapping[str, str],
 
 def _failed(reader: Reader, *locations: str) -> bool:
     """True if a problem is already recorded at one of `locations` (or inside one)."""
-    return any(p.location == where or p.location.startswith(where + ".")
-               for p in reader.problems for where in locations)
+    return any(map(reader.failed, locations))
 
 
 def _written_at(raw: Mapping[str, Any], where: str, key: str, reader: Reader) -> str:
