@@ -149,18 +149,16 @@ async def test_rules_evaluate_in_victoriametrics_with_replicas(tmp_path: Path) -
             'scope="browser", le="604800.0"|3',
             'ignition_perspective_session_age_seconds_bucket|gateway="plant-a", project="P", '
             'scope="browser", le="+Inf"|5'))
-        [ratio] = await victoria.wait_for_query(  # vmalert's first rounds, chained
-            'gateway:ignition_perspective_licence_usage:ratio{gateway="plant-a"}', timeout=90)
-        assert float(ratio["value"][1]) == 0.95
-        [total] = await victoria.wait_for_query(
-            'gateway_project:ignition_perspective_sessions:sum{gateway="plant-a"}')
-        assert float(total["value"][1]) == 115
-        [threshold] = await victoria.wait_for_query(
-            'gateway_username:ignition_perspective_sessions:threshold{username="jsmith"}')
-        assert float(threshold["value"][1]) == 8  # the site's default, not the shipped 5
-        [age] = await victoria.wait_for_query(
-            'gateway_project_le:ignition_perspective_session_age_seconds:threshold')
-        assert age["metric"]["le"] == "604800" and float(age["value"][1]) == 604800
+        await victoria.wait_for_value(  # vmalert's first rounds, chained
+            'gateway:ignition_perspective_licence_usage:ratio{gateway="plant-a"}', 0.95,
+            timeout=90)
+        await victoria.wait_for_value(
+            'gateway_project:ignition_perspective_sessions:sum{gateway="plant-a"}', 115)
+        await victoria.wait_for_value(  # the site's default, not the shipped 5
+            'gateway_username:ignition_perspective_sessions:threshold{username="jsmith"}', 8)
+        age = await victoria.wait_for_value(
+            'gateway_project_le:ignition_perspective_session_age_seconds:threshold', 604800)
+        assert age["metric"]["le"] == "604800"
         [older] = await victoria.wait_for_query(  # 2 sessions over 7 days, for: 1h
             'ALERTS{alertname="IgnitionSessionsOpenTooLong", alertstate="pending"}')
         assert (older["metric"]["gateway"], older["metric"]["project"]) == ("plant-a", "P")

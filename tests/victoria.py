@@ -52,6 +52,20 @@ class Victoria(QueryAPI):
             assert response.status == 200, await response.text()
         return await super().query(promql)
 
+    async def wait_for_value(self, promql: str, value: float, timeout: float = 30
+                             ) -> dict[str, Any]:
+        """The query's one series once it holds `value`. vmalert's chained rules settle over
+        its first rounds: a rule reading another's series (a site's threshold over the
+        shipped default) may first answer from a round where that series was not written
+        yet."""
+        async def settled() -> dict[str, Any] | None:
+            result = await self.query(promql)
+            return result[0] if len(result) == 1 and float(result[0]["value"][1]) == value \
+                else None
+
+        return dict(await _wait_for(settled, timeout, f"PromQL {promql!r} to be {value:g}",
+                                    self.log))
+
     async def import_text(self, text: str) -> None:
         """Samples in the Prometheus text format, with timestamps."""
         async with aiohttp.ClientSession() as http, http.post(
