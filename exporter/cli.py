@@ -129,7 +129,7 @@ class _Lenient(_StandIn):
         self.parser = parser
 
     def add_argument(self, *flags: str, **options: Any) -> argparse.Action:
-        if options.get("action") in ("store_true", "version"):
+        if options.get("action") == "store_true":
             return self.parser.add_argument(*flags, action="store_true")
         return self.parser.add_argument(*flags, nargs="?")
 

@@ -141,9 +141,8 @@ def build_web_config(document: object) -> WebConfig:
     problems = list(reader.problems)
     # The certificate is loaded whatever else is wrong, so that a bad hash hides no missing
     # file; not from TLS settings with a problem of their own, which are told already.
-    tls_ok = not any(problem.location.startswith("tls_server_config") for problem in problems)
     context = _ssl_context(raw["tls_server_config"], problems) \
-        if "tls_server_config" in raw and tls_ok else None
+        if "tls_server_config" in raw and not reader.failed("tls_server_config") else None
     if problems:
         raise ConfigError(problems)
     return WebConfig(
