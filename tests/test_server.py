@@ -335,6 +335,15 @@ async def asking_socket(url: str, path: str, receive_buffer: int | None = None
     return reader, writer
 
 
+async def served_again(url: str) -> None:
+    """Refused (503) until the stalled connections have been cut; then served."""
+    async with asyncio.timeout(20):
+        while True:
+            if await get(url) == (200, "ok"):
+                return
+            await asyncio.sleep(0.1)
+
+
 @pytest.mark.parametrize("served", [STALLED], indirect=True)
 async def test_clients_that_never_read_their_answer_are_dropped(
         served: tuple[web.Application, str], caplog: pytest.LogCaptureFixture) -> None:
@@ -343,15 +352,37 @@ async def test_clients_that_never_read_their_answer_are_dropped(
     _, url = served
     stalled = [await asking_socket(url, "/big", receive_buffer=1024)
                for _ in range(STALLED.max_connections)]
-    async with asyncio.timeout(20):
-        while True:  # refused (503) until the stalled connections have been cut
-            if await get(url) == (200, "ok"):
-                break
-            await asyncio.sleep(0.1)
+    await served_again(url)
     for reader, _ in stalled:  # cut short: the whole answer never arrives
         assert await closed_by_server(reader)
     assert "closing connections that did not read their answer in time" in warnings(caplog)
     assert not errors(caplog)
+
+
+@pytest.mark.parametrize("served", [STALLED], indirect=True)
+async def test_a_dropped_connection_leaves_nothing_queued_in_the_kernel(
+        served: tuple[web.Application, str]) -> None:
+    """Dropped for not reading, a connection is reset: closed gracefully, the kernel kept
+    sending its last megabytes to a client that still does not read, holding them for as
+    long as that client kept the connection open."""
+    _, url = served
+    port = int(url.rsplit(":", 1)[1])
+    stalled = [await asking_socket(url, "/big", receive_buffer=1024)
+               for _ in range(STALLED.max_connections)]
+    await served_again(url)
+    await eventually(lambda: not queued_to_send(port), 10,  # the last may be dropped just after
+                     "the kernel to let go of what the dropped connections left unsent")
+    assert all(not writer.is_closing() for _, writer in stalled)  # the clients still hold on
+
+
+def queued_to_send(port: int) -> int:
+    """Bytes the kernel holds to send on TCP sockets of local `port` (`/proc/net/tcp`)."""
+    queued = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].rsplit(":", 1)[1], 16) == port:
+            queued += int(fields[4].split(":")[0], 16)
+    return queued
 
 
 @pytest.mark.parametrize("served", [STALLED], indirect=True)
