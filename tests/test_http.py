@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
@@ -49,6 +50,7 @@ async def test_metrics_openmetrics_and_gzip(exporter: TestClient) -> None:
         auto_decompress=False)
     assert response.headers["Content-Type"].startswith("application/openmetrics-text")
     assert response.headers["Content-Encoding"] == "gzip"
+    assert vary(response) == {"accept", "accept-encoding"}  # a cache must key on both
     text = gzip.decompress(await response.read()).decode()
     assert text.endswith("# EOF\n")
     assert "ignition_perspective_sent_bytes_total{" in text
@@ -109,7 +111,12 @@ async def test_metrics_not_compressed_when_gzip_refused(exporter: TestClient,
                                   auto_decompress=False)
     assert "Content-Encoding" not in response.headers
     assert (await response.read()).startswith(b"# HELP ")
-    assert response.headers["Vary"] == "Accept-Encoding"
+    assert vary(response) == {"accept", "accept-encoding"}
+
+
+def vary(response: aiohttp.ClientResponse) -> set[str]:
+    """The request headers a response says it depends on, as a cache reads them."""
+    return {name.strip().lower() for name in response.headers.get("Vary", "").split(",")}
 
 
 @pytest.mark.parametrize("accept", [

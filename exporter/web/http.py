@@ -76,6 +76,11 @@ async def landing(request: web.Request) -> web.Response:
     return web.Response(text=html, content_type="text/html")
 
 
+# Both request headers choose the body: a cache in front must key on both, or it would give
+# a client asking for the text format the OpenMetrics body another client asked for.
+_METRICS_VARY = f"{hdrs.ACCEPT}, {hdrs.ACCEPT_ENCODING}"
+
+
 async def metrics(request: web.Request) -> web.Response:
     """The body comes from the cache, in one of the exporter's own formats, labelled with the
     exporter's own Content-Type for it (never text echoed from the request)."""
@@ -84,7 +89,7 @@ async def metrics(request: web.Request) -> web.Response:
     compress = accepts_gzip(",".join(request.headers.getall(hdrs.ACCEPT_ENCODING, [])))
     body = app[EXPOSITION].body(app[FLEET].statuses(), app[CLOCK].time(), fmt, compress,
                                 app[RELOADER].status)
-    headers = {hdrs.CONTENT_TYPE: fmt.content_type, hdrs.VARY: hdrs.ACCEPT_ENCODING}
+    headers = {hdrs.CONTENT_TYPE: fmt.content_type, hdrs.VARY: _METRICS_VARY}
     if compress:
         headers[hdrs.CONTENT_ENCODING] = "gzip"
     return web.Response(body=body, headers=headers)
