@@ -244,8 +244,15 @@ def _resolve_timing(raw: Mapping[str, Any], where: str, top: Mapping[str, Any],
     at = {key: _written_at(raw, where, key, reader)
           for key in ("poll_interval", "timeout", "stale_after")}
     if not _failed(reader, at["poll_interval"]):
-        _check_timing(interval, timeout, stale_after, at, where, reader)
+        _check_timing(interval, timeout, stale_after, at, _named(raw, where), reader)
     return interval, timeout, stale_after
+
+
+def _named(raw: Mapping[str, Any], where: str) -> str:
+    """A gateway's location with its name, for a problem reported away from it (at a
+    top-level key): a long file's reader looks for `plant-a`, not for `gateways[31]`."""
+    name = raw.get("name")
+    return f"{where} {name!r}" if isinstance(name, str) and name.strip() else where
 
 
 def _check_timing(interval: float, timeout: float, stale_after: float, at: Mapping[str, str],

@@ -295,7 +295,7 @@ def test_stale_after_is_reported_where_it_was_written() -> None:
                                    {"name": "b", "url": "http://b", "poll_interval": "10s",
                                     "stale_after": "5s", "timeout": "5s"}]})
     assert found == [
-        "stale_after: 30s is shorter than poll_interval + timeout of gateways[0] (60s + 20s): "
+        "stale_after: 30s is shorter than poll_interval + timeout of gateways[0] 'a' (60s + 20s): "
         "its data would go stale between two polls; use 80s or more",
         "gateways[1].stale_after: 5s is shorter than poll_interval + timeout (10s + 5s): data "
         "would go stale between two polls; use 15s or more",
@@ -345,12 +345,12 @@ def test_a_top_level_value_names_every_gateway_it_fails_for() -> None:
                                     "timeout": "5s"},
                                    {"name": "e", "url": "http://e", "poll_interval": "20s"}]})
     assert found == [
-        "stale_after: 70s is shorter than poll_interval + timeout of gateways[0] (60s + 40s): "
+        "stale_after: 70s is shorter than poll_interval + timeout of gateways[0] 'a' (60s + 40s): "
         "its data would go stale between two polls; use 100s or more",
-        "timeout: 40s exceeds the poll interval of gateways[1] (30s): polls would overlap",
-        "stale_after: 70s is shorter than poll_interval + timeout of gateways[2] (60s + 40s): "
+        "timeout: 40s exceeds the poll interval of gateways[1] 'b' (30s): polls would overlap",
+        "stale_after: 70s is shorter than poll_interval + timeout of gateways[2] 'c' (60s + 40s): "
         "its data would go stale between two polls; use 100s or more",
-        "timeout: 40s exceeds the poll interval of gateways[4] (20s): polls would overlap",
+        "timeout: 40s exceeds the poll interval of gateways[4] 'e' (20s): polls would overlap",
     ]
 
 

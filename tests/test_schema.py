@@ -475,7 +475,7 @@ listen: x
     ("poll_interval: 10s\ngateways:\n  - name: a\n    url: http://a\n    timeout: 20s\n",
      "5:5: gateways[0].timeout: 20s exceeds the poll interval 10s: polls would overlap"),
     ("timeout: 20s\ngateways:\n  - name: a\n    url: http://a\n    poll_interval: 10s\n",
-     "1:1: timeout: 20s exceeds the poll interval of gateways[0] (10s): polls would overlap"),
+     "1:1: timeout: 20s exceeds the poll interval of gateways[0] 'a' (10s): polls would overlap"),
 ], ids=["in the gateway", "inherited"])
 def test_a_cross_check_is_placed_where_its_key_is_written(tmp_path: Path, text: str,
                                                           expected: str) -> None:
