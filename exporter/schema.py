@@ -11,7 +11,7 @@ import difflib
 import itertools
 import math
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -698,7 +698,7 @@ def _written_problems(node: yaml.Node, location: str, visited: set[int] | None =
 
 def _mapping_problems(node: yaml.MappingNode, location: str, visited: set[int]
                       ) -> Iterator[Written]:
-    first_line: dict[tuple[str, str], int] = {}
+    first_line: dict[Hashable, int] = {}
     for key, value in node.value:
         if key.tag == _MERGE_TAG:
             for merged in value.value if isinstance(value, yaml.SequenceNode) else [value]:
@@ -708,13 +708,25 @@ def _mapping_problems(node: yaml.MappingNode, location: str, visited: set[int]
             continue
         where = key.value if location == "(top level)" else f"{location}.{key.value}"
         yield from _written_problems(key, where, visited, as_key=True)
-        line = key.start_mark.line + 1
-        if (key.tag, key.value) in first_line:
-            first = first_line[key.tag, key.value]
+        line, built = key.start_mark.line + 1, _built_key(key)
+        if built in first_line:
+            first = first_line[built]
             lines = f"lines {first} and {line}" if first != line else f"line {line}"
             yield where, f"key written twice, on {lines}: keep one", key.start_mark, True
-        first_line.setdefault((key.tag, key.value), line)
+        first_line.setdefault(built, line)
         yield from _written_problems(value, where, visited)
+
+
+def _built_key(key: yaml.ScalarNode) -> Hashable:
+    """A key as the mapping built from it holds it: `null:` and `~:` are both None, `yes:`,
+    `on:` and `1:` all True (a dict takes True and 1 for one key), so either of a pair is
+    the same key written twice. A key that cannot be built stays as written."""
+    try:
+        built = yaml.constructor.SafeConstructor().construct_object(key)
+        hash(built)
+    except Exception:  # not built here (a YAML 1.1 misread number), or unhashable
+        return key.tag, key.value
+    return built
 
 
 def _base_60(text: str) -> str:

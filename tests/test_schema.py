@@ -40,6 +40,25 @@ gateways:
                      "keep one"]
 
 
+@pytest.mark.parametrize(("first", "second"), [
+    ("null", "~"), ("yes", "on"), ("true", "1"), ("no", "0"), ("1", "0x1"), ("1", "1.0")])
+def test_keys_written_apart_that_build_one_key_are_written_twice(
+        tmp_path: Path, first: str, second: str) -> None:
+    """The mapping built keeps only the second: `null:` and `~:` are both None, and a dict
+    takes True and 1 for one key."""
+    path = tmp_path / "c.yml"
+    found = problems_in(path, f"{first}: 1\n{second}: 2\n")
+    assert found == [f"{path}:2:1: {second}: key written twice, on lines 1 and 2: keep one"]
+
+
+@pytest.mark.parametrize(("first", "second"), [("'null'", "null"), ("'1'", "1"), ("1", "2")])
+def test_keys_that_build_different_keys_are_not_written_twice(
+        tmp_path: Path, first: str, second: str) -> None:
+    path = tmp_path / "c.yml"
+    path.write_text(f"{first}: 1\n{second}: 2\n")
+    assert len(load_yaml(path)) == 2  # type: ignore[arg-type]
+
+
 def test_repeated_keys_at_every_depth_are_all_reported(tmp_path: Path) -> None:
     path = tmp_path / "c.yml"
     found = problems_in(path, """\
