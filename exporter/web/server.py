@@ -238,14 +238,19 @@ class _Connection(asyncio.Protocol):
         self._tracker.touch(self)
 
     def abort(self) -> None:
-        """Drop the connection with a reset. A plain close leaves what the kernel still holds
-        to send (up to 4 MiB a connection on Linux) queued for a client that may never read
-        it, holding the server's memory for as long as that client keeps the connection open;
-        with a zero linger time the kernel discards it and resets the connection at once."""
+        """Drop the connection; with a reset when an answer is cut short by it.
+
+        The answer's bytes not yet handed to the kernel are dropped with the connection, so
+        the client cannot use what it gets anyway; a plain close would still leave what the
+        kernel holds to send (up to 4 MiB a connection on Linux) queued for a client that
+        may never read it, for as long as it keeps the connection open. With a zero linger
+        time the kernel discards it and resets the connection at once. A connection with no
+        answer left in the transport is closed: the end of its last answer, still in the
+        kernel, reaches the client."""
         if self.transport is None:
             return
         sock = self.transport.get_extra_info("socket")
-        if sock is not None:
+        if sock is not None and self.transport.get_write_buffer_size():
             with contextlib.suppress(OSError):  # a socket already gone needs no reset
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
         self.transport.abort()
