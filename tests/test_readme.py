@@ -1,0 +1,34 @@
+"""The README is the user's manual: what it tells a plant must match what the product does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.payloads import REST_PERSPECTIVE_KEYS
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def section(heading: str) -> str:
+    """The text under `heading` up to the next heading of the same or a higher level."""
+    level = heading.split(" ", 1)[0]
+    start = README.index(f"\n{heading}\n")
+    ends = [README.find(f"\n{'#' * depth} ", start + 1) for depth in range(1, len(level) + 1)]
+    return README[start:min([end for end in ends if end != -1] or [len(README)])]
+
+
+def test_the_rest_section_says_perspective_sessions_have_no_age_there() -> None:
+    """The 8.3 REST API's Perspective items carry no `uptime` (reference captures; the
+    simulator's REST shape neither), so from a `source: rest` gateway no Perspective session
+    has an age or a duration: its age and duration histograms stay empty, the dashboard's
+    "Oldest session age bucket" shows NaN for it and IgnitionSessionsOpenTooLong can never
+    fire there. A site choosing between WebDev and REST must read that in the REST section,
+    whose "What the exporter smooths over" lists the other differences."""
+    assert "uptime" not in REST_PERSPECTIVE_KEYS  # the captured shape this rests on
+    rest = section("### Ignition 8.3: the REST API (`source: rest`)")
+    named = ("ignition_perspective_session_age_seconds",
+             "ignition_perspective_session_duration_seconds", "IgnitionSessionsOpenTooLong")
+    assert any(name in rest for name in named), (
+        "the REST section does not say that Perspective session ages and durations are "
+        "unavailable from the 8.3 API")
