@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -75,3 +77,18 @@ def test_more_than_one_dashboard_is_a_clear_error(
     monkeypatch.setattr(packaged, "_PACKAGE", tmp_path / "exporter")
     assert main(["dashboard"]) == 1
     assert "expected one dashboard, found: a.json, b.json" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_wheel_carries_what_the_alerts_and_the_readme_send_a_site_to(tmp_path: Path) -> None:
+    """The README: "Installed from a wheel, everything a Prometheus host needs comes with
+    it". Every alert's runbook_url points at `docs/runbook.md`, and the README and the runbook
+    send a site to `rules/examples/site-thresholds.yml` to set its own thresholds; a plant
+    that installed the wheel had neither, and no command prints them."""
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w",
+                    str(tmp_path), str(ROOT)], check=True, timeout=300)
+    (wheel,) = tmp_path.glob("ignition_exporter-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = [Path(name).name for name in archive.namelist()]
+    missing = [name for name in ("runbook.md", "site-thresholds.yml") if name not in names]
+    assert missing == [], f"the wheel lacks {missing}"
