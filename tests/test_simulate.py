@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from exporter.cli import main, parse_arguments
+from exporter.config import build_config
 from exporter.standins import simulate
 from exporter.standins.simulator import (
     PERSPECTIVE_DURATIONS,
@@ -20,6 +21,7 @@ from exporter.standins.simulator import (
     USER_SESSIONS_ALERT_THRESHOLD,
     WEBDEV_PATH,
 )
+from exporter.web.server import running_site
 from tests.conftest import FakeClock
 from tests.metrics import total
 from tests.processes import ExporterProcess
@@ -244,3 +246,14 @@ def test_the_readme_example_opens_no_session_older_than_the_age_alert_allows() -
     assert oldest <= limit_ms, f"a session {oldest / 86_400_000:.1f} days old"
     # And later: a session's age never exceeds its length, and none lasts that long.
     assert max(longest for _, _, longest in PERSPECTIVE_DURATIONS) * 1000 < limit_ms
+
+
+async def test_the_configuration_printed_for_an_ipv6_address_is_one_the_exporter_takes() -> None:
+    """`simulate --web.listen-address [::1]:8088` printed `url: http://::1:8088/system/...`
+    (and logged `address=http://::1:8088`): a URL without the brackets IPv6 needs, which the
+    exporter then refused ("Port could not be cast to integer value as ':1:8088'")."""
+    args = parse_arguments(["simulate", "--web.listen-address", "[::1]:0"])
+    async with running_site(simulate.build(args), "::1", 0) as address:
+        printed = simulate.exporter_config(address, args)
+    config = build_config(yaml.safe_load(printed), {})
+    assert config.gateways[0].url.startswith("http://[::1]:"), printed
