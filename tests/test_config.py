@@ -504,3 +504,15 @@ def test_many_gateways_with_problems_are_checked_without_hanging() -> None:
     except subprocess.TimeoutExpired:
         pytest.fail("checking 20,000 gateways that lack a url hangs")
     assert done.stdout == "20001\n", done.stderr[-2000:]
+
+def test_a_name_yaml_reads_as_a_boolean_is_told_to_be_quoted(tmp_path: Path) -> None:
+    """`name: on` (or `no`, `off`, `yes`: the words YAML 1.1 reads as booleans and YAML 1.2
+    as text) was refused with "expected a string, got bool", which shows neither what was
+    written nor what to do, where the README's rule for such values is a message that says
+    to quote it, as the one for `name: 10:30` does."""
+    path = tmp_path / "config.yml"
+    path.write_text("gateways:\n  - name: on\n    url: https://gw-a:8043\n    source: rest\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    (problem,) = [str(p) for p in caught.value.problems]
+    assert "gateways[0].name" in problem and "'on'" in problem, problem
