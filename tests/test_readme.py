@@ -32,3 +32,15 @@ def test_the_rest_section_says_perspective_sessions_have_no_age_there() -> None:
     assert any(name in rest for name in named), (
         "the REST section does not say that Perspective session ages and durations are "
         "unavailable from the 8.3 API")
+
+
+def test_the_service_section_says_how_the_unit_takes_a_web_configuration() -> None:
+    """Security tells a plant to run `ignition-exporter --config config.yml
+    --web.config.file web.yml` for TLS and basic auth, but the shipped unit's ExecStart and
+    ExecStartPre name no web configuration and neither the unit nor the service section says
+    how to add one: overriding ExecStart (which `systemctl edit` must first clear), doing the
+    same for the ExecStartPre check, and making the key readable by the service's group."""
+    service = section("### Debian and Ubuntu: a service")
+    unit = (ROOT / "deploy" / "ignition-exporter.service").read_text(encoding="utf-8")
+    assert "--web.config.file" in service or "--web.config.file" in unit, (
+        "nothing says how the service is given --web.config.file")
