@@ -44,3 +44,13 @@ def test_the_service_section_says_how_the_unit_takes_a_web_configuration() -> No
     unit = (ROOT / "deploy" / "ignition-exporter.service").read_text(encoding="utf-8")
     assert "--web.config.file" in service or "--web.config.file" in unit, (
         "nothing says how the service is given --web.config.file")
+
+
+def test_the_install_block_checks_the_configuration_as_the_service_will_read_it() -> None:
+    """The install block ends with `sudo ignition-exporter ... --check-config`: run as root,
+    which reads any file, it passes for a token file, hash key or certificate that only root
+    may read, and the service (`User=ignition-exporter`) then fails its own
+    `ExecStartPre` check at start with "cannot read the file: Permission denied"."""
+    block = README.split("<!-- install: debian -->", 1)[1].split("```", 2)[1]
+    (check,) = [line for line in block.splitlines() if "--check-config" in line]
+    assert "-u ignition-exporter" in check or "runuser" in check or "setpriv" in check, check
