@@ -453,6 +453,12 @@ def _protocol_factory(runner: web.AppRunner) -> Callable[[], asyncio.Protocol]:
     return make
 
 
+def _url(tls: bool, host: str, port: int) -> str:
+    """The base URL of a bound address; an IPv6 address in brackets, as a URL must have it
+    (`http://::1:8088` is no URL: printed in `simulate`'s configuration, it was refused)."""
+    return f"{'https' if tls else 'http'}://{f'[{host}]' if ':' in host else host}:{port}"
+
+
 @contextlib.asynccontextmanager
 async def running_site(app: web.Application, host: str, port: int,
                        ssl_context: ssl.SSLContext | None = None,
@@ -474,7 +480,7 @@ async def running_site(app: web.Application, host: str, port: int,
             tracker.start()
             try:
                 bound_host, bound_port = server.sockets[0].getsockname()[:2]
-                yield f"{'https' if ssl_context else 'http'}://{bound_host}:{bound_port}"
+                yield _url(ssl_context is not None, bound_host, bound_port)
             finally:
                 server.close()
     finally:
