@@ -241,10 +241,18 @@ def typed(kind: type, description: str) -> Parser:
     def parse(reader: Reader, value: object, location: str) -> Any:
         if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
             return value
-        reader.fail(location, f"expected {description}, got {_type_name(value)}")
+        reader.fail(location, f"expected {description}, got {_type_name(value)}"
+                    + (_BOOLEAN_WORDS[value] if kind is str and isinstance(value, bool) else ""))
         return INVALID
 
     return parse
+
+
+# Text that YAML 1.1 (PyYAML) reads as a boolean where YAML 1.2 and most people read a word.
+_BOOLEAN_WORDS = {
+    True: " (YAML reads yes, on and true unquoted as true): quote it, as in 'on'",
+    False: " (YAML reads no, off and false unquoted as false): quote it, as in 'off'",
+}
 
 
 def positive_int(value: object) -> int:

@@ -515,4 +515,5 @@ def test_a_name_yaml_reads_as_a_boolean_is_told_to_be_quoted(tmp_path: Path) -> 
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     (problem,) = [str(p) for p in caught.value.problems]
-    assert "gateways[0].name" in problem and "'on'" in problem, problem
+    assert problem.endswith("gateways[0].name: expected a string, got bool (YAML reads yes, on "
+                            "and true unquoted as true): quote it, as in 'on'"), problem
