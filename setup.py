@@ -36,8 +36,8 @@ def source_revision() -> str:
     return result.stdout.strip() or "unknown"
 
 
-# Folders shipped for their data only: rules/*.yml and dashboards/*.json, not their scripts.
-DATA_ONLY = {"exporter.rules", "exporter.dashboards"}
+# Folders shipped for their data only (rules, dashboards, the runbook), not their scripts.
+DATA_ONLY = {"exporter.rules", "exporter.dashboards", "exporter.docs"}
 
 
 class BuildPyWithRevision(build_py):

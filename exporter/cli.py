@@ -63,10 +63,13 @@ def connection_count(value: str) -> int:
 
 
 PRINTERS = {"webdev-script": webdev_script.render, "rules": packaged.rules_text,
-            "dashboard": packaged.dashboard_text}
+            "dashboard": packaged.dashboard_text, "runbook": packaged.runbook_text,
+            "site-thresholds": packaged.site_thresholds_text}
 PRINTED = {"webdev-script": "the gateway-side WebDev script and how to install it",
            "rules": "the Prometheus alerting and recording rules",
-           "dashboard": "the Grafana dashboard's JSON"}
+           "dashboard": "the Grafana dashboard's JSON",
+           "runbook": "the alerts' runbook",
+           "site-thresholds": "an example of a site's own thresholds"}
 
 
 # What each command other than `run` does, which none of the exporter's options changes.
@@ -79,6 +82,9 @@ WITHOUT_CONFIGURATION = {
                  "nothing from a configuration",
     "webdev-script": "which prints the gateway-side script as shipped: its TOKEN is set in the "
                      "script, on the gateway",
+    "runbook": "which prints the runbook as shipped",
+    "site-thresholds": "which prints the example as shipped: a site's thresholds are its own "
+                       "rule file",
 }
 
 

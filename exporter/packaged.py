@@ -1,6 +1,7 @@
 """Files that ship inside the package so any install has them: the gateway-side WebDev script,
-the Prometheus rules and the Grafana dashboard (`ignition-exporter webdev-script`, `rules`,
-`dashboard` print them).
+the Prometheus rules, the Grafana dashboard, the alerts' runbook and the example of a site's
+thresholds (`ignition-exporter webdev-script`, `rules`, `dashboard`, `runbook`,
+`site-thresholds` print them).
 
 In a wheel they sit in the package (pyproject.toml maps `ignition/`, `rules/` and
 `dashboards/` to `exporter/ignition/`, `exporter/rules/` and `exporter/dashboards/`); in a
@@ -51,6 +52,16 @@ def rules_text() -> str:
     return (f"# The Ignition exporter's Prometheus rules, merged from {sources}.\n"
             + yaml.dump({"groups": groups}, Dumper=_Literal, sort_keys=False, width=100,
                         allow_unicode=True))
+
+
+def runbook_text() -> str:
+    """The runbook every alert's `runbook_url` points into (`docs/runbook.md#<alert>`)."""
+    return (data_dir("docs") / "runbook.md").read_text(encoding="utf-8")
+
+
+def site_thresholds_text() -> str:
+    """The example of a site's own thresholds, for a site to copy and edit."""
+    return (data_dir("rules") / "examples" / "site-thresholds.yml").read_text(encoding="utf-8")
 
 
 def dashboard_text() -> str:

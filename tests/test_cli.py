@@ -46,7 +46,7 @@ def test_output_closed_early_is_one_line_not_a_traceback(command: str) -> None:
     assert done.stderr == f"ignition-exporter {command}: {closed}\n"
 
 
-PRINTING = ["rules", "dashboard", "webdev-script"]
+PRINTING = ["rules", "dashboard", "webdev-script", "runbook", "site-thresholds"]
 
 
 @pytest.mark.parametrize("command", PRINTING)

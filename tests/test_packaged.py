@@ -79,6 +79,17 @@ def test_more_than_one_dashboard_is_a_clear_error(
     assert "expected one dashboard, found: a.json, b.json" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("command", "shipped"), [
+    ("runbook", "docs/runbook.md"), ("site-thresholds", "rules/examples/site-thresholds.yml")])
+def test_the_runbook_and_the_thresholds_example_are_printed_as_shipped(
+        capsys: pytest.CaptureFixture[str], command: str, shipped: str) -> None:
+    """Every alert's runbook_url points into the runbook, and the README sends a site to the
+    example to set its own thresholds: an install from a wheel has no checkout to read them
+    in."""
+    assert main([command]) == 0
+    assert capsys.readouterr().out == (ROOT / shipped).read_text(encoding="utf-8")
+
+
 @pytest.mark.slow
 def test_a_wheel_carries_what_the_alerts_and_the_readme_send_a_site_to(tmp_path: Path) -> None:
     """The README: "Installed from a wheel, everything a Prometheus host needs comes with
