@@ -37,6 +37,8 @@ GATEWAY_PORT = 8088
 CHECKOUT_IGNORE = shutil.ignore_patterns(".git", ".venv", "__pycache__", "*.egg-info", "build",
                                          "dist", ".*_cache", ".hypothesis", "node_modules")
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# The block's `sudo`, as root: a no-op, and `sudo -u USER` runs the command as that user.
+SUDO = 'sudo() { if [ "$1" = -u ]; then u=$2; shift 2; runuser -u "$u" -- "$@"; else "$@"; fi; }'
 
 
 def readme_block(marker: str) -> str:
@@ -75,7 +77,7 @@ def install(root: Path, config: str) -> None:
     checkout = root / CHECKOUT.relative_to("/")
     shutil.copytree(ROOT, checkout, ignore=CHECKOUT_IGNORE)
     (checkout / "config.yml").write_text(config)
-    inside = f"sudo() {{ \"$@\"; }}\ncd {CHECKOUT}\n{readme_block('install: debian')}"
+    inside = f"{SUDO}\ncd {CHECKOUT}\n{readme_block('install: debian')}"
     run_in_namespace(textwrap.dedent(f"""
         mount --rbind /dev {root}/dev
         mount --rbind /proc {root}/proc
