@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient
 
 from exporter.clock import SystemClock
 from exporter.config import Config, GatewayConfig
+from exporter.digest.privacy import Privacy
 from exporter.web.appkeys import FLEET
 from exporter.web.http import create_app
 from tests.conftest import ClientFactory, ServerFactory, eventually
@@ -206,3 +207,29 @@ async def test_compression_follows_q_values_and_varies(setup: Setup, accept_enco
     body = await response.read()
     raw = gzip.decompress(body) if encoding else body
     assert len(json.loads(raw)["perspective"]) == 7
+
+
+async def test_masked_addresses_survive_a_session_with_a_number_json_cannot_hold(
+        aiohttp_server: ServerFactory, aiohttp_client: ClientFactory) -> None:
+    """A session is kept when every field the exporter reads is good; a field it does not
+    read may hold any valid JSON, such as `1e400` (out of a double's range), and is served as
+    the gateway sent it. With `mask_addresses`, each returned session is decoded again to mask
+    its address, and that decode refused the number: /sessions answered 500 to every client
+    for as long as the gateway held the session."""
+    odd = encode(perspective("a1", "billy", "Line1"))[:-1] + b', "pressure": 1e400}'
+    body = (b'{"schema": 1, "collectedAt": 1795000000000, "perspective": [' + odd
+            + b'], "vision": [' + encode(vision("billy")) + b"]}")
+    gateway = StaticGateway(body)
+    app = web.Application()
+    app.router.add_get("/sessions", gateway.handle)
+    server = await aiohttp_server(app)
+    config = Config(gateways=(GatewayConfig(name="plant-a", url=str(server.make_url(
+        "/sessions")), poll_interval=0.5, timeout=0.5, stale_after=30),),
+        privacy=Privacy(mask_addresses=True))
+    client = await aiohttp_client(create_app(config))
+    fleet = client.app[FLEET]
+    await eventually(lambda: fleet.statuses()[0].up, what="the gateway up")
+    response = await client.get("/sessions")
+    assert response.status == 200, await response.text()
+    sessions = (await response.json())["perspective"]
+    assert [s["clientAddress"] for s in sessions] == ["10.1.x.x"]
