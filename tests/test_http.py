@@ -151,3 +151,43 @@ async def test_worker_processes_live_and_die_with_the_app(
     assert len(workers) == 1
     await client.close()
     assert not any(map(running, workers))
+
+
+async def test_a_gateway_cannot_plant_cookies_in_another_gateways_requests(
+        aiohttp_server: ServerFactory, aiohttp_client: ClientFactory) -> None:
+    """The gateways share one HTTP client, and with it one cookie jar. A cookie does not
+    care about ports (and a gateway may name its parent domain), so whatever a hostile
+    gateway sets went with every request to the others on its host or in its domain: headers
+    of its choosing, which can grow past the others' header limit and fail their polls. And
+    the jar keeps every new cookie a gateway sends, poll after poll, with no bound."""
+    from aiohttp import web
+
+    from tests.payloads import document, encode
+
+    body = encode(document([]))
+    seen_by_b: list[str | None] = []
+
+    async def hostile(_: web.Request) -> web.Response:
+        response = web.Response(body=body, content_type="application/json")
+        for n in range(20):
+            response.set_cookie(f"c{len(seen_by_b)}_{n}", "x" * 200, max_age=10**8)
+        return response
+
+    async def honest(request: web.Request) -> web.Response:
+        seen_by_b.append(request.headers.get("Cookie"))
+        return web.Response(body=body, content_type="application/json")
+
+    servers = []
+    for handler in (hostile, honest):
+        app = web.Application()
+        app.router.add_get("/sessions", handler)
+        servers.append(await aiohttp_server(app, host="127.0.0.1"))
+    config = Config(gateways=tuple(
+        GatewayConfig(name=name, url=f"http://localhost:{server.port}/sessions",
+                      poll_interval=0.2, timeout=0.2)
+        for name, server in zip(("plant-a", "plant-b"), servers, strict=True)))
+    client = await aiohttp_client(create_app(config))
+    fleet = client.app[FLEET]
+    await eventually(lambda: len(seen_by_b) >= 5 and all(s.up for s in fleet.statuses()),
+                     what="a few polls of both gateways")
+    assert seen_by_b[2:] == [None] * len(seen_by_b[2:])
