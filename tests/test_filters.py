@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -100,3 +103,22 @@ def test_a_bad_patterns_text_is_echoed_escaped_and_cut(pattern: str) -> None:
 def test_a_plain_bad_patterns_text_is_shown_as_it_is() -> None:
     assert refusal({"username": ["(a"]}) == (
         "username: invalid regular expression: missing ): (a")
+
+
+def resident_bytes() -> int:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads /proc/self/statm")
+def test_patterns_a_client_sends_cannot_pin_the_exporters_memory() -> None:
+    """RE2 bounds a pattern's program by its `max_mem` (8 MiB by default), and the re2
+    module keeps the last 128 compiled patterns, so a fourteen-character pattern such as
+    `(\\pL|\\pN){300}` costs a quarter of a second to compile and about 4 MB kept after the
+    request. A client sending distinct ones to /sessions (two a request, no credentials by
+    default) made the exporter hold hundreds of megabytes: 480 MB after 130 of them."""
+    before = resident_bytes()
+    for n in range(24):
+        with contextlib.suppress(BadQuery):  # refusing a pattern too large is an answer too
+            full_matcher(r"(\pL|\pN){300}" + "z" * n, "username")("operator1")
+    grown = (resident_bytes() - before) >> 20
+    assert grown < 24  # MiB: a megabyte a pattern at the very most
