@@ -187,3 +187,25 @@ def test_the_byte_counter_says_what_the_readme_says() -> None:
     assert meaning.split(" (")[0].lower() == sent.documentation.split(" (")[0].lower() == \
         "bytes sent to the gateway by perspective sessions"
     assert "totalBytesSent" in meaning and "totalBytesSent" in sent.documentation
+
+
+async def test_the_folded_series_counter_never_goes_down_when_a_gateway_leaves(
+        clock: FakeClock) -> None:
+    """`ignition_exporter_folded_series_total` has no gateway label: it is the sum of every
+    running gateway's count since it started. A reload that removes a gateway (or starts one
+    afresh, its settings changed) took that gateway's share out of the sum, so the counter
+    went down without going to zero, and `rate()` read the drop as a reset and counted the
+    whole remaining value again as new folds."""
+    many = snapshot_of(document([perspective(f"s{n}", f"user{n}") for n in range(6)]))
+    pollers = [GatewayPoller(GatewayConfig(name=name, url="http://gw", poll_interval=15,
+                                           timeout=5, stale_after=60),
+                             ScriptedSource(clock, many), idle_after=60, clock=clock,
+                             max_series=2)
+               for name in ("plant-a", "plant-b")]
+    for poller in pollers:
+        await poller.poll_once()
+    name = "ignition_exporter_folded_series_total"
+    before = samples(pollers, clock)[key(name, metric="ignition_perspective_sessions")]
+    assert before > 0
+    after = samples(pollers[1:], clock)[key(name, metric="ignition_perspective_sessions")]
+    assert after >= before
