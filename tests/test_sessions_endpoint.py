@@ -17,6 +17,7 @@ from exporter.config import Config, GatewayConfig
 from exporter.digest.privacy import Privacy
 from exporter.web.appkeys import FLEET
 from exporter.web.http import create_app
+from exporter.web.sessions_endpoint import masking
 from tests.conftest import ClientFactory, ServerFactory, eventually
 from tests.payloads import document, encode, perspective, vision
 
@@ -233,3 +234,15 @@ async def test_masked_addresses_survive_a_session_with_a_number_json_cannot_hold
     assert response.status == 200, await response.text()
     sessions = (await response.json())["perspective"]
     assert [s["clientAddress"] for s in sessions] == ["10.1.x.x"]
+
+
+@pytest.mark.parametrize(("sent", "served"), [
+    (b'{"clientAddress": "10.1.2.3", "p": 1e400, "q": [1, {"r": 2}]}',
+     b'{"clientAddress":"10.1.x.x","p":1e400,"q":[1, {"r": 2}]}'),
+    (b'{"clientAddress": 1e400}', b'{"clientAddress":"x"}'),
+    (b'{"clientAddress": "10.1.2.3", "clientAddress": "10.9.9.9"}',
+     b'{"clientAddress":"10.9.x.x"}'),
+    (b'["10.1.2.3"]', b'["10.1.2.3"]'),
+], ids=["other values as sent", "an address beyond a double", "written twice", "not an object"])
+def test_masking_reads_the_address_alone(sent: bytes, served: bytes) -> None:
+    assert bytes(masking("clientAddress")(sent)) == served

@@ -61,16 +61,31 @@ def _unchanged(raw: Session) -> Session:
     return raw
 
 
+# A session's fields with their values as sent: masking reads the address alone, so a value
+# the exporter never reads (`1e400`, beyond a double) cannot fail it.
+_FIELDS = msgspec.json.Decoder(dict[str, msgspec.Raw])
+
+
 def masking(key: str) -> Rewrite:
     """Re-encode a returned session with its address masked (only returned ones pay this)."""
 
-    def rewrite(raw: Session) -> bytes:
-        item = msgspec.json.decode(raw)
-        if isinstance(item, dict) and key in item:
-            item[key] = mask_address(item[key])
+    def rewrite(raw: Session) -> Session:
+        try:
+            item = _FIELDS.decode(raw)
+        except msgspec.DecodeError:  # not an object: it holds no address
+            return raw
+        if key in item:
+            item[key] = msgspec.Raw(msgspec.json.encode(_masked(item[key])))
         return msgspec.json.encode(item)
 
     return rewrite
+
+
+def _masked(value: msgspec.Raw) -> object:
+    try:
+        return mask_address(msgspec.json.decode(value))
+    except msgspec.DecodeError:  # a number beyond a double: not an address, and shown as "x"
+        return "x"
 
 
 def _select(index: SessionIndex, query: SessionQuery, suffix: bytes, rewrite: Rewrite,
