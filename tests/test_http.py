@@ -10,6 +10,7 @@ from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.config import Config, GatewayConfig
+from exporter.sources.http import MAX_COOKIE_BYTES
 from exporter.standins.simulator import WEBDEV_PATH, GatewaySimulator, simulator_app
 from exporter.web.appkeys import EXPOSITION, FLEET
 from exporter.web.http import create_app
@@ -165,9 +166,11 @@ async def test_a_gateway_cannot_plant_cookies_in_another_gateways_requests(
     from tests.payloads import document, encode
 
     body = encode(document([]))
+    seen_by_a: list[str | None] = []
     seen_by_b: list[str | None] = []
 
-    async def hostile(_: web.Request) -> web.Response:
+    async def hostile(request: web.Request) -> web.Response:
+        seen_by_a.append(request.headers.get("Cookie"))
         response = web.Response(body=body, content_type="application/json")
         for n in range(20):
             response.set_cookie(f"c{len(seen_by_b)}_{n}", "x" * 200, max_age=10**8)
@@ -191,3 +194,32 @@ async def test_a_gateway_cannot_plant_cookies_in_another_gateways_requests(
     await eventually(lambda: len(seen_by_b) >= 5 and all(s.up for s in fleet.statuses()),
                      what="a few polls of both gateways")
     assert seen_by_b[2:] == [None] * len(seen_by_b[2:])
+    # Its own come back to it, never more than the bound: its polls never fail for them.
+    assert any(seen_by_a) and max(len(c or "") for c in seen_by_a) < 2 * MAX_COOKIE_BYTES
+
+
+async def test_a_gateway_gets_its_session_cookie_back(
+        aiohttp_server: ServerFactory, aiohttp_client: ClientFactory) -> None:
+    """A gateway that ties requests to an HTTP session of its own (a servlet container's
+    JSESSIONID) sees one session, not a new one per poll, also when named by its address."""
+    from aiohttp import web
+
+    from tests.payloads import document, encode
+
+    seen: list[str | None] = []
+
+    async def gateway(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Cookie"))
+        response = web.Response(body=encode(document([])), content_type="application/json")
+        if "JSESSIONID" not in (request.headers.get("Cookie") or ""):
+            response.set_cookie("JSESSIONID", f"node0{len(seen)}", path="/", httponly=True)
+        return response
+
+    app = web.Application()
+    app.router.add_get("/sessions", gateway)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    config = Config(gateways=(GatewayConfig(name="plant-a", url=str(server.make_url(
+        "/sessions")), poll_interval=0.2, timeout=0.2),))
+    await aiohttp_client(create_app(config))
+    await eventually(lambda: len(seen) >= 4, what="four polls")
+    assert seen[0] is None and set(seen[1:]) == {"JSESSIONID=node01"}

@@ -18,6 +18,11 @@ import aiohttp
 from exporter.config import WEBDEV_TOKEN_HEADER, GatewayConfig
 from exporter.sources.errors import Reason, SourceError
 
+# Cookies kept per gateway, in number and in bytes: a gateway sets one or two (a session id),
+# and what is sent back must stay well within the request headers a gateway takes (Jetty's
+# default is 8 KiB in all).
+MAX_COOKIES = 20
+MAX_COOKIE_BYTES = 4096
 # A `Location` longer than this is cut in the detail: it is the gateway's text, not ours.
 _LOCATION_MAX_CHARS = 200
 
@@ -50,6 +55,7 @@ class GatewayClient:
         self._timeout = aiohttp.ClientTimeout(
             total=gateway.timeout, connect=gateway.connect_timeout
         )
+        self._cookies: aiohttp.CookieJar | None = None  # made on the event loop, at first use
 
     def _fail(self, reason: Reason, detail: str, status: int | None = None) -> SourceError:
         return SourceError(self.gateway.name, reason, detail, status)
@@ -63,7 +69,9 @@ class GatewayClient:
             async with self._session.get(
                 url, params=params, headers=self._headers, ssl=self._ssl,
                 timeout=self._timeout, allow_redirects=False,
+                cookies={morsel.key: morsel.value for morsel in self._jar()},
             ) as response:
+                self._keep_cookies(response)
                 self._check_status(response, limit)
                 return await self._read_capped(response, limit)
         except SourceError:
@@ -86,6 +94,28 @@ class GatewayClient:
                              "(check its host and port)") from None
         except aiohttp.ClientError as exc:
             raise self._fail(Reason.CONNECT, f"{type(exc).__name__}: {exc}") from None
+
+    def _jar(self) -> aiohttp.CookieJar:
+        """This gateway's own cookies. The HTTP client every gateway shares keeps none: a
+        cookie ignores ports, and may name a parent domain, so one jar for all sent what one
+        gateway set with every request to the others on its host or in its domain. Kept per
+        gateway rather than dropped, so a gateway that ties requests to an HTTP session of
+        its own sees one, not a new one per poll (`unsafe`: for a gateway named by its IP
+        address too). All of them go with every request: they all came from this gateway,
+        and iterating the jar leaves out the expired ones."""
+        if self._cookies is None:
+            self._cookies = aiohttp.CookieJar(unsafe=True)
+        return self._cookies
+
+    def _keep_cookies(self, response: aiohttp.ClientResponse) -> None:
+        """Keep what the gateway set, within `MAX_COOKIES` and `MAX_COOKIE_BYTES`: past
+        them, a gateway setting new ones at every answer starts again from none, rather than
+        growing the jar for ever and its own requests' headers past what it accepts."""
+        jar = self._jar()
+        jar.update_cookies(response.cookies, response.url)
+        held = sum(len(morsel.key) + len(morsel.value) for morsel in jar)
+        if len(jar) > MAX_COOKIES or held > MAX_COOKIE_BYTES:
+            jar.clear()
 
     def _check_status(self, response: aiohttp.ClientResponse, limit: int) -> None:
         if 300 <= response.status < 400:

@@ -45,10 +45,11 @@ def gateway_connection_limit(config: Config) -> int:
 
 
 async def http_client_ctx(app: web.Application) -> AsyncIterator[None]:
-    """One connection pool for every gateway; per-gateway TLS is chosen per request."""
+    """One connection pool for every gateway; per-gateway TLS and cookies are chosen per
+    request (`GatewayClient`), so the pool keeps no cookies of its own."""
     connector = aiohttp.TCPConnector(limit=gateway_connection_limit(app[FLEET].config))
-    async with aiohttp.ClientSession(connector=connector,
-                                     headers={"User-Agent": USER_AGENT}) as session:
+    async with aiohttp.ClientSession(connector=connector, headers={"User-Agent": USER_AGENT},
+                                     cookie_jar=aiohttp.DummyCookieJar()) as session:
         app[HTTP_CLIENT] = session
         yield
 
