@@ -71,9 +71,17 @@ def listing(names: Collection[str]) -> str:
     return f"configured: {shown}" + (f" and {more} more" if more > 0 else "")
 
 
+# The memory RE2 may give one pattern (its program and its matching state): 1 MiB, not its
+# default 8 MiB, since anyone allowed /sessions chooses the patterns and the re2 module keeps
+# the last 128 compiled. A username or project pattern needs a few kilobytes; one needing
+# more is refused as too large (a 400).
+_PATTERN_MAX_MEM = 1 << 20
+
+
 def _re2_options() -> re2.Options:
     options = re2.Options()
     options.log_errors = False  # a user's bad pattern is a 400, not a line on stderr
+    options.max_mem = _PATTERN_MAX_MEM
     return options
 
 
