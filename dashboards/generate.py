@@ -222,7 +222,7 @@ HEALTH = Row("Exporter health", (
         "Sessions the gateway sent malformed, skipped by the exporter.", width=8),
     Panel("Folded series", "timeseries", (
         Target(f"sum by (instance, metric) (increase("
-               f"ignition_exporter_folded_series_total{{{TARGET}}}[$__rate_interval]))",
+               f"ignition_exporter_folded_series_total{{{GW}}}[$__rate_interval]))",
                "{{metric}} ({{instance}})"),),
         "Series folded into username=\"__other__\" by max_series_per_metric: if it rises, "
         "raise the cap or use username_label: drop.", width=8),

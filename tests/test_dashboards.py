@@ -32,7 +32,7 @@ WITH_PROJECT = {"ignition_perspective_sessions", "ignition_perspective_active_pa
                 "ignition_perspective_session_age_seconds_bucket",
                 "ignition_client_sessions_started_total", "ignition_client_sessions_ended_total",
                 "ignition_client_session_duration_seconds_bucket"}
-WITHOUT_GATEWAY = {"ignition_exporter_folded_series_total", "ignition_exporter_build_info"}
+WITHOUT_GATEWAY = {"ignition_exporter_build_info"}
 
 
 def generator() -> Any:

@@ -244,13 +244,16 @@ FOLDABLE = ("ignition_perspective_sessions", "ignition_client_sessions")
 
 
 def exporter_families(statuses: Sequence[GatewayStatus]) -> list[Metric]:
-    """Families about the exporter as a whole, summed over gateways."""
+    """The series the cap folded, per gateway: each gateway's count since its poller
+    started. (Summed over gateways, the counter went down whenever a reload removed or
+    restarted one, and `rate()` took the drop for a reset.)"""
     folded = CounterMetricFamily(
         "ignition_exporter_folded_series",
         "Series folded into username=\"__other__\" because max_series_per_metric was reached",
-        labels=["metric"])
-    for metric in FOLDABLE:
-        folded.add_metric([metric], sum(s.folded_series.get(metric, 0) for s in statuses))
+        labels=["gateway", "metric"])
+    for status in statuses:
+        for metric in FOLDABLE:
+            folded.add_metric([status.gateway.name, metric], status.folded_series.get(metric, 0))
     return [folded]
 
 
