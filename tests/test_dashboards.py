@@ -216,3 +216,37 @@ async def assert_not_doubled(prometheus: PrometheusServer) -> None:
     for query in (total, "sum(gateway:ignition_perspective_sessions:sum)"):
         [sample] = await prometheus.wait_for_query(f"({query}) / {one_job}")
         assert 0.7 < float(sample["value"][1]) < 1.4, (query, sample)
+
+
+def test_the_oldest_session_panel_says_what_its_top_value_covers(tmp_path: Path) -> None:
+    """`histogram_quantile(1, …)` gives the upper bound of the bucket holding the oldest
+    session, and for the `+Inf` bucket the bound below it: 604800 ("1 week") both when the
+    oldest session is four days old and when it is a month old. The panel's description
+    and the README said "1 week means a week or more", which the four-day case belies: an
+    engineer reading the panel would look for week-old sessions that are not there."""
+    promtool = require_tool("promtool")
+    panel = next(p for row in dashboard()["panels"] for p in [row, *row.get("panels", [])]
+                 if p.get("title") == "Oldest session age bucket")
+    series = 'ignition_perspective_session_age_seconds_bucket{{job="ignition", ' \
+             'instance="exp:9871", gateway="plant-a", project="Line", scope="browser", ' \
+             'le="{le}"}}'
+    four_days_oldest = {"259200.0": 9, "604800.0": 10, "+Inf": 10}
+    (tmp_path / "rules.yml").write_text("groups: []\n")
+    (tmp_path / "test.yml").write_text(json.dumps({
+        "rule_files": ["rules.yml"], "evaluation_interval": "1m",
+        "tests": [{"interval": "1m",
+                   "input_series": [{"series": series.format(le=le), "values": f"{n}x5"}
+                                    for le, n in four_days_oldest.items()],
+                   "promql_expr_test": [{
+                       "expr": runnable(panel["targets"][0]["expr"]), "eval_time": "2m",
+                       "exp_samples": [{"labels": '{gateway="plant-a"}', "value": 604800}]}]}],
+    }))
+    result = subprocess.run([promtool, "test", "rules", str(tmp_path / "test.yml")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr  # four days shows "1 week"
+    readme = (ROOT / "README.md").read_text()
+    for where, text in (("the panel's description", panel["description"]),
+                        ("the README", readme)):
+        claim = re.search(r'1 week"? means a week or more', text)
+        assert claim is None, (
+            f"{where} says 1 week means a week or more; a four-day-old session shows it too")
