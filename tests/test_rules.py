@@ -272,3 +272,16 @@ async def test_sample_data_raises_no_alert(
     raised = sorted(set(re.findall(r'alertname="(\w+)", alertstate="(\w+)"',
                                    result.stdout + result.stderr)))
     assert result.returncode == 0, (raised, result.stdout[-3000:], result.stderr[-2000:])
+
+
+def test_a_refused_configuration_reload_raises_an_alert() -> None:
+    """A reload with any problem is refused and `ignition_exporter_config_last_reload_successful`
+    goes to 0 (README, Reloading the configuration), but `systemctl reload` answers success
+    whatever happens and the log line is read by nobody: the gateway the engineer just added
+    is never polled, and the broken file only shows at the next restart, when the unit's
+    `ExecStartPre=--check-config` keeps the exporter from starting at all. Prometheus and
+    Alertmanager ship an alert for exactly this (PrometheusBadConfig,
+    AlertmanagerFailedReload); no shipped rule reads the gauge."""
+    watching = [rule["alert"] for rule in alerts()
+                if "ignition_exporter_config_last_reload_successful" in rule["expr"]]
+    assert watching, "no alert fires while the exporter runs on a configuration it refused"
