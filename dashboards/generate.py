@@ -267,8 +267,10 @@ LIFECYCLE = Row("Session lifecycle", (
     Panel("Oldest session age bucket", "stat", (
         Target(f"histogram_quantile(1, {ages('gateway, le')})", "{{gateway}}"),),
         "Upper bound of the age bucket holding each gateway's oldest open Perspective "
-        "session (the oldest is at most this old); 1 week means a week or more.", unit="s",
-        width=8),
+        "session: the oldest is at most this old and older than the bucket below. 1 week, "
+        "the top bound, also stands for any older session, so it only says the oldest is "
+        "more than 3 days old; the Session age heatmap's +Inf row counts those over a week.",
+        unit="s", width=8),
 ))
 
 ROWS = (OVERVIEW, SESSIONS, TRAFFIC, HEALTH, LIFECYCLE)
