@@ -9,8 +9,10 @@ installed, Jetty's HTML error pages, `/welcome` for an uncommissioned gateway, A
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -36,7 +38,7 @@ from exporter.web.collector import SessionCollector
 from tests.conftest import FakeClock, ServerFactory, poll_source
 from tests.fakes import redirecting_away
 from tests.metrics import samples
-from tests.payloads import rest_designer, rest_page, rest_vision
+from tests.payloads import document, encode, perspective, rest_designer, rest_page, rest_vision
 
 VERSION = "8.3.6 (b2026042713)"
 KEY = "exporter:Zq3v9XbT0kP2wL7m"  # an 8.3 API key: its name, a colon, its secret
@@ -444,3 +446,63 @@ def test_uptime_is_a_duration_unless_it_can_only_be_a_time() -> None:
     assert creation_time(now_ms - 5_000, now_ms) == now_ms - 5_000  # an epoch timestamp
     assert creation_time(None, now_ms) is None
     assert creation_time(-1, now_ms) is None
+
+
+def slow_to_split_page(offset: int) -> bytes:
+    """A page of the list envelope the source splits into items as it reads it: one value
+    nested too deep to decode (so the page is read again with it cut out) and about 900,000
+    runs of brackets to cut through, just within what the cut takes on."""
+    deep = b"[" * 1500 + b"]" * 1500
+    return (b'{"items": [{"id": %d, "x": ' % offset + deep + b"}" + b", []" * 450_000
+            + b'], "metadata": {"total": 1000000000}}')
+
+
+async def test_a_gateway_whose_pages_are_slow_to_split_cannot_time_out_another(
+        aiohttp_server: ServerFactory, http: aiohttp.ClientSession) -> None:
+    """The REST source splits each page into items as it arrives, on the event loop every
+    gateway's polls and every scrape share; the decode and digest go to the workers, but
+    not this. A hostile gateway's pages that are slow to split (a value nested too deep, a
+    million runs of brackets: a second or so each) held the loop for seconds at every poll,
+    and another gateway answering at once timed out meanwhile."""
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(body=slow_to_split_page(int(request.query.get("offset", 0))),
+                            content_type="application/json")
+
+    hostile_app = web.Application()
+    for path in REST_PATHS.values():
+        hostile_app.router.add_get(path, page)
+
+    async def info(_: web.Request) -> web.Response:
+        return web.json_response({"name": "hostile"})
+
+    hostile_app.router.add_get("/data/api/v1/gateway-info", info)
+    hostile_url = str((await aiohttp_server(hostile_app)).make_url("/"))
+
+    async def honest_answer(_: web.Request) -> web.Response:
+        await asyncio.sleep(0.1)  # a gateway taking its time, well within its timeout
+        return web.Response(body=encode(document([perspective()])),
+                            content_type="application/json")
+
+    honest_app = web.Application()
+    honest_app.router.add_get(WEBDEV_PATH, honest_answer)
+    honest_url = (await aiohttp_server(honest_app)).make_url(WEBDEV_PATH)
+    clock = FakeClock()
+    hostile_gateway = replace(rest_gateway(hostile_url, page_size=100), name="hostile")
+    honest_gateway = GatewayConfig(name="honest", url=str(honest_url), timeout=0.5)
+    hostile = GatewayPoller(hostile_gateway, make_source(hostile_gateway, http, clock),
+                            idle_after=60, clock=clock)
+    honest = GatewayPoller(honest_gateway, make_source(honest_gateway, http, clock),
+                           idle_after=60, clock=clock)
+
+    async def honest_polls_while(hostile_poll: asyncio.Task[Any]) -> list[str]:
+        """The honest gateway polled on its schedule while the hostile one is: its errors."""
+        errors = []
+        while not hostile_poll.done():
+            status = await honest.poll_once()
+            if status.error:
+                errors.append(status.error.detail)
+        return errors
+
+    hostile_poll = asyncio.create_task(hostile.poll_once())
+    assert await honest_polls_while(hostile_poll) == []
+    await hostile_poll
