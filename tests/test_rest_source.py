@@ -291,6 +291,29 @@ async def test_unreadable_gateway_info_costs_only_the_info(
     assert snapshot.warnings[0].startswith("gateway-info could not be read")
 
 
+async def test_gateway_info_nested_too_deep_costs_only_the_info(
+        aiohttp_server: ServerFactory, http: aiohttp.ClientSession) -> None:
+    """The decoder skips a field it does not know recursively, so a value nested a thousand
+    levels deep in gateway-info raises RecursionError, which reading the info did not expect:
+    the whole poll failed ("unexpected ... while reading the answer") where an unreadable
+    info costs only the name and version."""
+    app = _api(lambda limit, offset: {"items": _sessions(2), "metadata": {"total": 2}})
+    deep = b'{"name": "gw", "extra": ' + b"[" * 1500 + b"]" * 1500 + b"}"
+
+    @web.middleware
+    async def deep_info(request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path.endswith("gateway-info"):
+            return web.Response(body=deep, content_type="application/json")
+        return await handler(request)
+
+    app.middlewares.append(deep_info)
+    server = await aiohttp_server(app)
+    snapshot = await poll_source(make_source(rest_gateway(str(server.make_url("/"))), http,
+                                             FakeClock()))
+    assert len(snapshot.perspective) == 2
+    assert snapshot.warnings[0].startswith("gateway-info could not be read")
+
+
 @pytest.mark.parametrize("header", ["X-Ignition-API-Token", "Authorization"])
 async def test_an_api_key_is_name_colon_secret_in_either_header(
         aiohttp_server: ServerFactory, http: aiohttp.ClientSession, header: str) -> None:
