@@ -233,3 +233,26 @@ async def test_a_digest_past_the_timeout_fails_the_poll_and_its_worker_carries_o
     assert failed.error.detail == "digesting the answer took longer than 0.3s"
     assert recovered.up and len(recovered.perspective) == 2
     assert recovered.poll_errors[Reason.TIMEOUT] == 1
+
+
+async def test_a_gateways_warnings_make_a_log_line_of_bounded_size(
+        clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
+    """The WebDev document's `warnings` are the gateway's text, logged whenever they change.
+    Every other text a gateway sends is cut before it reaches a log line (a redirect's
+    Location, an unexpected error's text); these were not: a broken or hostile gateway
+    whose warnings change at every poll wrote a line as long as its answer (megabytes,
+    escaped character by character on the event loop) at every poll."""
+    from exporter.logs import LogfmtFormatter
+
+    noisy = [replace(GOOD, warnings=(f"poll {n}: " + "\x07" * 500_000, *[f"w{i}" for i in
+                                                                       range(10_000)]))
+             for n in range(2)]
+    p = poller(clock, ScriptedSource(clock, *noisy))
+    with caplog.at_level(logging.WARNING):
+        for _ in noisy:
+            assert (await p.poll_once()).up
+    lines = [LogfmtFormatter().format(r) for r in caplog.records
+             if r.getMessage() == "gateway reports a problem"]
+    assert len(lines) == 2
+    longest = max(map(len, lines))
+    assert longest < 10_000
