@@ -62,11 +62,20 @@ _NEXT_RUN = re.compile(
     rb'(?:[^"\[\]{}]++|"[^"\\]*+(?:\\.[^"\\]*+)*+")*+'
     rb'((?:[\[{][^"\[\]{}]*+)++|(?:[\]}][^"\[\]{}]*+)++|"|\Z)', re.DOTALL)
 _AS_SQUARE = bytes.maketrans(b"{}", b"[]")
-# Every backslash escape, left to right (so `\\` is one escape and the `u` after it is text);
-# a high surrogate escape takes a following low one with it, as one valid pair.
-_ESCAPE = re.compile(rb'\\(?:u[dD][89abAB][0-9a-fA-F]{2}(?:\\u[dD][c-fC-F][0-9a-fA-F]{2})?'
-                     rb'|u[dD][89a-fA-F][0-9a-fA-F]{2}|.)', re.DOTALL)
-_REPLACEMENT_ESCAPE = b"\\ufffd"
+# A lone surrogate escape: a high one with no low one after it, a low one with no high one
+# before it. Matched with literal replacements only (C speed, whatever the number of escapes),
+# once every escaped backslash is out of the way (`_BACKSLASH`), so every backslash left
+# starts an escape and `\\ud800` (a backslash, then text) is never taken for one.
+_LONE_HIGH = re.compile(rb'\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})')
+_LONE_LOW = re.compile(rb'\\(?<!\\u[dD][89abAB][0-9a-fA-F]{2}\\)u[dD][c-fC-F][0-9a-fA-F]{2}')
+_REPLACEMENT_ESCAPE = rb"\\ufffd"  # a template: `\\` is one backslash
+_ESCAPED_BACKSLASH = b"\\\\"
+# Stands for an escaped backslash meanwhile: a byte UTF-8 never holds (the text is UTF-8 by then).
+_BACKSLASH = b"\xff"
+# What might be surrogate escapes (`\ud`, `\uD`: an upper bound), counted at C speed before
+# a repair on the event loop: past this many, the repair's replacements (a regex step each)
+# are left to the workers.
+MAX_QUICK_REPAIRS = 10_000
 _OPENERS = frozenset(b"[{")
 
 
@@ -180,20 +189,51 @@ def _decode_or_cut(decoder: msgspec.json.Decoder[D], body: bytes) -> tuple[D, bo
         return decoder.decode(cut_deep_values(body, MAX_DEPTH, _MARKER, MAX_BRACKET_RUNS)), True
 
 
+class Costly(Exception):
+    """Decoding `body` needs Python work in proportion to its size: cutting a value nested
+    too deep, or repairing more surrogate escapes than `MAX_QUICK_REPAIRS`."""
+
+    def __init__(self, body: bytes) -> None:
+        super().__init__("decoding needs work in proportion to the answer")
+        self.body = body
+
+
+def decode_quickly(decoder: msgspec.json.Decoder[D], body: bytes) -> D:
+    """`decode_bounded` without its costly steps, for the event loop: C-speed passes over the
+    body only, so a hostile answer holds the loop no longer than a decode; `Costly` where
+    `decode_bounded` would need more (it then gives the same result)."""
+    try:
+        return _decode_or_costly(decoder, body)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        if body.count(b"\\ud") + body.count(b"\\uD") > MAX_QUICK_REPAIRS:
+            raise Costly(body) from None
+        repaired = as_unicode(body)
+        if repaired is body:
+            raise
+        return _decode_or_costly(decoder, repaired)
+
+
+def _decode_or_costly(decoder: msgspec.json.Decoder[D], body: bytes) -> D:
+    try:
+        return decoder.decode(body)
+    except RecursionError:
+        raise Costly(body) from None
+
+
 def as_unicode(body: bytes) -> bytes:
     """`body` with invalid UTF-8 and lone surrogate escapes replaced by U+FFFD, or `body`
-    itself when it has neither. Only run on an answer the decoder refused."""
+    itself when it has neither. Only run on an answer the decoder refused. Passes of C code
+    over the body and one regex step per lone escape replaced: no Python step per escape,
+    which made an answer full of escapes cost seconds."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         text = body.decode("utf-8", "replace")
-    repaired = _ESCAPE.sub(_lone_surrogate_replaced, text.encode("utf-8"))
+    repaired = text.encode("utf-8").replace(_ESCAPED_BACKSLASH, _BACKSLASH)
+    repaired = _LONE_HIGH.sub(_REPLACEMENT_ESCAPE, repaired)
+    repaired = _LONE_LOW.sub(_REPLACEMENT_ESCAPE, repaired)
+    repaired = repaired.replace(_BACKSLASH, _ESCAPED_BACKSLASH)
     return body if repaired == body else repaired
-
-
-def _lone_surrogate_replaced(escape: re.Match[bytes]) -> bytes:
-    text = escape.group()
-    return _REPLACEMENT_ESCAPE if len(text) == 6 and text[2] in b"dD" else text
 
 
 def screened(items: Sequence[msgspec.Raw], cut: bool) -> Sequence[msgspec.Raw]:
