@@ -480,6 +480,31 @@ def slow_to_split_page(offset: int) -> bytes:
             + b'], "metadata": {"total": 1000000000}}')
 
 
+async def test_a_page_split_in_the_workers_is_paged_past_like_any_other(
+        aiohttp_server: ServerFactory, http: aiohttp.ClientSession) -> None:
+    """A page holding a session nested too deep is left whole as it arrives (cutting the
+    value out is for the workers), so its count is unknown then: it is taken for a full
+    page, and the pages after it are read all the same."""
+    every = _sessions(10)
+    app = _api(lambda limit, offset: {"items": every[offset:offset + limit],
+                                      "metadata": {"total": 10}})
+
+    @web.middleware
+    async def deepen(request: web.Request, handler: Any) -> web.StreamResponse:
+        response = await handler(request)
+        if request.path.endswith("sessions/") and request.query["offset"] == "0":
+            response.body = response.body.replace(
+                b'"id": "1",', b'"id": "1", "x": ' + b"[" * 1500 + b"]" * 1500 + b",")
+        return response
+
+    app.middlewares.append(deepen)
+    server = await aiohttp_server(app)
+    snapshot = await poll_source(make_source(rest_gateway(str(server.make_url("/"))), http,
+                                             FakeClock()))
+    assert [s.id for s in snapshot.perspective] == [str(i) for i in range(10) if i != 1]
+    assert snapshot.invalid_sessions == 1
+
+
 async def test_a_gateway_whose_pages_are_slow_to_split_cannot_time_out_another(
         aiohttp_server: ServerFactory, http: aiohttp.ClientSession) -> None:
     """The REST source splits each page into items as it arrives, on the event loop every

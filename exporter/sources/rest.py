@@ -16,7 +16,8 @@ The four requests run concurrently; the first failure cancels the others.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -32,7 +33,9 @@ from exporter.sources.http import GatewayClient
 from exporter.sources.records import (
     PERSPECTIVE_DECODER,
     REST_CLIENT_DECODER,
+    Costly,
     decode_bounded,
+    decode_quickly,
     decode_records,
     screened,
 )
@@ -97,15 +100,49 @@ class Page:
     total: int | None  # None: the gateway did not say (a bare list)
 
 
+@dataclass(frozen=True, slots=True)
+class Unsplit:
+    """A page the event loop left whole: splitting it takes Python work in proportion to its
+    size (a value nested too deep to cut out, escapes to repair), done in the workers with
+    the rest of the decode, so a hostile gateway's pages cannot hold the loop every gateway
+    and every scrape shares."""
+
+    body: bytes
+
+    def split(self, gateway: str) -> Page:
+        return read_page(self.body, gateway)
+
+
 def read_page(body: bytes, gateway: str) -> Page:
     """One page's items and the list's total, or `SourceError` (decode/schema)."""
-    try:
+    with _page_errors(gateway):
         page, cut = decode_bounded(_PAGE, body)
+    return _page(page, cut)
+
+
+def split_page(body: bytes, gateway: str) -> Page | Unsplit:
+    """`read_page` as far as C-speed work goes, for the event loop; what needs more is left
+    `Unsplit`, for the workers."""
+    with _page_errors(gateway):
+        try:
+            return _page(decode_quickly(_PAGE, body), False)
+        except Costly:
+            return Unsplit(body)
+
+
+@contextmanager
+def _page_errors(gateway: str) -> Iterator[None]:
+    """A page the decoder refuses, as the `SourceError` that says why."""
+    try:
+        yield
     except msgspec.ValidationError as exc:
         raise SourceError(gateway, Reason.SCHEMA, f"unexpected page shape: {exc} (expected "
                           '{"items": [...], "metadata": {"total": N}})') from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise SourceError(gateway, Reason.DECODE, f"invalid JSON: {exc}") from None
+
+
+def _page(page: list[msgspec.Raw] | _Envelope, cut: bool) -> Page:
     if isinstance(page, list):
         return Page(list(screened(page, cut)), None)
     return Page(list(screened(page.items, cut)), page.metadata.total if page.metadata else None)
@@ -137,14 +174,33 @@ def client_session(item: RestClientItem, designer: bool, now_ms: float) -> Clien
 
 @dataclass(frozen=True, slots=True)
 class Listed:
-    items: list[msgspec.Raw]
+    """One route's pages as fetched, split on the event loop or left for the workers."""
+
+    path: str
+    pages: tuple[Page | Unsplit, ...] = ()
     warning: str | None = None
+
+    def items(self, gateway: str) -> list[msgspec.Raw]:
+        """Every item, in the gateway's order; the pages left unsplit are split here."""
+        items: list[msgspec.Raw] = []
+        try:
+            for page in self.pages:
+                items += (page.split(gateway) if isinstance(page, Unsplit) else page).items
+        except SourceError as exc:
+            raise on_route(self.path, exc) from None
+        return items
+
+
+def on_route(path: str, exc: SourceError) -> SourceError:
+    """`exc` saying which route's answer it is about."""
+    return SourceError(exc.gateway, exc.reason, f"{path}: {exc.detail}", exc.status)
 
 
 @dataclass(frozen=True, slots=True)
 class RestAnswer:
     """What one poll fetched, before decoding."""
 
+    gateway: str
     info: _GatewayInfo
     info_warning: str | None
     perspective: Listed
@@ -161,9 +217,10 @@ class RestAnswer:
 
 def decode_rest(answer: RestAnswer) -> Snapshot:
     now_ms = answer.fetched_at * 1000
-    perspective = decode_records(answer.perspective.items, PERSPECTIVE_DECODER)
-    vision = decode_records(answer.vision.items, REST_CLIENT_DECODER)
-    designers = decode_records(answer.designers.items, REST_CLIENT_DECODER)
+    gateway = answer.gateway
+    perspective = decode_records(answer.perspective.items(gateway), PERSPECTIVE_DECODER)
+    vision = decode_records(answer.vision.items(gateway), REST_CLIENT_DECODER)
+    designers = decode_records(answer.designers.items(gateway), REST_CLIENT_DECODER)
     return Snapshot(
         perspective=tuple(normalise_last_comm(s, now_ms) for s in perspective.records),
         perspective_json=perspective.raw,
@@ -177,7 +234,6 @@ def decode_rest(answer: RestAnswer) -> Snapshot:
         warnings=answer.warnings,
         invalid_sessions=perspective.invalid + vision.invalid + designers.invalid,
     )
-
 
 
 async def first_failure_cancels(*calls: Coroutine[Any, Any, Any]) -> list[Any]:
@@ -230,8 +286,8 @@ class RestSource:
                 self._list(VISION, allowance), self._list(DESIGNERS, allowance))
         except SourceError as exc:
             raise self._explained(exc) from None
-        answer = RestAnswer(info, info_warning, perspective, vision, designers,
-                            self._clock.time())
+        answer = RestAnswer(self.gateway.name, info, info_warning, perspective, vision,
+                            designers, self._clock.time())
         return partial(decode_rest, answer)
 
     def _explained(self, exc: SourceError) -> SourceError:
@@ -261,13 +317,12 @@ class RestSource:
 
     async def _list(self, route: Route, allowance: Allowance) -> Listed:
         try:
-            return Listed(await self._fetch_all(route.path, allowance))
+            return Listed(route.path, await self._fetch_all(route.path, allowance))
         except SourceError as exc:
             if exc.status != 404 or route.module is None:
-                raise SourceError(exc.gateway, exc.reason, f"{route.path}: {exc.detail}",
-                                  exc.status) from None
-            return Listed([], f"{route.module} module not installed ({route.path} answered "
-                              f"404): no {route.what}")
+                raise on_route(route.path, exc) from None
+            return Listed(route.path, (), f"{route.module} module not installed ({route.path} "
+                                          f"answered 404): no {route.what}")
 
     async def _get(self, path: str, allowance: Allowance,
                    params: dict[str, int] | None = None) -> bytes:
@@ -276,30 +331,35 @@ class RestSource:
         allowance.spend(len(body))
         return body
 
-    async def _fetch_all(self, path: str, allowance: Allowance) -> list[msgspec.Raw]:
-        """Every item of one route, page by page, until `metadata.total` items (or, where the
-        gateway gives no total, a short page); each page is only split into items here."""
-        items: list[msgspec.Raw] = []
-        limit = self.gateway.page_size
+    async def _fetch_all(self, path: str, allowance: Allowance) -> tuple[Page | Unsplit, ...]:
+        """Every page of one route, until `metadata.total` items (or, where the gateway gives
+        no total, a short page). Each page is only split into items here, and only as far as
+        C-speed work goes: a page left unsplit is taken for a full one (a shorter one was the
+        last, and the next comes back empty), and split in the workers."""
+        pages: list[Page | Unsplit] = []
+        held, total, limit = 0, None, self.gateway.page_size
         previous: bytes | None = None
         for _ in range(MAX_PAGES):
-            body = await self._get(path, allowance, {"limit": limit, "offset": len(items)})
-            page = read_page(body, self.gateway.name)
+            body = await self._get(path, allowance, {"limit": limit, "offset": held})
+            page = split_page(body, self.gateway.name)
+            pages.append(page)
+            if isinstance(page, Unsplit):
+                held, previous = held + limit, None
+                continue
             first = bytes(page.items[0]) if page.items else None
             if first is not None and first == previous:
                 raise SourceError(self.gateway.name, Reason.SCHEMA,
                                   f"{path} ignores offset: the same page came back twice")
-            previous = first
-            items.extend(page.items)
-            if _last_page(page, len(items), limit):
-                return items
+            previous, held, total = first, held + len(page.items), page.total
+            if _last_page(len(page.items), held, total, limit):
+                return tuple(pages)
         raise SourceError(self.gateway.name, Reason.SCHEMA,
                           f"{path} still had data after {MAX_PAGES} pages")
 
 
-def _last_page(page: Page, held: int, limit: int) -> bool:
-    if not page.items:
+def _last_page(count: int, held: int, total: int | None, limit: int) -> bool:
+    if not count:
         return True
-    if page.total is not None:
-        return held >= page.total
-    return len(page.items) != limit  # a short page, or a gateway that ignores `limit`
+    if total is not None:
+        return held >= total
+    return count != limit  # a short page, or a gateway that ignores `limit`
