@@ -31,6 +31,7 @@ from exporter.model import ClientSession, Number, PerspectiveSession, RestClient
 from exporter.sources.errors import Reason, SourceError
 from exporter.sources.http import GatewayClient
 from exporter.sources.records import (
+    MAX_DEPTH,
     PERSPECTIVE_DECODER,
     REST_CLIENT_DECODER,
     Costly,
@@ -201,23 +202,35 @@ class RestAnswer:
     """What one poll fetched, before decoding."""
 
     gateway: str
-    info: _GatewayInfo
-    info_warning: str | None
+    info: bytes  # gateway-info's answer, decoded with the rest
     perspective: Listed
     vision: Listed
     designers: Listed
     fetched_at: float
 
-    @property
-    def warnings(self) -> tuple[str, ...]:
-        found = (self.info_warning, self.perspective.warning, self.vision.warning,
+    def warnings(self, info_warning: str | None) -> tuple[str, ...]:
+        found = (info_warning, self.perspective.warning, self.vision.warning,
                  self.designers.warning)
         return tuple(w for w in found if w)
+
+
+def read_info(body: bytes) -> tuple[_GatewayInfo, str | None]:
+    """Name, version and redundancy role, and a warning when the answer could not be read
+    whole: a body it cannot read costs only these, never the poll."""
+    try:
+        info, cut = decode_bounded(_INFO, body)
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
+        return _GatewayInfo(), f"gateway-info could not be read: {exc}"
+    if cut:
+        return info, (f"gateway-info could not be read whole: a value nested more than "
+                      f"{MAX_DEPTH} levels deep was left out")
+    return info, None
 
 
 def decode_rest(answer: RestAnswer) -> Snapshot:
     now_ms = answer.fetched_at * 1000
     gateway = answer.gateway
+    info, info_warning = read_info(answer.info)
     perspective = decode_records(answer.perspective.items(gateway), PERSPECTIVE_DECODER)
     vision = decode_records(answer.vision.items(gateway), REST_CLIENT_DECODER)
     designers = decode_records(answer.designers.items(gateway), REST_CLIENT_DECODER)
@@ -227,11 +240,11 @@ def decode_rest(answer: RestAnswer) -> Snapshot:
         clients=tuple(client_session(c, False, now_ms) for c in vision.records)
         + tuple(client_session(c, True, now_ms) for c in designers.records),
         clients_json=vision.raw + designers.raw,  # as the gateway sent them
-        reported_name=answer.info.name,
-        version=answer.info.ignition_version,
-        redundancy_role=answer.info.redundancy_role,
+        reported_name=info.name,
+        version=info.ignition_version,
+        redundancy_role=info.redundancy_role,
         collected_at=answer.fetched_at,
-        warnings=answer.warnings,
+        warnings=answer.warnings(info_warning),
         invalid_sessions=perspective.invalid + vision.invalid + designers.invalid,
     )
 
@@ -281,13 +294,13 @@ class RestSource:
     async def fetch(self) -> Callable[[], Snapshot]:
         allowance = Allowance(self.gateway)
         try:
-            (info, info_warning), perspective, vision, designers = await first_failure_cancels(
-                self._gateway_info(allowance), self._list(PERSPECTIVE, allowance),
+            info, perspective, vision, designers = await first_failure_cancels(
+                self._get(GATEWAY_INFO_PATH, allowance), self._list(PERSPECTIVE, allowance),
                 self._list(VISION, allowance), self._list(DESIGNERS, allowance))
         except SourceError as exc:
             raise self._explained(exc) from None
-        answer = RestAnswer(self.gateway.name, info, info_warning, perspective, vision,
-                            designers, self._clock.time())
+        answer = RestAnswer(self.gateway.name, info, perspective, vision, designers,
+                            self._clock.time())
         return partial(decode_rest, answer)
 
     def _explained(self, exc: SourceError) -> SourceError:
@@ -306,14 +319,6 @@ class RestSource:
         elif exc.status == 404:
             detail = f"{detail}; {NOT_A_GATEWAY_ROOT}"
         return SourceError(exc.gateway, exc.reason, detail, exc.status)
-
-    async def _gateway_info(self, allowance: Allowance) -> tuple[_GatewayInfo, str | None]:
-        """Name, version and redundancy role; a body it cannot read costs only these."""
-        body = await self._get(GATEWAY_INFO_PATH, allowance)
-        try:
-            return _INFO.decode(body), None
-        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
-            return _GatewayInfo(), f"gateway-info could not be read: {exc}"
 
     async def _list(self, route: Route, allowance: Allowance) -> Listed:
         try:
