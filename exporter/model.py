@@ -93,9 +93,26 @@ class RestClientItem(msgspec.Struct, frozen=True, gc=False):
     uptime: Count | None = None
 
 
+# A gateway's warnings are its own text, logged whenever they change: at most this many, each
+# at most this long, so a broken or hostile gateway's log line is not as large as its answer.
+MAX_WARNINGS = 10
+WARNING_MAX_CHARS = 200
+
+
+def bounded_warnings(warnings: Sequence[str]) -> tuple[str, ...]:
+    """`warnings`, each cut to `WARNING_MAX_CHARS`, the ones past `MAX_WARNINGS` replaced by
+    how many they were. Bounded already, they come back the same."""
+    kept = [w if len(w) <= WARNING_MAX_CHARS else w[:WARNING_MAX_CHARS - 1] + "…"
+            for w in warnings[:MAX_WARNINGS]]
+    if len(warnings) > MAX_WARNINGS:
+        kept[-1] = f"and {len(warnings) - MAX_WARNINGS + 1} more warnings left out"
+    return tuple(kept)
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """Everything one successful poll of one gateway returned. Never mutated after creation."""
+    """Everything one successful poll of one gateway returned. Never mutated after creation;
+    its warnings are bounded as it is created, by whichever source decodes them."""
 
     perspective: tuple[PerspectiveSession, ...] = ()
     perspective_json: tuple[msgspec.Raw | bytes, ...] = ()
@@ -107,6 +124,9 @@ class Snapshot:
     collected_at: float | None = None
     warnings: tuple[str, ...] = ()
     invalid_sessions: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "warnings", bounded_warnings(self.warnings))
 
 
 Selector = Callable[[str | None, str | None], bool]

@@ -7,7 +7,14 @@ import json
 import msgspec
 
 from exporter.digest.groups import Groups
-from exporter.model import SESSIONS_PER_BLOCK, PerspectiveSession, SessionIndex
+from exporter.model import (
+    MAX_WARNINGS,
+    SESSIONS_PER_BLOCK,
+    WARNING_MAX_CHARS,
+    PerspectiveSession,
+    SessionIndex,
+    Snapshot,
+)
 
 
 def sessions(count: int) -> tuple[list[PerspectiveSession], list[bytes]]:
@@ -62,3 +69,16 @@ def test_held_blocks_keep_no_more_memory_than_their_bytes() -> None:
         tracemalloc.stop()
     compressed = sum(map(len, index.blocks))
     assert held < 2 * compressed + 64 * 1024, (held, compressed)
+
+
+def test_a_snapshots_warnings_are_bounded_and_say_how_many_were_left_out() -> None:
+    """A gateway's warnings are its own text: at most `MAX_WARNINGS`, each cut, and a
+    snapshot made again from a bounded one (the digest's `replace`) keeps them as they are."""
+    sent = ("x" * 1_000_000, *[f"w{i}" for i in range(25)])
+    warnings = Snapshot(warnings=sent).warnings
+    assert len(warnings) == MAX_WARNINGS
+    assert warnings[0] == "x" * (WARNING_MAX_CHARS - 1) + "…"
+    assert warnings[1:-1] == tuple(f"w{i}" for i in range(MAX_WARNINGS - 2))
+    assert warnings[-1] == f"and {len(sent) - MAX_WARNINGS + 1} more warnings left out"
+    assert Snapshot(warnings=warnings).warnings == warnings
+    assert Snapshot(warnings=("a", "b")).warnings == ("a", "b")
