@@ -354,3 +354,25 @@ async def test_sighup_reloads_the_web_configuration(tmp_path: Path, gateway_url:
         assert 'ignition_up{gateway="a"} 1.0' in text  # still served, over TLS, as before
         assert await exporter.stop() == 0
     assert "TLS cannot be turned off by a reload" in exporter.log.read_text()
+
+
+async def test_a_reload_reads_a_changed_token_file(aiohttp_client: ClientFactory,
+                                                   aiohttp_server: ServerFactory,
+                                                   tmp_path: Path) -> None:
+    """The runbook's fix for a poll failing `auth` after the gateway's token changed: write
+    the new one into the token file and reload, no restart."""
+    server = await aiohttp_server(simulator_app(GatewaySimulator(seed=2, clock=FakeClock()),
+                                                token="s3cret-new"))
+    token = tmp_path / "plant-a.token"
+    token.write_text("s3cret-old\n")
+    path = tmp_path / "config.yml"
+    path.write_text(f"gateways:\n  - name: plant-a\n    url: {server.make_url(WEBDEV_PATH)}\n"
+                    f"    token_file: {token}\n    poll_interval: 1s\n    timeout: 1s\n")
+    client = await aiohttp_client(create_app(load_config(path), load=lambda: load_config(path),
+                                             lifecycle=True))
+    fleet = client.app[FLEET]
+    await eventually(lambda: fleet.statuses()[0].error is not None, what="a failed poll")
+    assert fleet.statuses()[0].error.reason.value == "auth"  # type: ignore[union-attr]
+    token.write_text("s3cret-new\n")
+    assert (await client.post("/-/reload")).status == 200
+    await eventually(lambda: fleet.statuses()[0].up, what="a poll with the new token")
