@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -315,6 +315,17 @@ def _url_problem(url: str) -> str | None:
     return f"expected an http:// or https:// URL, got {url!r}"
 
 
+def _tls_warnings(raw: Mapping[str, Any], where: str, url: object) -> Iterator[str]:
+    """TLS settings that weaken the check, or that cannot take effect: on an `http://` url,
+    `ca_file` and `tls_verify` mean nothing, and most likely the url should be `https://`."""
+    if raw.get("tls_verify") is False:
+        yield f"{where}.tls_verify is false: the gateway's certificate is not checked"
+    written = [key for key in ("ca_file", "tls_verify") if key in raw]
+    if written and isinstance(url, str) and url.lower().startswith("http://"):
+        yield (f"{where}: {' and '.join(written)} take no effect on an http:// url, which "
+               "uses no TLS; is the url meant to be https://?")
+
+
 def _resolve_gateway(raw: Mapping[str, Any], where: str, top: Mapping[str, Any],
                      environ: Mapping[str, str], reader: Reader,
                      warnings: list[str]) -> GatewayConfig:
@@ -327,8 +338,7 @@ def _resolve_gateway(raw: Mapping[str, Any], where: str, top: Mapping[str, Any],
     interval, timeout, stale_after = _resolve_timing(raw, where, top, reader)
     if "ca_file" in raw and not Path(raw["ca_file"]).is_file():
         reader.fail(f"{where}.ca_file", f"no such file: {raw['ca_file']}")
-    if raw.get("tls_verify") is False:
-        warnings.append(f"{where}.tls_verify is false: the gateway's certificate is not checked")
+    warnings.extend(_tls_warnings(raw, where, url))
     source = raw.get("source", "webdev")
     _check_source_keys(raw, where, source, reader)
     default_header = DEFAULT_REST_TOKEN_HEADER if source == "rest" else WEBDEV_TOKEN_HEADER

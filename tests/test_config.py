@@ -3,6 +3,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -241,6 +242,20 @@ def test_token_file_is_read_and_tls_verify_false_warns(tmp_path: Path) -> None:
     assert config.gateways[0].token == "from-file"
     assert config.warnings == ("gateways[0].tls_verify is false: the gateway's certificate "
                                "is not checked",)
+
+
+@pytest.mark.parametrize(("written", "keys"), [
+    ({"tls_verify": True}, "tls_verify"), ({"tls_verify": False}, "tls_verify"),
+    ({"ca_file": "CA"}, "ca_file"),
+    ({"ca_file": "CA", "tls_verify": True}, "ca_file and tls_verify")])
+def test_tls_settings_on_an_http_url_are_warned_about(tmp_path: Path, written: dict[str, Any],
+                                                      keys: str) -> None:
+    """They can never take effect there; the url most likely lacks its s."""
+    (tmp_path / "ca.pem").write_text("")
+    written = {k: str(tmp_path / "ca.pem") if v == "CA" else v for k, v in written.items()}
+    config = build_config({"gateways": [{"name": "a", "url": "HTTP://a", **written}]})
+    assert config.warnings[-1] == (f"gateways[0]: {keys} take no effect on an http:// url, "
+                                   "which uses no TLS; is the url meant to be https://?")
 
 
 def test_yaml_syntax_error_names_line(tmp_path: Path) -> None:
