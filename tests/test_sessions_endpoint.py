@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import gzip
 import json
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -15,8 +17,10 @@ from aiohttp.test_utils import TestClient
 from exporter.clock import SystemClock
 from exporter.config import Config, GatewayConfig
 from exporter.digest.privacy import Privacy
-from exporter.web.appkeys import FLEET
+from exporter.web.appkeys import FLEET, SESSIONS_IN_FLIGHT
 from exporter.web.http import create_app
+from exporter.web.in_flight import MAX_ANSWERS
+from exporter.web.server import running_site
 from exporter.web.sessions_endpoint import masking
 from tests.conftest import ClientFactory, ServerFactory, eventually
 from tests.payloads import document, encode, perspective, vision
@@ -246,3 +250,50 @@ async def test_masked_addresses_survive_a_session_with_a_number_json_cannot_hold
 ], ids=["other values as sent", "an address beyond a double", "written twice", "not an object"])
 def test_masking_reads_the_address_alone(sent: bytes, served: bytes) -> None:
     assert bytes(masking("clientAddress")(sent)) == served
+
+
+def stalled_request(host: str, port: int, source: str) -> socket.socket:
+    """A client from `source` (any address of 127/8) that asks for every session and reads
+    nothing."""
+    client = socket.create_connection((host, port), source_address=(source, 0))
+    client.sendall(b"GET /sessions HTTP/1.1\r\nHost: x\r\n\r\n")
+    return client
+
+
+async def test_answers_under_way_are_bounded_in_all_and_per_client(
+        aiohttp_server: ServerFactory) -> None:
+    """An unfiltered answer of a large site is megabytes, held until the kernel takes it:
+    clients asking and not reading made the exporter hold a copy per connection. Past the
+    bounds, a request is refused at once, and served again once answers have gone."""
+    many = document([perspective(f"s{n}", f"user{n}", "Line1", "Browser",
+                                 userAgent="Mozilla/5.0 " + "x" * 200) for n in range(30_000)])
+    gateway = StaticGateway(encode(many))
+    app = web.Application()
+    app.router.add_get("/sessions", gateway.handle)
+    server = await aiohttp_server(app)
+    config = Config(gateways=(GatewayConfig(name="plant-a", url=str(server.make_url(
+        "/sessions")), poll_interval=5, timeout=5, stale_after=60),))
+    exporter = create_app(config)
+    async with running_site(exporter, "127.0.0.1", 0) as url:
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        await eventually(lambda: exporter[FLEET].statuses()[0].up, what="the gateway up")
+        in_flight = exporter[SESSIONS_IN_FLIGHT]
+        held = [stalled_request(host, int(port), "127.0.0.1") for _ in range(2)]
+        await eventually(lambda: in_flight.total == 2, what="two answers under way")
+        assert await status_from("127.0.0.1", url) == 429  # this client's two are under way
+        held += [stalled_request(host, int(port), "127.0.0.2") for _ in range(2)]
+        await eventually(lambda: in_flight.total == MAX_ANSWERS, what="every answer under way")
+        assert await status_from("127.0.0.3", url) == 429  # all are under way
+        for client in held:
+            client.close()
+        await eventually(lambda: in_flight.total == 0, what="the answers given up")
+        assert await status_from("127.0.0.3", url) == 200
+
+
+async def status_from(address: str, url: str) -> int:
+    connector = aiohttp.TCPConnector(force_close=True, local_addr=(address, 0))
+    async with aiohttp.ClientSession(connector=connector) as http, \
+            http.get(url + "/sessions?username=user1",
+                     timeout=aiohttp.ClientTimeout(total=10)) as response:
+        await response.read()
+        return response.status

@@ -15,6 +15,7 @@ from exporter.polling.fleet import Fleet
 from exporter.reload import Reloader
 from exporter.web.auth import ReplaceableAuth
 from exporter.web.exposition import Exposition
+from exporter.web.in_flight import InFlight
 from exporter.web.webconfig import LiveWebConfig
 
 CLOCK = web.AppKey("clock", Clock)
@@ -23,5 +24,6 @@ EXPOSITION = web.AppKey("exposition", Exposition)
 HTTP_CLIENT = web.AppKey("http_client", aiohttp.ClientSession)
 RELOADER = web.AppKey("reloader", Reloader)
 SESSIONS_AUTH = web.AppKey("sessions_auth", ReplaceableAuth)
+SESSIONS_IN_FLIGHT = web.AppKey("sessions_in_flight", InFlight)
 WEB_AUTH = web.AppKey("web_auth", ReplaceableAuth)
 WEB = web.AppKey("web", LiveWebConfig)

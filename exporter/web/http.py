@@ -24,11 +24,13 @@ from exporter.web.appkeys import (
     HTTP_CLIENT,
     RELOADER,
     SESSIONS_AUTH,
+    SESSIONS_IN_FLIGHT,
     WEB,
     WEB_AUTH,
 )
 from exporter.web.auth import ReplaceableAuth, auth_middleware
 from exporter.web.exposition import Exposition, negotiate
+from exporter.web.in_flight import InFlight
 from exporter.web.landing import render_landing
 from exporter.web.negotiation import accepts_gzip
 from exporter.web.sessions_endpoint import sessions_handler
@@ -171,6 +173,7 @@ def create_app(config: Config, *, web_config: WebConfig | None = None,
     sessions_auth = ReplaceableAuth(config.sessions_users)
     app = web.Application(middlewares=[auth_middleware(web_auth, sessions_auth)])
     app[WEB_AUTH], app[SESSIONS_AUTH] = web_auth, sessions_auth
+    app[SESSIONS_IN_FLIGHT] = InFlight()
     app[CLOCK] = clock
     app[EXPOSITION] = Exposition(config.privacy.has_username_label)
     app[FLEET] = Fleet(config, clock, rng, prepare=app[EXPOSITION])

@@ -17,9 +17,11 @@ from aiohttp import hdrs, web
 from exporter.digest.privacy import mask_address
 from exporter.model import SessionIndex
 from exporter.polling.poller import GatewayStatus
-from exporter.web.appkeys import CLOCK, FLEET
+from exporter.web.appkeys import CLOCK, FLEET, SESSIONS_IN_FLIGHT
 from exporter.web.filters import BadQuery, SessionQuery, parse_query
+from exporter.web.in_flight import Busy
 from exporter.web.negotiation import accepts_gzip
+from exporter.web.peers import peer_of
 
 _WHITESPACE_OR_OPEN = frozenset(b"{ \t\r\n")
 Session = memoryview | bytes  # one session's JSON, as the gateway sent it
@@ -126,10 +128,26 @@ async def sessions_handler(request: web.Request) -> web.Response:
         query = parse_query(params, {s.gateway.name for s in statuses})
     except BadQuery as exc:
         return web.json_response({"error": str(exc)}, status=400)
-    body = render_sessions(statuses, query, request.app[CLOCK].time(),
-                           fleet.config.privacy.mask_addresses)
-    response = web.Response(body=body, content_type="application/json",
-                            headers={hdrs.VARY: hdrs.ACCEPT_ENCODING})
+    try:
+        with request.app[SESSIONS_IN_FLIGHT].slot(peer_of(request.remote)):
+            body = render_sessions(statuses, query, request.app[CLOCK].time(),
+                                   fleet.config.privacy.mask_addresses)
+            return await _send(request, body)
+    except Busy as exc:
+        return web.json_response({"error": str(exc)}, status=429,
+                                 headers={hdrs.RETRY_AFTER: "1"})
+
+
+async def _send(request: web.Request, body: bytes) -> web.StreamResponse:
+    """Write `body` out before returning, so the answer's slot is held until the transport
+    has taken it (a `Response` returned would be written after the slot was given back)."""
+    response = web.StreamResponse(headers={hdrs.VARY: hdrs.ACCEPT_ENCODING})
+    response.content_type = "application/json"
     if accepts_gzip(",".join(request.headers.getall(hdrs.ACCEPT_ENCODING, []))):
         response.enable_compression(web.ContentCoding.gzip)
+    else:
+        response.content_length = len(body)
+    await response.prepare(request)
+    await response.write(body)
+    await response.write_eof()
     return response
