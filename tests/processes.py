@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from tests.conftest import require_tool
+from tests.metrics import values
 
 # The start-up line, in logfmt or as a JSON line (--log.format json).
 _LISTENING = re.compile(r'msg=listening address=(\S+)|"msg": "listening", "address": "([^"]+)"')
@@ -166,6 +167,15 @@ class ExporterProcess:
     async def wait_for_metric(self, needle: str, timeout: float = 20) -> str:
         return await self.wait_for_metrics(lambda text: needle in text, f"{needle!r} in /metrics",
                                            timeout)
+
+    async def wait_for_count(self, metric: str, key: str, at_least: float,
+                             timeout: float = 20) -> str:
+        """The first `/metrics` text where counter `metric` has reached `at_least` for `key`
+        (as `metrics.values` names its series): a counter may pass any one value between two
+        reads, so waiting for it to show exactly that value fails now and then."""
+        return await self.wait_for_metrics(
+            lambda text: values(text, metric).get(key, 0) >= at_least,
+            f"{metric} {key} reaching {at_least:g}", timeout)
 
     async def wait_for_metrics(self, check: Callable[[str], bool], what: str,
                                timeout: float = 20) -> str:
