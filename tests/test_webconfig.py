@@ -129,3 +129,26 @@ def test_a_problem_of_form_hides_no_file_that_does_not_load(tmp_path: Path) -> N
                for p in found), found
     assert any(p.startswith("tls_server_config.cert_file: cannot load certificate and key")
                for p in found), found
+
+
+def test_relative_certificate_paths_are_read_beside_the_web_configuration(
+        pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """exporter-toolkit reads a web configuration's relative `cert_file`, `key_file` and
+    `client_ca_file` from the file's own folder (`SetDirectory(filepath.Dir(configPath))`),
+    so an existing `web-config.yml` written that way must work here too, and must not depend
+    on the directory the exporter was started from (systemd starts it in `/`)."""
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    for source, name in ((pki.server_cert, "tls.crt"), (pki.server_key, "tls.key"),
+                         (pki.ca, "clients-ca.pem")):
+        (folder / name).write_bytes(source.read_bytes())
+    path = folder / "web.yml"
+    path.write_text("tls_server_config:\n  cert_file: tls.crt\n  key_file: tls.key\n"
+                    "  client_ca_file: clients-ca.pem\n"
+                    "  client_auth_type: RequireAndVerifyClientCert\n")
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    config = load_web_config(path)
+    assert config.ssl_context is not None
+    assert config.ssl_context.verify_mode == ssl.CERT_REQUIRED
