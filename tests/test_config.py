@@ -532,3 +532,22 @@ def test_a_name_yaml_reads_as_a_boolean_is_told_to_be_quoted(tmp_path: Path) -> 
     (problem,) = [str(p) for p in caught.value.problems]
     assert problem.endswith("gateways[0].name: expected a string, got bool (YAML reads yes, on "
                             "and true unquoted as true): quote it, as in 'on'"), problem
+
+
+def test_a_relative_token_file_is_read_beside_the_configuration(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README puts token files "next to the config"; written as `token_file:
+    plant-a.token`, the file was looked for in the directory the exporter started in, so the
+    check passed in a shell in /etc/ignition-exporter and the service (started in `/`) failed
+    with "cannot read the file". Prometheus reads its configuration's relative paths from the
+    file's folder."""
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    (folder / "plant-a.token").write_text("s3cret\n")
+    path = folder / "config.yml"
+    path.write_text("gateways:\n  - name: plant-a\n    url: https://gw-a:8043/system/webdev/"
+                    "monitoring/sessions\n    token_file: plant-a.token\n")
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert load_config(path).gateways[0].token == "s3cret"
