@@ -152,3 +152,14 @@ def test_relative_certificate_paths_are_read_beside_the_web_configuration(
     config = load_web_config(path)
     assert config.ssl_context is not None
     assert config.ssl_context.verify_mode == ssl.CERT_REQUIRED
+
+
+def test_a_certificate_and_key_given_the_wrong_way_round_are_named_as_such(pki: Pki) -> None:
+    """`cert_file` and `key_file` swapped, an easy slip with tls.crt and tls.key side by side,
+    was refused with OpenSSL's own words, "[SSL] PEM lib (_ssl.c:3905)", which says neither
+    which file is wrong nor what to do."""
+    found = problems({"tls_server_config": {"cert_file": str(pki.server_key),
+                                            "key_file": str(pki.server_cert)}})
+    assert len(found) == 1, found
+    assert "_ssl.c" not in found[0] and "PEM lib" not in found[0], found
+    assert "private key" in found[0] or "swapped" in found[0], found
