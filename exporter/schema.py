@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import itertools
 import math
+import os
 import re
 from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass
@@ -145,10 +146,15 @@ _FAILED_DEPTH = 3
 
 
 class Reader:
-    """Walks the YAML tree, converting values and recording each problem at its location."""
+    """Walks the YAML tree, converting values and recording each problem at its location.
 
-    def __init__(self) -> None:
+    `folder` is the folder of the file read (`folder_of`), which its relative file paths are
+    read from (`file_field`); without one (a document built in code), from the current one.
+    """
+
+    def __init__(self, folder: Path | None = None) -> None:
         self.problems: list[Problem] = []
+        self.folder = folder
         self._failed: set[str] = set()  # every problem's location and those enclosing it
 
     def fail(self, location: str, message: str) -> None:
@@ -306,6 +312,25 @@ def mapping_of(value: Parser) -> Parser:
 duration_field = converting(parse_duration)
 string_field = typed(str, "a string")
 boolean_field = typed(bool, "true or false")
+
+
+def folder_of(path: str | Path) -> Path:
+    """The folder of a configuration file, as an absolute path: what its relative file paths
+    are read from, whatever folder the exporter was started in (systemd starts it in `/`)."""
+    return Path(path).absolute().parent
+
+
+def file_field(reader: Reader, value: object, location: str) -> Any:
+    """A file's path, made absolute here, so that the check, the running exporter and each
+    reload all read the one file: a relative path is read beside the configuration file
+    that names it, as Prometheus and exporter-toolkit read theirs."""
+    path = string_field(reader, value, location)
+    if path == "":
+        reader.fail(location, "expected a file's path, got an empty string")
+        return INVALID
+    if path is INVALID or reader.folder is None:
+        return path
+    return os.path.join(reader.folder, path)  # an absolute `path` is kept as it is
 
 
 

@@ -16,6 +16,9 @@ from exporter.schema import (
     MAX_PROBLEMS,
     MAX_UNDECODABLE_BYTES,
     ConfigError,
+    Reader,
+    file_field,
+    folder_of,
     load_yaml,
 )
 from exporter.web.webconfig import load_web_config
@@ -713,3 +716,19 @@ def test_many_problems_in_one_mapping_do_not_hang(tmp_path: Path) -> None:
     assert loaded_apart(path, "len(e.problems), e.problems[-1].location", 60,
                         "placing 20,000 problems of one mapping hangs") \
         == f"20000 {path}:20001:1\n"
+
+
+def test_a_file_path_is_read_beside_the_file_that_names_it(tmp_path: Path) -> None:
+    """A relative path is joined to the configuration's folder, made absolute however the
+    configuration itself was named, so a check, a run and a reload started elsewhere read
+    the same file; an absolute one is kept, and an empty one is refused (it would name the
+    folder itself)."""
+    reader = Reader(folder_of(tmp_path / "etc" / "config.yml"))
+    assert file_field(reader, "tls.crt", "cert_file") == str(tmp_path / "etc" / "tls.crt")
+    assert file_field(reader, "/srv/tls.crt", "cert_file") == "/srv/tls.crt"
+    assert Reader(folder_of("config.yml")).folder == Path.cwd()
+    assert file_field(Reader(), "tls.crt", "cert_file") == "tls.crt"  # a document in code
+    assert not reader.problems
+    file_field(reader, "", "key_file")
+    assert [str(p) for p in reader.problems] == [
+        "key_file: expected a file's path, got an empty string"]

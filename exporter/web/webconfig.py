@@ -21,10 +21,11 @@ from exporter.schema import (
     Problem,
     Reader,
     bcrypt_hash_field,
+    file_field,
+    folder_of,
     load_checked,
     mapping_of,
     one_of,
-    string_field,
 )
 
 TLS_VERSIONS = {
@@ -61,9 +62,9 @@ def _header(reader: Reader, value: object, location: str) -> Any:
 
 
 _TLS_FIELDS: dict[str, Parser] = {
-    "cert_file": string_field,
-    "key_file": string_field,
-    "client_ca_file": string_field,
+    "cert_file": file_field,
+    "key_file": file_field,
+    "client_ca_file": file_field,
     "client_auth_type": one_of(tuple(CLIENT_AUTH)),
     "min_version": one_of(tuple(TLS_VERSIONS)),
     "max_version": one_of(tuple(TLS_VERSIONS)),
@@ -133,10 +134,12 @@ def _ssl_context(tls: Mapping[str, Any], problems: list[Problem]) -> ssl.SSLCont
     return context
 
 
-def build_web_config(document: object) -> WebConfig:
+def build_web_config(document: object, folder: Path | None = None) -> WebConfig:
+    """The web configuration of a parsed document; its relative file paths are read from
+    `folder` (the file's own, as exporter-toolkit reads them), or the current one."""
     if document is None:
         return WebConfig()  # an empty file: plain HTTP, no users
-    reader = Reader()
+    reader = Reader(folder)
     raw = reader.mapping(document, "", _TOP_FIELDS)
     problems = list(reader.problems)
     # The certificate is loaded whatever else is wrong, so that a bad hash hides no missing
@@ -153,7 +156,7 @@ def build_web_config(document: object) -> WebConfig:
 
 
 def load_web_config(path: str | Path) -> WebConfig:
-    return load_checked(path, build_web_config)
+    return load_checked(path, lambda document: build_web_config(document, folder_of(path)))
 
 
 class LiveWebConfig:
