@@ -28,6 +28,8 @@ from exporter.schema import (
     boolean_field,
     converting,
     duration_field,
+    file_field,
+    folder_of,
     format_duration,
     load_checked,
     mapping_of,
@@ -119,10 +121,10 @@ _GATEWAY_FIELDS: dict[str, Parser] = {
     "timeout": duration_field,
     "connect_timeout": duration_field,
     "stale_after": duration_field,
-    "token_file": string_field,
+    "token_file": file_field,
     "token_env": string_field,
     "token_header": string_field,
-    "ca_file": string_field,
+    "ca_file": file_field,
     "tls_verify": boolean_field,
     "max_response_size": converting(size_at_least(
         MIN_MAX_RESPONSE_BYTES, "an empty answer is a few hundred bytes and each session adds "
@@ -152,7 +154,7 @@ _TOP_FIELDS: dict[str, Parser] = {
     "sessions_basic_auth_users": mapping_of(bcrypt_hash_field),
     "mask_addresses": boolean_field,
     "username_label": one_of(USERNAME_LABEL_MODES),
-    "username_hash_key_file": string_field,
+    "username_hash_key_file": file_field,
     "username_hash_key_env": string_field,
     "max_series_per_metric": converting(positive_int),
     "max_projects_per_gateway": converting(whole_number(1, MAX_PROJECTS_BOUND)),
@@ -181,7 +183,7 @@ def _resolve_secret(raw: Mapping[str, Any], where: str, file_key: str, env_key: 
         try:
             secret = Path(raw[file_key]).read_text(encoding="utf-8").strip()
         except OSError as exc:
-            reader.fail(at(file_key), f"cannot read the file: {exc.strerror}")
+            reader.fail(at(file_key), f"cannot read the file: {exc.strerror}{_beside(reader)}")
             return None
         if not secret:
             reader.fail(at(file_key), "the file is empty")
@@ -192,6 +194,15 @@ def _resolve_secret(raw: Mapping[str, Any], where: str, file_key: str, env_key: 
             reader.fail(at(env_key), _unset_variable(raw[env_key], file_key))
         return secret or None
     return None
+
+
+def _beside(reader: Reader) -> str:
+    """Where a relative secret's file was looked for: the configuration's folder, never the
+    path as written, which may be the secret itself (`token: …`, renamed `token_file` as the
+    unknown key's error suggests); its line and column say where it is written."""
+    if reader.folder is None:
+        return ""
+    return f" (a relative path is read from the configuration's folder, {reader.folder})"
 
 
 _VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
@@ -428,17 +439,20 @@ def _check_series_budget(top: Mapping[str, Any], gateways: int, reader: Reader) 
                     f"max_series_per_metric ({budget}) can be shared among: {why}")
 
 
-def build_config(document: object, environ: Mapping[str, str] | None = None) -> Config:
+def build_config(document: object, environ: Mapping[str, str] | None = None,
+                 folder: Path | None = None) -> Config:
     """Validate a parsed YAML document and turn it into a frozen `Config`.
 
     Both steps always run in full, so a problem of one kind never hides one of the other:
-    a wrong `source` and a wrong `url` in one gateway are reported together.
+    a wrong `source` and a wrong `url` in one gateway are reported together. Relative file
+    paths are read from `folder` (the file's own, as Prometheus reads its configuration's),
+    or the current one.
     """
     if document is None:
         raise ConfigError([Problem("(top level)", "the file is empty: it needs at least a "
                                    "`gateways:` list (see the README, Configuration)")])
     environ = os.environ if environ is None else environ
-    reader = Reader()
+    reader = Reader(folder)
     top = reader.mapping(document, "", _TOP_FIELDS, required=("gateways",),
                          elsewhere=_GATEWAY_ONLY)
     warnings: list[str] = []
@@ -463,4 +477,4 @@ def build_config(document: object, environ: Mapping[str, str] | None = None) -> 
 
 
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
-    return load_checked(path, lambda document: build_config(document, environ))
+    return load_checked(path, lambda document: build_config(document, environ, folder_of(path)))

@@ -113,6 +113,22 @@ def test_check_config_ok_and_bad(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "gateways[0].timeout: invalid duration 'soon'" in capsys.readouterr().err
 
 
+def test_check_config_reads_relative_paths_as_the_service_does(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A check run in the configuration's folder and the service, started in `/`, read the
+    same token file: beside the configuration."""
+    (tmp_path / "plant-a.token").write_text("s3cret\n")
+    path = tmp_path / "config.yml"
+    path.write_text("gateways:\n  - {name: a, url: 'http://a', token_file: plant-a.token}\n")
+    for folder in (tmp_path, Path("/")):
+        monkeypatch.chdir(folder)
+        assert main(["--config", str(path), "--check-config"]) == 0, capsys.readouterr().err
+    (tmp_path / "plant-a.token").unlink()
+    assert main(["--config", str(path), "--check-config"]) == 2
+    assert f"from the configuration's folder, {tmp_path})" in capsys.readouterr().err
+
+
 # A file's text, and the problem `--check-config` must name (with `{path}`, the file's).
 CHECKED = {
     "budget": ("max_series_per_metric: 1\ngateways:\n  - {name: a, url: 'http://a'}\n"

@@ -551,3 +551,36 @@ def test_a_relative_token_file_is_read_beside_the_configuration(
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     assert load_config(path).gateways[0].token == "s3cret"
+
+
+def test_every_relative_file_path_is_read_beside_the_configuration(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ca_file` and `username_hash_key_file` too: the gateway's client is given the path
+    read beside the file, not one it would look for later from wherever it runs."""
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    (folder / "plant-ca.pem").write_text("a CA\n")
+    (folder / "username.key").write_text("k3y\n")
+    path = folder / "config.yml"
+    path.write_text("username_label: hash\nusername_hash_key_file: username.key\n"
+                    "gateways:\n  - {name: a, url: 'https://a', ca_file: plant-ca.pem}\n")
+    monkeypatch.chdir(tmp_path)
+    config = load_config("etc/config.yml")  # named relative to where the exporter started
+    assert config.gateways[0].ca_file == str(folder / "plant-ca.pem")  # absolute: the same
+    assert config.privacy.hash_key == b"k3y"                          # file from anywhere
+
+
+def test_a_secrets_file_not_found_names_the_folder_it_was_looked_for_in(
+        tmp_path: Path) -> None:
+    """The folder is named, the value is not: written under `token_file` may be the token
+    itself (`token:` gets "did you mean token_file or token_env?"), and the error reaches
+    the journal through the unit's check. The line and column say what is written."""
+    path = tmp_path / "config.yml"
+    path.write_text("gateways:\n  - name: a\n    url: https://a\n"
+                    "    token_file: wdv-TOKEN-4f1c2a9e77\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    (found,) = map(str, caught.value.problems)
+    assert found == (f"{path}:4:5: gateways[0].token_file: cannot read the file: No such file "
+                     f"or directory (a relative path is read from the configuration's folder, "
+                     f"{tmp_path})"), found
