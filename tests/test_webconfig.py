@@ -5,6 +5,7 @@ from pathlib import Path
 
 import bcrypt
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from exporter.schema import ConfigError
 from exporter.web.webconfig import LiveWebConfig, WebConfig, build_web_config, load_web_config
@@ -163,3 +164,46 @@ def test_a_certificate_and_key_given_the_wrong_way_round_are_named_as_such(pki: 
     assert len(found) == 1, found
     assert "_ssl.c" not in found[0] and "PEM lib" not in found[0], found
     assert "private key" in found[0] or "swapped" in found[0], found
+
+
+def test_a_key_of_another_certificate_is_named_with_both_files(pki: Pki,
+                                                                tmp_path: Path) -> None:
+    """OpenSSL's "KEY_VALUES_MISMATCH", at the key_file's line and column, in words."""
+    path = tmp_path / "web.yml"
+    path.write_text(f"tls_server_config:\n  cert_file: {pki.client_cert}\n"
+                    f"  key_file: {pki.server_key}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_web_config(path)
+    assert [str(p) for p in caught.value.problems] == [
+        f"{path}:3:3: tls_server_config.key_file: the private key in {pki.server_key} does "
+        f"not belong to the certificate in {pki.client_cert} (its first, the server's own): "
+        "give the key it was made with, or that key's certificate"]
+
+
+def test_a_file_holding_the_wrong_thing_says_what_it_holds(pki: Pki, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.pem"
+    empty.write_text("")
+    found = problems({"tls_server_config": {"cert_file": str(pki.server_cert),
+                                            "key_file": str(pki.server_cert)}})
+    assert found == [f"tls_server_config.key_file: {pki.server_cert} holds no PEM private key "
+                     "(-----BEGIN PRIVATE KEY-----), but a certificate"]
+    found = problems({"tls_server_config": {"cert_file": str(empty),
+                                            "key_file": str(pki.server_key)}})
+    assert found == [f"tls_server_config.cert_file: {empty} holds no PEM certificate "
+                     "(-----BEGIN CERTIFICATE-----)"]
+
+
+def test_an_encrypted_key_is_refused_without_asking_for_its_password(
+        pki: Pki, tmp_path: Path) -> None:
+    """OpenSSL asks for a missing password on the terminal, where a check or a reload would
+    wait for ever; the exporter asks for none, and says why the key cannot be used."""
+    key = serialization.load_pem_private_key(pki.server_key.read_bytes(), password=None)
+    encrypted = tmp_path / "encrypted-key.pem"
+    encrypted.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"pass phrase")))
+    found = problems({"tls_server_config": {"cert_file": str(pki.server_cert),
+                                            "key_file": str(encrypted)}})
+    assert found == [f"tls_server_config.key_file: {encrypted} holds an encrypted private key, "
+                     "and the exporter asks for no password: decrypt it into another file "
+                     "(openssl pkey -in KEY -out PLAIN-KEY) and name that"]

@@ -7,6 +7,7 @@ keys that are not get a clear "not supported" error rather than being silently i
 
 from __future__ import annotations
 
+import re
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -107,17 +108,83 @@ class WebConfig:
         return "https" if self.ssl_context else "http"
 
 
+# What a PEM file holds, by the labels of its blocks (RFC 7468), and how much of it is read
+# for them: a certificate chain or a key is a few kB.
+_PEM_LABEL = re.compile(r"^-----BEGIN ([A-Z0-9 ]+)-----", re.MULTILINE)
+_MAX_PEM_BYTES = 2**20
+
+
+def _holds(path: str) -> set[str]:
+    """`certificate`, `private key` and `encrypted` for what the PEM file at `path` holds."""
+    try:
+        with open(path, "rb") as file:
+            text = file.read(_MAX_PEM_BYTES).decode("ascii", errors="replace")
+    except OSError:
+        return set()
+    labels = _PEM_LABEL.findall(text)
+    held = {kind for kind in ("certificate", "private key")
+            if any(label.endswith(kind.upper()) for label in labels)}
+    if "ENCRYPTED PRIVATE KEY" in labels or "Proc-Type: 4,ENCRYPTED" in text:  # PKCS#8, legacy
+        held.add("encrypted")
+    return held
+
+
+def _pair_problem(cert: str, key: str, exc: ssl.SSLError) -> tuple[str, str]:
+    """The key at fault, and what is wrong, when OpenSSL refuses a certificate and key: its
+    own words ("PEM lib", "KEY_VALUES_MISMATCH") name neither file nor the fix."""
+    in_cert, in_key = _holds(cert), _holds(key)
+    if "certificate" not in in_cert and "private key" in in_cert and "certificate" in in_key:
+        return "cert_file", (f"{cert} holds a private key and {key} a certificate: cert_file "
+                             "and key_file are swapped; exchange them")
+    if "certificate" not in in_cert:
+        return "cert_file", f"{cert} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+    if "encrypted" in in_key:
+        return "key_file", (f"{key} holds an encrypted private key, and the exporter asks "
+                            "for no password: decrypt it into another file (openssl pkey "
+                            "-in KEY -out PLAIN-KEY) and name that")
+    if "private key" not in in_key:
+        return "key_file", (f"{key} holds no PEM private key (-----BEGIN PRIVATE KEY-----)" +
+                            (", but a certificate" if "certificate" in in_key else ""))
+    if exc.reason == "KEY_VALUES_MISMATCH":
+        return "key_file", (f"the private key in {key} does not belong to the certificate in "
+                            f"{cert} (its first, the server's own): give the key it was made "
+                            "with, or that key's certificate")
+    return "cert_file", _cannot_load(cert, key, exc)
+
+
+def _cannot_load(cert: str, key: str, exc: OSError) -> str:
+    return f"cannot load certificate and key ({cert}, {key}): {exc}"
+
+
+def _no_password() -> bytes:
+    """The password of an encrypted key: none. Without this, OpenSSL would ask for it on
+    the terminal, and a check or a reload would wait for it for ever."""
+    raise ssl.SSLError("the private key is encrypted")
+
+
+def _load_pair(context: ssl.SSLContext, tls: Mapping[str, Any],
+               problems: list[Problem]) -> bool:
+    """Whether the certificate and key load into `context`; if not, a problem at the key
+    to fix."""
+    cert, key = tls["cert_file"], tls["key_file"]
+    try:
+        context.load_cert_chain(cert, key, password=_no_password)
+        return True
+    except ssl.SSLError as exc:
+        at, message = _pair_problem(cert, key, exc)
+    except OSError as exc:  # a file missing or unreadable
+        at, message = "cert_file", _cannot_load(cert, key, exc)
+    problems.append(Problem(f"tls_server_config.{at}", message))
+    return False
+
+
 def _ssl_context(tls: Mapping[str, Any], problems: list[Problem]) -> ssl.SSLContext | None:
     where = "tls_server_config"
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = TLS_VERSIONS[tls.get("min_version", "TLS12")]
     if "max_version" in tls:
         context.maximum_version = TLS_VERSIONS[tls["max_version"]]
-    try:
-        context.load_cert_chain(tls["cert_file"], tls["key_file"])
-    except (OSError, ssl.SSLError) as exc:
-        problems.append(Problem(f"{where}.cert_file", f"cannot load certificate and key "
-                                f"({tls['cert_file']}, {tls['key_file']}): {exc}"))
+    if not _load_pair(context, tls, problems):
         return None
     auth = tls.get("client_auth_type", "NoClientCert")
     if auth != "NoClientCert" and "client_ca_file" not in tls:
