@@ -8,6 +8,7 @@ import errno
 import fcntl
 import logging
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -36,6 +37,7 @@ from exporter.web.server import (
     digest_process_files,
     running_site,
 )
+from tests.certs import make_pki
 from tests.conftest import FakeClock, eventually
 from tests.fakes import ScriptedSource
 from tests.payloads import document, perspective, snapshot_of, vision
@@ -436,6 +438,34 @@ async def test_a_slow_reader_that_keeps_reading_is_not_cut(
         received += len(await reader.readexactly(min(1 << 20, len(BIG) - received)))
         await asyncio.sleep(STALLED.send_timeout / 5)
     assert received == len(BIG)
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+async def test_a_client_that_never_reads_its_answer_is_dropped_over_tls_too(
+        tls: bool, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Over TLS the transport aiohttp writes to reports as unsent only what TLS has not
+    encrypted yet; the encrypted answer waits in the socket's own buffer below it, unseen. So
+    the send timeout never saw a TLS client that asks and never reads: it held its copy of the
+    answer, and its connection, until the keep-alive timeout, while plain HTTP cut it after
+    `send_timeout`."""
+    pki = make_pki(tmp_path / "pki")
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(pki.server_cert, pki.server_key)
+    client_tls = ssl.create_default_context(cafile=pki.ca) if tls else None
+    async with running_site(app_with_slow_route(), "127.0.0.1", 0,
+                            ssl_context=server_tls if tls else None, limits=STALLED) as url:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+            sock.setblocking(False)
+            port = int(url.rsplit(":", 1)[1])
+            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+            _, writer = await asyncio.open_connection(
+                sock=sock, ssl=client_tls, server_hostname="127.0.0.1" if tls else None)
+            writer.write(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+            await eventually(lambda: bool(logged(caplog, "closing connections that did not "
+                                                 "read their answer in time")),
+                             20 * STALLED.send_timeout, "the stalled answer to be dropped")
+            writer.close()
 
 
 # --- one address flooding ----------------------------------------------------------------------
