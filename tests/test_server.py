@@ -530,6 +530,46 @@ async def test_one_address_holding_every_connection_busy_leaves_room_for_others(
     assert not errors(caplog)
 
 
+def server_sockets(port: int) -> tuple[int, int]:
+    """(connections established to local `port`, connections waiting in its accept queue),
+    from `/proc/net/tcp`."""
+    established = waiting = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].rsplit(":", 1)[1], 16) != port:
+            continue
+        if fields[3] == "0A":  # listening: its receive queue is the accept queue
+            waiting += int(fields[4].split(":")[1], 16)
+        elif fields[3] == "01":
+            established += 1
+    return established, waiting
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+async def test_connections_still_in_their_tls_handshake_count_against_the_caps(
+        tls: bool, tmp_path: Path) -> None:
+    """The bookkeeping learns of a TLS connection only once its handshake is done, so one
+    that never sends a ClientHello counts against no cap for `header_timeout`: one address
+    could hold any number of them open (and a file descriptor and TLS state each), where a
+    plain connection beyond the cap makes room or is refused at once. Out of descriptors,
+    the exporter can accept nothing, nor connect to its gateways."""
+    pki = make_pki(tmp_path / "pki")
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(pki.server_cert, pki.server_key)
+    limits = Limits(max_connections=8, max_connections_per_address=8, header_timeout=30,
+                    shutdown_grace=1.0)
+    async with running_site(app_with_slow_route(), "127.0.0.1", 0,
+                            ssl_context=server_tls if tls else None, limits=limits) as url:
+        port = int(url.rsplit(":", 1)[1])
+        silent = [await socket_from("127.0.0.2", url.replace("https", "http"))
+                  for _ in range(5 * limits.max_connections)]
+        await eventually(lambda: server_sockets(port)[1] == 0, 10, "every socket accepted")
+        held, _ = server_sockets(port)
+        for _, writer in silent:
+            writer.close()
+    assert held <= limits.max_connections
+
+
 PER_ADDRESS = Limits(max_connections=8, max_connections_per_address=3, header_timeout=30,
                      shutdown_grace=1.0)
 
