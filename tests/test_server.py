@@ -37,7 +37,7 @@ from exporter.web.server import (
     digest_process_files,
     running_site,
 )
-from tests.certs import make_pki
+from tests.certs import Pki, make_pki
 from tests.conftest import FakeClock, eventually
 from tests.fakes import ScriptedSource
 from tests.payloads import document, perspective, snapshot_of, vision
@@ -440,6 +440,14 @@ async def test_a_slow_reader_that_keeps_reading_is_not_cut(
     assert received == len(BIG)
 
 
+def serving_tls(tmp_path: Path) -> tuple[Pki, ssl.SSLContext]:
+    """A throwaway PKI, and a server context with its server certificate."""
+    pki = make_pki(tmp_path / "pki")
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(pki.server_cert, pki.server_key)
+    return pki, server_tls
+
+
 @pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
 async def test_a_client_that_never_reads_its_answer_is_dropped_over_tls_too(
         tls: bool, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -448,9 +456,7 @@ async def test_a_client_that_never_reads_its_answer_is_dropped_over_tls_too(
     the send timeout never saw a TLS client that asks and never reads: it held its copy of the
     answer, and its connection, until the keep-alive timeout, while plain HTTP cut it after
     `send_timeout`."""
-    pki = make_pki(tmp_path / "pki")
-    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_tls.load_cert_chain(pki.server_cert, pki.server_key)
+    pki, server_tls = serving_tls(tmp_path)
     client_tls = ssl.create_default_context(cafile=pki.ca) if tls else None
     async with running_site(app_with_slow_route(), "127.0.0.1", 0,
                             ssl_context=server_tls if tls else None, limits=STALLED) as url:
@@ -466,6 +472,86 @@ async def test_a_client_that_never_reads_its_answer_is_dropped_over_tls_too(
                                                  "read their answer in time")),
                              20 * STALLED.send_timeout, "the stalled answer to be dropped")
             writer.close()
+
+
+async def tls_exchange(sock: socket.socket, client_tls: ssl.SSLContext, request: bytes
+                       ) -> bytes:
+    """`request` over TLS on `sock`, and the answer until the server closes. The request
+    leaves in one segment with the handshake's last message, as clients that write at once
+    send it: the server decrypts it in the same read that ends its handshake."""
+    loop = asyncio.get_running_loop()
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = client_tls.wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+
+    async def flight() -> None:  # send what TLS wrote, take what comes back
+        await loop.sock_sendall(sock, outgoing.read())
+        data = await loop.sock_recv(sock, 1 << 16)
+        incoming.write(data) if data else incoming.write_eof()
+
+    while True:
+        try:
+            tls.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            await flight()
+    tls.write(request)  # held back with the handshake's end until the next flight
+    answer = b""
+    while True:
+        try:
+            chunk = tls.read(1 << 16)
+        except ssl.SSLWantReadError:
+            await flight()
+            continue
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+            return answer
+        if not chunk:  # the server's close_notify
+            return answer
+        answer += chunk
+
+
+async def test_a_request_sent_with_the_end_of_the_tls_handshake_is_answered(
+        tmp_path: Path) -> None:
+    """The handshake runs inside the connection's bookkeeping, and TLS hands on what it
+    decrypted with the handshake's last message before aiohttp is connected: it is kept for
+    aiohttp, not lost (the client would wait for an answer until the header timeout)."""
+    pki, server_tls = serving_tls(tmp_path)
+    async with running_site(app_with_slow_route(), "127.0.0.1", 0, ssl_context=server_tls,
+                            limits=STALLED) as url:
+        with socket.socket() as sock:
+            sock.setblocking(False)
+            port = int(url.rsplit(":", 1)[1])
+            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+            async with asyncio.timeout(10):
+                answer = await tls_exchange(
+                    sock, ssl.create_default_context(cafile=pki.ca),
+                    b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200")
+    assert answer.endswith(b"\r\n\r\nok")
+
+
+async def test_a_tls_request_in_progress_is_kept_when_idle_sockets_fill_the_cap(
+        tmp_path: Path) -> None:
+    """The handler of a TLS request marks its connection busy (the TLS transport's protocol
+    is the connection's bookkeeping), so idle sockets that fill the cap drop each other,
+    not it."""
+    pki, server_tls = serving_tls(tmp_path)
+    app = app_with_slow_route()
+    async with running_site(app, "127.0.0.1", 0, ssl_context=server_tls,
+                            limits=CAPPED) as url:
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", int(url.rsplit(":", 1)[1]),
+            ssl=ssl.create_default_context(cafile=pki.ca))
+        writer.write(b"GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        await asyncio.wait_for(app[STARTED].wait(), 10)
+        flood = [await socket_from("127.0.0.3", url.replace("https", "http"))
+                 for _ in range(2 * CAPPED.max_connections)]
+        app[RELEASE].set()
+        async with asyncio.timeout(10):
+            answer = await reader.read()
+        for _, other in [*flood, (reader, writer)]:
+            other.close()
+    assert answer.startswith(b"HTTP/1.1 200")
+    assert answer.endswith(b"\r\n\r\ndone")
 
 
 # --- one address flooding ----------------------------------------------------------------------
@@ -553,9 +639,7 @@ async def test_connections_still_in_their_tls_handshake_count_against_the_caps(
     could hold any number of them open (and a file descriptor and TLS state each), where a
     plain connection beyond the cap makes room or is refused at once. Out of descriptors,
     the exporter can accept nothing, nor connect to its gateways."""
-    pki = make_pki(tmp_path / "pki")
-    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_tls.load_cert_chain(pki.server_cert, pki.server_key)
+    _, server_tls = serving_tls(tmp_path)
     limits = Limits(max_connections=8, max_connections_per_address=8, header_timeout=30,
                     shutdown_grace=1.0)
     async with running_site(app_with_slow_route(), "127.0.0.1", 0,

@@ -1,9 +1,10 @@
 """The exporter's own HTTP server: where it listens, and the limits that keep it answering.
 
 Anyone who can reach the port can open connections, so every connection is bounded:
-- a request's headers must arrive within `header_timeout` of the connection opening (or of
-  the first byte of a following request on a kept-alive connection), or it is dropped (one
-  timer checks every connection a few times a timeout, rather than a timer per request);
+- a request's headers must arrive within `header_timeout` of the connection opening (its
+  TLS handshake included) or of the first byte of a following request on a kept-alive
+  connection, or it is dropped (one timer checks every connection a few times a timeout,
+  rather than a timer per request);
 - an answer the client takes no byte of for `send_timeout` is dropped with its connection
   (checked by the same timer), so clients that ask and never read cannot hold the
   connection slots, and a copy of the answer each, for ever;
@@ -24,6 +25,12 @@ Anyone who can reach the port can open connections, so every connection is bound
 aiohttp's `AppRunner` serves the application; the listening socket is an asyncio server
 whose protocol factory wraps aiohttp's (the runner's public `server`) with this
 bookkeeping, so no private attribute of either is touched.
+
+With TLS the socket listens in plain TCP and each connection is upgraded inside its
+bookkeeping (`loop.start_tls`), rather than by the server: a connection then counts against
+the caps from the moment it is accepted, not only once its handshake is done, and the
+transport watched for an unsent answer is the socket's own, which holds the answer once
+encrypted (the TLS transport above it reports only what it has not encrypted yet).
 """
 
 from __future__ import annotations
@@ -174,12 +181,17 @@ class _Connection(asyncio.Protocol):
         self.waiting_since: float | None = None
         self._unsent = 0  # bytes of an answer waiting to be sent, at the last check
         self._stalled_since: float | None = None
+        # The transport aiohttp serves: `transport` itself, or the TLS one above it.
+        self.served: asyncio.Transport | None = None
+        # What TLS decrypted between the handshake's end and aiohttp taking over.
+        self._early: list[bytes] = []
+        self._early_eof = False
 
     def send_stalled_since(self, now: float) -> float | None:
         """Since when the client has taken none of the answer waiting to be sent; None when
         nothing waits. Called by the sweep. Any change of the bytes waiting is progress: the
         client took some, or aiohttp added more, which it does only once some have gone."""
-        unsent = self.transport.get_write_buffer_size() if self.transport else 0
+        unsent = self.unsent()
         if not unsent:
             self._stalled_since = None
         elif unsent != self._unsent or self._stalled_since is None:
@@ -187,25 +199,69 @@ class _Connection(asyncio.Protocol):
         self._unsent = unsent
         return self._stalled_since
 
+    def unsent(self) -> int:
+        """Bytes of an answer not yet handed to the kernel: in the socket's transport (over
+        TLS, encrypted) and, over TLS, not yet encrypted in the one above it."""
+        layers = {t for t in (self.transport, self.served) if t is not None}
+        return sum(t.get_write_buffer_size() for t in layers)
+
     @property
     def idle(self) -> bool:
         """No handler running and nothing left to send: dropping it loses no answer."""
-        return not self.busy and self.transport is not None \
-            and self.transport.get_write_buffer_size() == 0
+        return not self.busy and self.transport is not None and not self.unsent()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.peer = peer_of(_host(transport.get_extra_info("peername")))
         if not self._tracker.admit(self):
-            transport.write(_REFUSAL)  # type: ignore[attr-defined]
-            transport.close()
+            self._refuse()
             return
-        self.inner = self._tracker.make_protocol()
-        self.inner.connection_made(transport)
         self.waiting_since = self._tracker.now()
+        if self._tracker.tls is None:
+            self._serve(self.transport)
+        else:
+            # Nothing is read until the upgrade takes over the socket: a ClientHello read
+            # here would be lost to TLS.
+            self.transport.pause_reading()  # type: ignore[union-attr]
+            self._tracker.upgrade(self)
+
+    def _refuse(self) -> None:
+        """A canned 503 over plain HTTP; over TLS the connection is closed before its
+        handshake, which would cost more than the answer saves."""
+        assert self.transport is not None
+        if self._tracker.tls is None:
+            self.transport.write(_REFUSAL)
+        self.transport.close()
+
+    def _serve(self, served: asyncio.Transport) -> None:
+        """aiohttp takes the connection over, with what TLS decrypted before it did."""
+        self.served = served
+        self.inner = self._tracker.make_protocol()
+        self.inner.connection_made(served)
+        early, self._early = self._early, []
+        for data in early:
+            self.data_received(data)
+        if self._early_eof:
+            self.inner.eof_received()
+
+    async def upgrade(self) -> None:
+        """The TLS handshake, within the header timeout, then aiohttp serves the connection.
+        A failed, late or cancelled (at stop) handshake leaves it closed by `start_tls`."""
+        assert self.transport is not None and self._tracker.tls is not None
+        try:
+            tls = await asyncio.get_running_loop().start_tls(
+                self.transport, self, self._tracker.tls, server_side=True,
+                ssl_handshake_timeout=self._tracker.limits.header_timeout)
+        except OSError:  # a failed handshake, timed out, or the client gone
+            tls = None
+        if tls is None or tls.is_closing():  # None: the connection was lost in the handshake
+            self._tracker.forget(self)
+        else:
+            self._serve(tls)
 
     def data_received(self, data: bytes) -> None:
         if self.inner is None:
+            self._early.append(data)
             return
         self._tracker.touch(self)
         if not self.busy and self.waiting_since is None:
@@ -214,7 +270,10 @@ class _Connection(asyncio.Protocol):
         self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:
-        return self.inner.eof_received() if self.inner else None
+        if self.inner is None:
+            self._early_eof = True
+            return None
+        return self.inner.eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._tracker.forget(self)
@@ -250,7 +309,7 @@ class _Connection(asyncio.Protocol):
         if self.transport is None:
             return
         sock = self.transport.get_extra_info("socket")
-        if sock is not None and self.transport.get_write_buffer_size():
+        if sock is not None and self.unsent():
             with contextlib.suppress(OSError):  # a socket already gone needs no reset
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
         self.transport.abort()
@@ -261,10 +320,12 @@ class ConnectionTracker:
     room. Connections are kept least recently active first."""
 
     def __init__(self, make_protocol: Callable[[], asyncio.Protocol], limits: Limits,
-                 cap: int) -> None:
+                 cap: int, tls: ssl.SSLContext | None = None) -> None:
         self.make_protocol = make_protocol
         self.limits = limits
         self.cap = cap
+        self.tls = tls  # each accepted connection is upgraded with it
+        self._handshakes: set[asyncio.Task[None]] = set()
         self._live: OrderedDict[object, _Connection] = OrderedDict()  # by transport
         self._per_peer: dict[str | None, int] = {}
         self._loop = asyncio.get_running_loop()
@@ -296,6 +357,12 @@ class ConnectionTracker:
     def now(self) -> float:
         return self._loop.time()
 
+    def upgrade(self, connection: _Connection) -> None:
+        """Start `connection`'s TLS handshake, bounded by the header timeout."""
+        handshake = self._loop.create_task(connection.upgrade())
+        self._handshakes.add(handshake)
+        handshake.add_done_callback(self._handshakes.discard)
+
     def start(self) -> None:
         """Check for connections whose request headers are late, a few times a timeout:
         one timer for all connections, not one per request."""
@@ -307,6 +374,8 @@ class ConnectionTracker:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        for handshake in list(self._handshakes):
+            handshake.cancel()  # which closes its connection
         for episode in self.episodes():
             episode.close()
 
@@ -397,8 +466,9 @@ class ConnectionTracker:
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """Marks a connection busy while its handler runs: no header timer, not dropped."""
-        connection = self._live.get(request.transport)
-        if connection is None:
+        # The protocol of the transport aiohttp serves, plain or TLS, is the connection's.
+        connection = request.transport.get_protocol() if request.transport else None
+        if not isinstance(connection, _Connection):
             return await handler(request)
         connection.request_started()
         try:
@@ -434,13 +504,11 @@ def _quiet_accept_errors(exhausted: Episode) -> Any:
         loop.set_exception_handler(previous)
 
 
-async def _listen(tracker: ConnectionTracker, host: str, port: int,
-                  ssl_context: ssl.SSLContext | None) -> asyncio.Server:
+async def _listen(tracker: ConnectionTracker, host: str, port: int) -> asyncio.Server:
+    """Listen in plain TCP, TLS or not: the tracker upgrades each connection it admits."""
     loop = asyncio.get_running_loop()
     try:
-        return await loop.create_server(
-            tracker, host, port, ssl=ssl_context, backlog=128,
-            ssl_handshake_timeout=tracker.limits.header_timeout if ssl_context else None)
+        return await loop.create_server(tracker, host, port, backlog=128)
     except OSError as exc:
         raise ListenError(host, port, exc) from None
 
@@ -471,12 +539,12 @@ async def running_site(app: web.Application, host: str, port: int,
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=limits.shutdown_grace,
                            keepalive_timeout=limits.keepalive_timeout)
     tracker = ConnectionTracker(_protocol_factory(runner), limits,
-                                connection_cap(limits, raise_open_file_limit()))
+                                connection_cap(limits, raise_open_file_limit()), ssl_context)
     app.middlewares.insert(0, tracker.middleware)
     await runner.setup()
     try:
         with _quiet_accept_errors(tracker.out_of_files):
-            server = await _listen(tracker, host, port, ssl_context)
+            server = await _listen(tracker, host, port)
             tracker.start()
             try:
                 bound_host, bound_port = server.sockets[0].getsockname()[:2]
