@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import socket
@@ -297,3 +298,20 @@ async def status_from(address: str, url: str) -> int:
                      timeout=aiohttp.ClientTimeout(total=10)) as response:
         await response.read()
         return response.status
+
+
+@pytest.mark.parametrize("accept_encoding", ["identity", "gzip"])
+async def test_a_head_request_is_answered_with_headers_alone(setup: Setup,
+                                                             accept_encoding: str) -> None:
+    """HEAD is allowed wherever GET is (monitoring probes use it), and its answer has no
+    body (RFC 9110 9.3.2). A body sent anyway is read as the start of the next answer on the
+    connection: the client's next request on it fails, or gets the wrong answer."""
+    server = setup.client.server
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    writer.write(b"HEAD /sessions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                 b"Accept-Encoding: " + accept_encoding.encode() + b"\r\n\r\n")
+    answer = await asyncio.wait_for(reader.read(), timeout=10)
+    writer.close()
+    head, _, after = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert after == b"", f"{len(after)} bytes of body after the headers of a HEAD answer"
