@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import logging
 import socket
+import struct
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -315,3 +317,32 @@ async def test_a_head_request_is_answered_with_headers_alone(setup: Setup,
     head, _, after = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200")
     assert after == b"", f"{len(after)} bytes of body after the headers of a HEAD answer"
+
+
+async def test_a_client_gone_mid_answer_is_no_error(aiohttp_server: ServerFactory,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """A client that stops reading and resets its connection (a browser tab closed, `curl |
+    head`, anyone at all) costs its answer, not a line at ERROR with a traceback: one per
+    request, as often as anyone who may reach the port likes."""
+    many = document([perspective(f"s{n}", f"user{n}", "Line1", "Browser",
+                                 userAgent="Mozilla/5.0 " + "x" * 200) for n in range(30_000)])
+    gateway = StaticGateway(encode(many))
+    app = web.Application()
+    app.router.add_get("/sessions", gateway.handle)
+    server = await aiohttp_server(app)
+    config = Config(gateways=(GatewayConfig(name="plant-a", url=str(server.make_url(
+        "/sessions")), poll_interval=5, timeout=5, stale_after=60),))
+    exporter = create_app(config)
+    async with running_site(exporter, "127.0.0.1", 0) as url:
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        await eventually(lambda: exporter[FLEET].statuses()[0].up, what="the gateway up")
+        in_flight = exporter[SESSIONS_IN_FLIGHT]
+        client = stalled_request(host, int(port), "127.0.0.1")
+        await eventually(lambda: in_flight.total == 1, what="the answer under way")
+        client.recv(1024)  # the answer has started
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()  # with a reset
+        await eventually(lambda: in_flight.total == 0, what="the answer given up")
+        assert await status_from("127.0.0.1", url) == 200
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []
