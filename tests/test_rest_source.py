@@ -505,6 +505,39 @@ async def test_a_page_split_in_the_workers_is_paged_past_like_any_other(
     assert snapshot.invalid_sessions == 1
 
 
+def _deepened_first_page(app: web.Application) -> web.Application:
+    """`app` with session "1" of the first Perspective page holding a value nested too deep."""
+    @web.middleware
+    async def deepen(request: web.Request, handler: Any) -> web.StreamResponse:
+        response = await handler(request)
+        if request.path.endswith("sessions/") and request.query["offset"] == "0":
+            response.body = response.body.replace(
+                b'"id": "1",', b'"id": "1", "x": ' + b"[" * 1500 + b"]" * 1500 + b",")
+        return response
+
+    app.middlewares.append(deepen)
+    return app
+
+
+@pytest.mark.parametrize("page", [
+    lambda limit, offset: {"items": _sessions(10)[offset:offset + min(limit, 3)],
+                           "metadata": {"total": 10}},
+    lambda limit, offset: {"items": _sessions(10)[offset:], "metadata": {"total": 10}},
+], ids=["capping page size", "ignoring limit"])
+async def test_a_page_split_in_the_workers_loses_and_repeats_no_session(
+        aiohttp_server: ServerFactory, http: aiohttp.ClientSession,
+        page: Callable[[int, int], Any]) -> None:
+    """A page left whole for the workers is taken for a full page of `page_size` items. A
+    gateway that answers fewer (its own page size is smaller) had the sessions between
+    skipped; one that answers more (it ignores `limit`) had them read twice, each repeat
+    counted as an invalid session. Either is read whole when no page is left whole."""
+    server = await aiohttp_server(_deepened_first_page(_api(page)))
+    snapshot = await poll_source(make_source(rest_gateway(str(server.make_url("/"))), http,
+                                             FakeClock()))
+    assert [s.id for s in snapshot.perspective] == [str(i) for i in range(10) if i != 1]
+    assert snapshot.invalid_sessions == 1
+
+
 async def test_a_gateway_whose_pages_are_slow_to_split_cannot_time_out_another(
         aiohttp_server: ServerFactory, http: aiohttp.ClientSession) -> None:
     """The REST source splits each page into items as it arrives, on the event loop every
