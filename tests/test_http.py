@@ -223,3 +223,34 @@ async def test_a_gateway_gets_its_session_cookie_back(
     await aiohttp_client(create_app(config))
     await eventually(lambda: len(seen) >= 4, what="four polls")
     assert seen[0] is None and set(seen[1:]) == {"JSESSIONID=node01"}
+
+
+@pytest.mark.parametrize("cookie", ["path=/; Max-Age=3600", "Secure=1", "expires=0"])
+async def test_a_cookie_named_like_an_attribute_fails_no_poll(
+        aiohttp_server: ServerFactory, aiohttp_client: ClientFactory, cookie: str) -> None:
+    """A gateway (or a proxy before it) that once sets a cookie whose name is also a cookie
+    attribute's (`path`, `secure`, `expires`): it is kept, and every later request failed
+    as it was made ("unexpected CookieError"), so the gateway stayed down, long after the
+    answer that set it, for as long as the cookie lived."""
+    from aiohttp import web
+
+    from tests.payloads import document, encode
+
+    seen: list[str | None] = []
+
+    async def gateway(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Cookie"))
+        response = web.Response(body=encode(document([])), content_type="application/json")
+        if len(seen) == 1:
+            response.headers.add("Set-Cookie", cookie)
+        return response
+
+    app = web.Application()
+    app.router.add_get("/sessions", gateway)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    config = Config(gateways=(GatewayConfig(name="plant-a", url=str(server.make_url(
+        "/sessions")), poll_interval=0.2, timeout=0.2),))
+    client = await aiohttp_client(create_app(config))
+    status = client.app[FLEET].statuses
+    await eventually(lambda: status()[0].polls >= 3, what="three polls")
+    assert len(seen) >= 3 and status()[0].error is None, status()[0].error
