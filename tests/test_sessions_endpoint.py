@@ -255,6 +255,30 @@ def test_masking_reads_the_address_alone(sent: bytes, served: bytes) -> None:
     assert bytes(masking("clientAddress")(sent)) == served
 
 
+async def test_masked_addresses_survive_a_session_with_a_key_that_is_no_utf8(
+        aiohttp_server: ServerFactory, aiohttp_client: ClientFactory) -> None:
+    """A field the exporter does not read is kept as the gateway sent it, its name too, and
+    a name may hold bytes that are no UTF-8. With `mask_addresses`, masking decoded every
+    name, and refused that one: /sessions answered 500 to every client for as long as the
+    gateway held the session."""
+    odd = encode(perspective("a1", "billy", "Line1"))[:-1] + b', "caf\xe9": 1}'
+    body = (b'{"schema": 1, "collectedAt": 1795000000000, "perspective": [' + odd
+            + b'], "vision": []}')
+    gateway = StaticGateway(body)
+    app = web.Application()
+    app.router.add_get("/sessions", gateway.handle)
+    server = await aiohttp_server(app)
+    config = Config(gateways=(GatewayConfig(name="plant-a", url=str(server.make_url(
+        "/sessions")), poll_interval=0.5, timeout=0.5, stale_after=30),),
+        privacy=Privacy(mask_addresses=True))
+    client = await aiohttp_client(create_app(config))
+    fleet = client.app[FLEET]
+    await eventually(lambda: fleet.statuses()[0].up, what="the gateway up")
+    response = await client.get("/sessions")
+    assert response.status == 200, await response.text()
+    assert b"10.1.2.3" not in await response.read()
+
+
 def stalled_request(host: str, port: int, source: str) -> socket.socket:
     """A client from `source` (any address of 127/8) that asks for every session and reads
     nothing."""
