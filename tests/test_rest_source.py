@@ -480,11 +480,10 @@ def slow_to_split_page(offset: int) -> bytes:
             + b'], "metadata": {"total": 1000000000}}')
 
 
-async def test_a_page_split_in_the_workers_is_paged_past_like_any_other(
+async def test_a_page_costly_to_split_is_paged_past_like_any_other(
         aiohttp_server: ServerFactory, http: aiohttp.ClientSession) -> None:
-    """A page holding a session nested too deep is left whole as it arrives (cutting the
-    value out is for the workers), so its count is unknown then: it is taken for a full
-    page, and the pages after it are read all the same."""
+    """A page holding a session nested too deep is split off the event loop's turn (in a
+    thread), and the pages after it are read from its real count all the same."""
     every = _sessions(10)
     app = _api(lambda limit, offset: {"items": every[offset:offset + limit],
                                       "metadata": {"total": 10}})
@@ -524,13 +523,13 @@ def _deepened_first_page(app: web.Application) -> web.Application:
                            "metadata": {"total": 10}},
     lambda limit, offset: {"items": _sessions(10)[offset:], "metadata": {"total": 10}},
 ], ids=["capping page size", "ignoring limit"])
-async def test_a_page_split_in_the_workers_loses_and_repeats_no_session(
+async def test_a_page_costly_to_split_loses_and_repeats_no_session(
         aiohttp_server: ServerFactory, http: aiohttp.ClientSession,
         page: Callable[[int, int], Any]) -> None:
-    """A page left whole for the workers is taken for a full page of `page_size` items. A
-    gateway that answers fewer (its own page size is smaller) had the sessions between
-    skipped; one that answers more (it ignores `limit`) had them read twice, each repeat
-    counted as an invalid session. Either is read whole when no page is left whole."""
+    """A page costly to split was once left whole for the workers and taken for a full page
+    of `page_size` items. A gateway that answers fewer (its own page size is smaller) had
+    the sessions between skipped; one that answers more (it ignores `limit`) had them read
+    twice, each repeat counted as an invalid session. The next offset is the items read."""
     server = await aiohttp_server(_deepened_first_page(_api(page)))
     snapshot = await poll_source(make_source(rest_gateway(str(server.make_url("/"))), http,
                                              FakeClock()))

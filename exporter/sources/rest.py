@@ -101,19 +101,6 @@ class Page:
     total: int | None  # None: the gateway did not say (a bare list)
 
 
-@dataclass(frozen=True, slots=True)
-class Unsplit:
-    """A page the event loop left whole: splitting it takes Python work in proportion to its
-    size (a value nested too deep to cut out, escapes to repair), done in the workers with
-    the rest of the decode, so a hostile gateway's pages cannot hold the loop every gateway
-    and every scrape shares."""
-
-    body: bytes
-
-    def split(self, gateway: str) -> Page:
-        return read_page(self.body, gateway)
-
-
 def read_page(body: bytes, gateway: str) -> Page:
     """One page's items and the list's total, or `SourceError` (decode/schema)."""
     with _page_errors(gateway):
@@ -121,14 +108,14 @@ def read_page(body: bytes, gateway: str) -> Page:
     return _page(page, cut)
 
 
-def split_page(body: bytes, gateway: str) -> Page | Unsplit:
-    """`read_page` as far as C-speed work goes, for the event loop; what needs more is left
-    `Unsplit`, for the workers."""
+def split_page(body: bytes, gateway: str) -> Page | None:
+    """`read_page` as far as C-speed work goes, for the event loop; None where it needs more
+    (`RestSource._split`)."""
     with _page_errors(gateway):
         try:
             return _page(decode_quickly(_PAGE, body), False)
         except Costly:
-            return Unsplit(body)
+            return None
 
 
 @contextmanager
@@ -175,21 +162,8 @@ def client_session(item: RestClientItem, designer: bool, now_ms: float) -> Clien
 
 @dataclass(frozen=True, slots=True)
 class Listed:
-    """One route's pages as fetched, split on the event loop or left for the workers."""
-
-    path: str
-    pages: tuple[Page | Unsplit, ...] = ()
+    items: list[msgspec.Raw]
     warning: str | None = None
-
-    def items(self, gateway: str) -> list[msgspec.Raw]:
-        """Every item, in the gateway's order; the pages left unsplit are split here."""
-        items: list[msgspec.Raw] = []
-        try:
-            for page in self.pages:
-                items += (page.split(gateway) if isinstance(page, Unsplit) else page).items
-        except SourceError as exc:
-            raise on_route(self.path, exc) from None
-        return items
 
 
 def on_route(path: str, exc: SourceError) -> SourceError:
@@ -201,7 +175,6 @@ def on_route(path: str, exc: SourceError) -> SourceError:
 class RestAnswer:
     """What one poll fetched, before decoding."""
 
-    gateway: str
     info: bytes  # gateway-info's answer, decoded with the rest
     perspective: Listed
     vision: Listed
@@ -229,11 +202,10 @@ def read_info(body: bytes) -> tuple[_GatewayInfo, str | None]:
 
 def decode_rest(answer: RestAnswer) -> Snapshot:
     now_ms = answer.fetched_at * 1000
-    gateway = answer.gateway
     info, info_warning = read_info(answer.info)
-    perspective = decode_records(answer.perspective.items(gateway), PERSPECTIVE_DECODER)
-    vision = decode_records(answer.vision.items(gateway), REST_CLIENT_DECODER)
-    designers = decode_records(answer.designers.items(gateway), REST_CLIENT_DECODER)
+    perspective = decode_records(answer.perspective.items, PERSPECTIVE_DECODER)
+    vision = decode_records(answer.vision.items, REST_CLIENT_DECODER)
+    designers = decode_records(answer.designers.items, REST_CLIENT_DECODER)
     return Snapshot(
         perspective=tuple(normalise_last_comm(s, now_ms) for s in perspective.records),
         perspective_json=perspective.raw,
@@ -299,7 +271,7 @@ class RestSource:
                 self._list(VISION, allowance), self._list(DESIGNERS, allowance))
         except SourceError as exc:
             raise self._explained(exc) from None
-        answer = RestAnswer(self.gateway.name, info, perspective, vision, designers,
+        answer = RestAnswer(info, perspective, vision, designers,
                             self._clock.time())
         return partial(decode_rest, answer)
 
@@ -322,11 +294,11 @@ class RestSource:
 
     async def _list(self, route: Route, allowance: Allowance) -> Listed:
         try:
-            return Listed(route.path, await self._fetch_all(route.path, allowance))
+            return Listed(await self._fetch_all(route.path, allowance))
         except SourceError as exc:
             if exc.status != 404 or route.module is None:
                 raise on_route(route.path, exc) from None
-            return Listed(route.path, (), f"{route.module} module not installed ({route.path} "
+            return Listed([], f"{route.module} module not installed ({route.path} "
                                           f"answered 404): no {route.what}")
 
     async def _get(self, path: str, allowance: Allowance,
@@ -336,30 +308,37 @@ class RestSource:
         allowance.spend(len(body))
         return body
 
-    async def _fetch_all(self, path: str, allowance: Allowance) -> tuple[Page | Unsplit, ...]:
-        """Every page of one route, until `metadata.total` items (or, where the gateway gives
-        no total, a short page). Each page is only split into items here, and only as far as
-        C-speed work goes: a page left unsplit is taken for a full one (a shorter one was the
-        last, and the next comes back empty), and split in the workers."""
-        pages: list[Page | Unsplit] = []
-        held, total, limit = 0, None, self.gateway.page_size
+    async def _fetch_all(self, path: str, allowance: Allowance) -> list[msgspec.Raw]:
+        """Every item of one route, page by page, until `metadata.total` items (or, where the
+        gateway gives no total, a short page); each page is only split into items here, so
+        the next offset is the items actually read."""
+        items: list[msgspec.Raw] = []
+        limit = self.gateway.page_size
         previous: bytes | None = None
         for _ in range(MAX_PAGES):
-            body = await self._get(path, allowance, {"limit": limit, "offset": held})
-            page = split_page(body, self.gateway.name)
-            pages.append(page)
-            if isinstance(page, Unsplit):
-                held, previous = held + limit, None
-                continue
+            body = await self._get(path, allowance, {"limit": limit, "offset": len(items)})
+            page = await self._split(body)
             first = bytes(page.items[0]) if page.items else None
             if first is not None and first == previous:
                 raise SourceError(self.gateway.name, Reason.SCHEMA,
                                   f"{path} ignores offset: the same page came back twice")
-            previous, held, total = first, held + len(page.items), page.total
-            if _last_page(len(page.items), held, total, limit):
-                return tuple(pages)
+            previous = first
+            items.extend(page.items)
+            if _last_page(len(page.items), len(items), page.total, limit):
+                return items
         raise SourceError(self.gateway.name, Reason.SCHEMA,
                           f"{path} still had data after {MAX_PAGES} pages")
+
+    async def _split(self, body: bytes) -> Page:
+        """A page's items. Where splitting takes Python work in proportion to the page (a
+        value nested too deep to cut out, many escapes to repair), it runs in a thread: the
+        event loop every gateway and every scrape share keeps turning meanwhile (the
+        interpreter switches threads every few milliseconds), and paging still goes on from
+        the items the page really held, which no guess can know."""
+        page = split_page(body, self.gateway.name)
+        if page is None:
+            return await asyncio.to_thread(read_page, body, self.gateway.name)
+        return page
 
 
 def _last_page(count: int, held: int, total: int | None, limit: int) -> bool:
