@@ -67,9 +67,8 @@ class GatewayClient:
         limit = self.gateway.max_response_bytes if limit is None else limit
         try:
             async with self._session.get(
-                url, params=params, headers=self._headers, ssl=self._ssl,
+                url, params=params, headers=self._with_cookies(), ssl=self._ssl,
                 timeout=self._timeout, allow_redirects=False,
-                cookies={morsel.key: morsel.value for morsel in self._jar()},
             ) as response:
                 self._keep_cookies(response)
                 self._check_status(response, limit)
@@ -107,13 +106,21 @@ class GatewayClient:
             self._cookies = aiohttp.CookieJar(unsafe=True)
         return self._cookies
 
+    def _with_cookies(self) -> Mapping[str, str]:
+        """The request's headers, with this gateway's cookies as it sent them. Written out
+        here rather than given to aiohttp as names and values, which it checks again: a
+        cookie named like an attribute (`path`), which a gateway may well set, raised there
+        at every later poll, and the gateway stayed down for as long as the cookie lived."""
+        cookies = "; ".join(f"{morsel.key}={morsel.coded_value}" for morsel in self._jar())
+        return {**self._headers, "Cookie": cookies} if cookies else self._headers
+
     def _keep_cookies(self, response: aiohttp.ClientResponse) -> None:
         """Keep what the gateway set, within `MAX_COOKIES` and `MAX_COOKIE_BYTES`: past
         them, a gateway setting new ones at every answer starts again from none, rather than
         growing the jar for ever and its own requests' headers past what it accepts."""
         jar = self._jar()
         jar.update_cookies(response.cookies, response.url)
-        held = sum(len(morsel.key) + len(morsel.value) for morsel in jar)
+        held = sum(len(morsel.key) + len(morsel.coded_value) for morsel in jar)
         if len(jar) > MAX_COOKIES or held > MAX_COOKIE_BYTES:
             jar.clear()
 
