@@ -72,8 +72,11 @@ def masking(key: str) -> Rewrite:
     """Re-encode a returned session with its address masked (only returned ones pay this)."""
 
     def rewrite(raw: Session) -> Session:
+        # As text, where bytes that are no UTF-8 (which JSON must be) are shown replaced: a
+        # session that fails to decode would be served unmasked.
+        text = bytes(raw).decode("utf-8", "replace")
         try:
-            item = _FIELDS.decode(raw)
+            item = _FIELDS.decode(text)
         except msgspec.DecodeError:  # not an object: it holds no address
             return raw
         if key in item:
@@ -143,11 +146,18 @@ async def _send(request: web.Request, body: bytes) -> web.StreamResponse:
     has taken it (a `Response` returned would be written after the slot was given back)."""
     response = web.StreamResponse(headers={hdrs.VARY: hdrs.ACCEPT_ENCODING})
     response.content_type = "application/json"
-    if accepts_gzip(",".join(request.headers.getall(hdrs.ACCEPT_ENCODING, []))):
-        response.enable_compression(web.ContentCoding.gzip)
-    else:
+    head = request.method == hdrs.METH_HEAD  # the headers a GET would have, alone
+    if not accepts_gzip(",".join(request.headers.getall(hdrs.ACCEPT_ENCODING, []))):
         response.content_length = len(body)
-    await response.prepare(request)
-    await response.write(body)
-    await response.write_eof()
+    elif head:  # said, not done: a compressor would write its empty stream's bytes
+        response.headers[hdrs.CONTENT_ENCODING] = web.ContentCoding.gzip.value
+    else:
+        response.enable_compression(web.ContentCoding.gzip)
+    try:
+        await response.prepare(request)
+        if not head:
+            await response.write(body)
+        await response.write_eof()
+    except ConnectionError:  # the client left mid-answer: nothing to tell it, or to log
+        pass
     return response
