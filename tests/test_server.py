@@ -36,6 +36,7 @@ from exporter.web.server import (
     connection_cap,
     digest_process_files,
     running_site,
+    server_url,
 )
 from tests.certs import Pki, make_pki
 from tests.conftest import FakeClock, eventually
@@ -786,3 +787,10 @@ async def test_a_timeout_episode_names_the_clients_that_kept_it_going(
                     for value in vars(line).values())
     assert "127.0.0.2" in told
     assert "127.0.0.3" in told
+
+
+@pytest.mark.parametrize(("tls", "host", "url"), [
+    (False, "127.0.0.1", "http://127.0.0.1:8088"), (True, "::1", "https://[::1]:8088"),
+    (False, "fe80::1%lo", "http://[fe80::1%25lo]:8088")])
+def test_a_bound_address_is_given_as_a_url_takes_it(tls: bool, host: str, url: str) -> None:
+    assert server_url(tls, host, 8088) == url

@@ -339,8 +339,9 @@ class ConnectionTracker:
                                 "evicting the quietest connection of the client holding most "
                                 "for a new one from a client holding at least 2 fewer")
         self.refusing = Episode(log, "connection limit reached and every connection busy: "
-                                "refusing new connections (503) from clients holding within 1 "
-                                "of the client holding most")
+                                "refusing new connections (503; over TLS, closed before the "
+                                "handshake) from clients holding within 1 of the client "
+                                "holding most")
         self.at_peer_cap = Episode(log, "connection limit per address reached: dropping the "
                                    "address's idle connections and refusing its new ones "
                                    "while all are busy")
@@ -521,10 +522,13 @@ def _protocol_factory(runner: web.AppRunner) -> Callable[[], asyncio.Protocol]:
     return make
 
 
-def _url(tls: bool, host: str, port: int) -> str:
+def server_url(tls: bool, host: str, port: int) -> str:
     """The base URL of a bound address; an IPv6 address in brackets, as a URL must have it
-    (`http://::1:8088` is no URL: printed in `simulate`'s configuration, it was refused)."""
-    return f"{'https' if tls else 'http'}://{f'[{host}]' if ':' in host else host}:{port}"
+    (`http://::1:8088` is no URL: printed in `simulate`'s configuration, it was refused),
+    and the `%` before a link-local address's zone written `%25`, as a URL must have it."""
+    if ":" in host:
+        host = f"[{host.replace('%', '%25')}]"
+    return f"{'https' if tls else 'http'}://{host}:{port}"
 
 
 @contextlib.asynccontextmanager
@@ -548,7 +552,7 @@ async def running_site(app: web.Application, host: str, port: int,
             tracker.start()
             try:
                 bound_host, bound_port = server.sockets[0].getsockname()[:2]
-                yield _url(ssl_context is not None, bound_host, bound_port)
+                yield server_url(ssl_context is not None, bound_host, bound_port)
             finally:
                 server.close()
     finally:
