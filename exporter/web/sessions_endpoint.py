@@ -131,10 +131,10 @@ async def sessions_handler(request: web.Request) -> web.Response:
         query = parse_query(params, {s.gateway.name for s in statuses})
     except BadQuery as exc:
         return web.json_response({"error": str(exc)}, status=400)
+    body = render_sessions(statuses, query, request.app[CLOCK].time(),
+                           fleet.config.privacy.mask_addresses)
     try:
-        with request.app[SESSIONS_IN_FLIGHT].slot(peer_of(request.remote)):
-            body = render_sessions(statuses, query, request.app[CLOCK].time(),
-                                   fleet.config.privacy.mask_addresses)
+        with request.app[SESSIONS_IN_FLIGHT].slot(peer_of(request.remote), len(body)):
             return await _send(request, body)
     except Busy as exc:
         return web.json_response({"error": str(exc)}, status=429,
