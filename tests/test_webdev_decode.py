@@ -41,6 +41,17 @@ def test_invalid_utf8_inside_a_session_is_replaced_not_fatal() -> None:
     assert json.loads(bytes(snap.perspective_json[0]))["username"] == "J\ufffdrg"
 
 
+@pytest.mark.parametrize("field", [b'"caf\xe9": 1', b'"note": "caf\xe9"', b'"x": ["\xff"]'])
+def test_bytes_no_utf8_in_a_field_never_read_are_replaced_in_what_is_kept(field: bytes) -> None:
+    """The decoder checks only the strings it decodes; each session's JSON is kept as sent
+    for /sessions, whose every answer then held text that is no UTF-8."""
+    body = encode(document([perspective("s1")])).replace(b'"id": "s1"', b'"id": "s1", ' + field)
+    snap = decode_webdev(body, "plant-a")
+    assert [s.id for s in snap.perspective] == ["s1"] and snap.invalid_sessions == 0
+    kept = bytes(snap.perspective_json[0])
+    assert "\ufffd" in kept.decode("utf-8")  # strict: raises on bytes that are no UTF-8
+
+
 def test_sections_may_be_absent() -> None:
     snap = decode_webdev(b'{"schema": 1}', "plant-a")
     assert snap.perspective == () and snap.clients == ()

@@ -173,6 +173,7 @@ def decode_bounded(decoder: msgspec.json.Decoder[D], body: bytes) -> tuple[D, bo
     Decoding errors other than the depth propagate as msgspec raises them; an answer too
     large to cut within `MAX_BRACKET_RUNS` raises msgspec.DecodeError.
     """
+    body = utf8(body)
     try:
         return _decode_or_cut(decoder, body)
     except (msgspec.DecodeError, UnicodeDecodeError):
@@ -202,6 +203,7 @@ def decode_quickly(decoder: msgspec.json.Decoder[D], body: bytes) -> D:
     """`decode_bounded` without its costly steps, for the event loop: C-speed passes over the
     body only, so a hostile answer holds the loop no longer than a decode; `Costly` where
     `decode_bounded` would need more (it then gives the same result)."""
+    body = utf8(body)
     try:
         return _decode_or_costly(decoder, body)
     except (msgspec.DecodeError, UnicodeDecodeError):
@@ -218,6 +220,21 @@ def _decode_or_costly(decoder: msgspec.json.Decoder[D], body: bytes) -> D:
         return decoder.decode(body)
     except RecursionError:
         raise Costly(body) from None
+
+
+def utf8(body: bytes) -> bytes:
+    """`body` with bytes that are no UTF-8 replaced by U+FFFD, or `body` itself. The decoder
+    checks only the strings it decodes, and each session's JSON is kept as sent for
+    `/sessions`: a field name in Latin-1 in one session made every `/sessions` answer text
+    that is no UTF-8, which a strict client cannot read at all. C-speed passes: an ASCII
+    answer is told at once, any other is checked by decoding it."""
+    if body.isascii():
+        return body
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return body.decode("utf-8", "replace").encode("utf-8")
+    return body
 
 
 def as_unicode(body: bytes) -> bytes:
