@@ -10,6 +10,7 @@ into the response body). Once the poll is aggregated the records and the body ar
 from __future__ import annotations
 
 from array import array
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate, compress
@@ -139,6 +140,29 @@ SESSIONS_PER_BLOCK = 128
 _COMPRESSION_LEVEL = 1
 
 
+# Usernames that name no one: public sessions (the scripting function's and the 8.3 API's
+# words for them) and the series cap's fold.
+PLACEHOLDER_USERNAMES = frozenset({"Unauthenticated", "anonymous", "__other__"})
+
+
+def _most_common_owner(owners: Groups) -> tuple[str | None, str | None]:
+    """The username (placeholders aside) and the project most sessions have; ties go to the
+    first in sort order, so the same sessions give the same answer."""
+    users: Counter[str] = Counter()
+    projects: Counter[str] = Counter()
+    for code, count in Counter(owners.codes).items():
+        user, project = owners.keys[code]
+        if user and user not in PLACEHOLDER_USERNAMES:
+            users[user] += count
+        if project:
+            projects[project] += count
+    return _most_common(users), _most_common(projects)
+
+
+def _most_common(counts: Counter[str]) -> str | None:
+    return min(counts.items(), key=lambda item: (-item[1], item[0]))[0] if counts else None
+
+
 @dataclass(frozen=True, slots=True)
 class SessionIndex:
     """The sessions `/sessions` can return from one list of one gateway.
@@ -158,6 +182,9 @@ class SessionIndex:
     # pairs, a pair object (56 bytes) fewer per distinct owner.
     usernames: tuple[str | None, ...] = ()
     projects: tuple[str | None, ...] = ()
+    # The username (placeholders aside) and the project most of its sessions have, for the
+    # landing page's examples: found once here, with the digest, not on every request.
+    common: tuple[str | None, str | None] = (None, None)
 
     @classmethod
     def of(cls, records: Sequence[PerspectiveSession | ClientSession],
@@ -171,7 +198,8 @@ class SessionIndex:
         project)."""
         blocks, ends = _compressed_blocks(raw)
         usernames, projects = zip(*owners.keys, strict=True) if owners.keys else ((), ())
-        return cls(blocks, ends, array("I", owners.codes), shared(usernames), shared(projects))
+        return cls(blocks, ends, array("I", owners.codes), shared(usernames), shared(projects),
+                   _most_common_owner(owners))
 
     def __len__(self) -> int:
         return len(self.owner_codes)

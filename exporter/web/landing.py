@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from html import escape
 from urllib.parse import quote, unquote_plus, urlencode
 
 from exporter.polling.poller import GatewayStatus
-
-# Usernames that name nobody; an example query for them would show no one in particular.
-PLACEHOLDERS = frozenset({"Unauthenticated", "anonymous", "__other__"})
 
 
 def _when(timestamp: float) -> str:
@@ -40,25 +36,6 @@ def _last_answer(status: GatewayStatus, now: float) -> str:
     return f'<span title="{when}">{escape(ago(now - status.last_success))}</span>'
 
 
-def _most_common(counts: Counter[str]) -> str | None:
-    """The most frequent value; ties go to the first in sort order, so the page is stable."""
-    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-    return ranked[0][0] if ranked else None
-
-
-def _owners(statuses: Sequence[GatewayStatus], now: float, kind: str
-            ) -> Counter[tuple[str, str]]:
-    """How many sessions each (username, project) holds, from fresh polls (counted over the
-    index's per-session owner codes, in C)."""
-    counts: Counter[tuple[str, str]] = Counter()
-    for status in statuses:
-        if status.is_fresh(now):
-            index = status.perspective if kind == "perspective" else status.clients
-            for code, count in Counter(index.owner_codes).items():
-                counts[(index.usernames[code] or "", index.projects[code] or "")] += count
-    return counts
-
-
 def _prefix_pattern(value: str) -> str:
     """A pattern that matches `value` and its neighbours: its first word, then `.*`. RE2 and
     `re` both accept `re.escape`'s output."""
@@ -68,20 +45,16 @@ def _prefix_pattern(value: str) -> str:
 
 def _examples(statuses: Sequence[GatewayStatus], now: float) -> list[str]:
     """Example `/sessions` queries made from the data held, so each of them returns sessions
-    (fixed examples would return nothing on most sites)."""
-    sessions = _owners(statuses, now, "perspective")
-    users: Counter[str] = Counter()
-    projects: Counter[str] = Counter()
-    for (user, project), count in sessions.items():
-        if user and user not in PLACEHOLDERS:
-            users[user] += count
-        if project:
-            projects[project] += count
-    user, project = _most_common(users), _most_common(projects)
+    (fixed examples would return nothing on most sites): the most common username and
+    project of the fresh gateway holding most Perspective sessions, which its digest found
+    (a request costs a look per gateway, not per session)."""
+    fresh = [status for status in statuses if status.is_fresh(now)]
+    largest = max((s.perspective for s in fresh), key=len, default=None)
+    user, project = largest.common if largest is not None else (None, None)
     examples = []
     if user:
         examples.append(urlencode({"username": re.escape(user[:2]) + ".*"}))
-    if _owners(statuses, now, "vision"):
+    if any(len(status.clients) for status in fresh):
         examples.append("kind=vision")
     if project:
         examples.append(urlencode({"project": _prefix_pattern(project), "kind": "perspective"}))
