@@ -9,6 +9,7 @@ import json
 import logging
 import socket
 import struct
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from aiohttp.test_utils import TestClient
 from exporter.clock import SystemClock
 from exporter.config import Config, GatewayConfig
 from exporter.digest.privacy import Privacy
+from exporter.web import sessions_endpoint
 from exporter.web.appkeys import FLEET, SESSIONS_IN_FLIGHT
 from exporter.web.http import create_app
 from exporter.web.server import running_site
@@ -375,3 +377,20 @@ async def test_a_client_gone_mid_answer_is_no_error(aiohttp_server: ServerFactor
         assert await status_from("127.0.0.1", url) == 200
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == []
+
+
+async def test_answers_are_rendered_off_the_event_loops_thread(
+        setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unfiltered answer of 100,000 sessions takes 0.3 s of CPU to render: on the event
+    loop's thread, every scrape waited behind each such request."""
+    rendered_in: list[threading.Thread] = []
+    render = sessions_endpoint.render_sessions
+
+    def recording(*args: Any) -> bytes:
+        rendered_in.append(threading.current_thread())
+        return render(*args)
+
+    monkeypatch.setattr(sessions_endpoint, "render_sessions", recording)
+    body = await setup.get()
+    assert len(body["perspective"]) == 7
+    assert rendered_in and rendered_in[0] is not threading.current_thread()
