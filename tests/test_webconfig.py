@@ -207,3 +207,24 @@ def test_an_encrypted_key_is_refused_without_asking_for_its_password(
     assert found == [f"tls_server_config.key_file: {encrypted} holds an encrypted private key, "
                      "and the exporter asks for no password: decrypt it into another file "
                      "(openssl pkey -in KEY -out PLAIN-KEY) and name that"]
+
+
+def test_a_key_file_that_cannot_be_read_is_named_at_key_file_alone(pki: Pki,
+                                                                    tmp_path: Path) -> None:
+    """A key missing, or readable by root only while the check runs as the service's user,
+    was reported at `tls_server_config.cert_file` as "cannot load certificate and key (CERT,
+    KEY): [Errno 2] No such file or directory": the line and key named are the certificate's,
+    which is there, and the message leaves the reader to guess which of the two files is at
+    fault. A missing `ca_file` in the exporter's configuration says "no such file: PATH" at its
+    own key; the key file deserves the same."""
+    missing = tmp_path / "missing.key"
+    found = problems({"tls_server_config": {"cert_file": str(pki.server_cert),
+                                            "key_file": str(missing)}})
+    assert len(found) == 1, found
+    assert found[0].startswith("tls_server_config.key_file: "), found
+    assert str(missing) in found[0] and str(pki.server_cert) not in found[0], found
+    assert "Errno" not in found[0], found
+    found = problems({"tls_server_config": {"cert_file": str(tmp_path / "missing.crt"),
+                                            "key_file": str(pki.server_key)}})
+    assert found[0].startswith("tls_server_config.cert_file: "), found
+    assert str(pki.server_key) not in found[0] and "Errno" not in found[0], found
