@@ -584,3 +584,14 @@ def test_a_secrets_file_not_found_names_the_folder_it_was_looked_for_in(
     assert found == (f"{path}:4:5: gateways[0].token_file: cannot read the file: No such file "
                      f"or directory (a relative path is read from the configuration's folder, "
                      f"{tmp_path})"), found
+
+
+def test_one_tls_setting_on_an_http_url_is_warned_about_in_the_singular(
+        tmp_path: Path) -> None:
+    """`ca_file` alone on an `http://` url logged "gateways[0]: ca_file take no effect on an
+    http:// url": one key takes no effect, two take none."""
+    (tmp_path / "ca.pem").write_text("")
+    config = build_config({"gateways": [{"name": "a", "url": "http://a",
+                                         "ca_file": str(tmp_path / "ca.pem")}]})
+    assert config.warnings[-1].startswith("gateways[0]: ca_file takes no effect on an http:// "
+                                          "url"), config.warnings
