@@ -54,3 +54,18 @@ def test_the_install_block_checks_the_configuration_as_the_service_will_read_it(
     block = README.split("<!-- install: debian -->", 1)[1].split("```", 2)[1]
     (check,) = [line for line in block.splitlines() if "--check-config" in line]
     assert "-u ignition-exporter" in check or "runuser" in check or "setpriv" in check, check
+
+
+def test_the_rest_section_says_the_age_histograms_are_there_at_zero() -> None:
+    """The REST section says a `source: rest` gateway's age and duration histograms "stay
+    empty" and the oldest-session panel "shows no value". Polled from `simulate --shape
+    rest` (40 sessions open), the exporter exports them for every project and scope the
+    gateway holds, every bucket and `_gcount` at 0, and Prometheus answers
+    `sum by (gateway) (ignition_perspective_session_age_seconds_gcount)` with 0 for it and
+    the panel's `histogram_quantile(1, …)` with NaN. A 0 that means "unknown" beside a
+    WebDev gateway's 50 reads as "no session open"; the paragraph must say which it is."""
+    rest = section("### Ignition 8.3: the REST API (`source: rest`)")
+    paragraph = rest[rest.index("What it cannot smooth over"):]
+    assert "stay empty" not in paragraph and "no value" not in paragraph, (
+        "the REST section calls the age and duration histograms empty, where they are "
+        "exported at 0 (and the oldest-session panel shows NaN)")
