@@ -285,3 +285,15 @@ def test_a_refused_configuration_reload_raises_an_alert() -> None:
     watching = [rule["alert"] for rule in alerts()
                 if "ignition_exporter_config_last_reload_successful" in rule["expr"]]
     assert watching, "no alert fires while the exporter runs on a configuration it refused"
+
+
+def test_the_runbook_tells_a_wheel_install_how_to_get_the_thresholds_example() -> None:
+    """`ignition-exporter runbook` prints the runbook for a site that installed a wheel,
+    which has no `rules/examples/site-thresholds.yml`: five times it sends the reader to that
+    file to change a threshold, and never to `ignition-exporter site-thresholds`, which
+    prints it."""
+    text = RUNBOOK.read_text(encoding="utf-8")
+    assert "rules/examples/site-thresholds.yml" not in text or \
+        "ignition-exporter site-thresholds" in text, (
+            "the runbook names rules/examples/site-thresholds.yml but not "
+            "`ignition-exporter site-thresholds`")
