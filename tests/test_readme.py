@@ -69,3 +69,18 @@ def test_the_rest_section_says_the_age_histograms_are_there_at_zero() -> None:
     assert "stay empty" not in paragraph and "no value" not in paragraph, (
         "the REST section calls the age and duration histograms empty, where they are "
         "exported at 0 (and the oldest-session panel shows NaN)")
+
+
+def test_the_install_check_says_what_it_does_with_a_token_env() -> None:
+    """The install block ends with `--check-config` run as the service's user in the
+    installer's shell. With a `token_env` gateway (the REST section's own example) that line
+    exits 2: "the environment variable it names is not set, or empty, in the exporter's
+    environment (under systemd: Environment= or EnvironmentFile=…)", and the tokens file it
+    points to is only set up further down. The paragraph after the block says only that the
+    variable "is not in this shell": not that the check fails there, nor how to run it with
+    the file."""
+    service = section("### Debian and Ubuntu: a service")
+    after = service.split("<!-- install: debian -->", 1)[1].split("```", 2)[2]
+    after = after[:after.index("Then start it")]
+    (sentence,) = [s for s in after.split(". ") if "token_env" in s]
+    assert any(word in sentence for word in ("fail", "exit", "tokens.env")), sentence
