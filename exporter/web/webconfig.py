@@ -145,10 +145,22 @@ def _pair_problem(cert: str, key: str, exc: ssl.SSLError) -> tuple[str, str]:
     if "private key" not in in_key:
         return "key_file", (f"{key} holds no PEM private key (-----BEGIN PRIVATE KEY-----)" +
                             (", but a certificate" if "certificate" in in_key else ""))
-    if exc.reason == "KEY_VALUES_MISMATCH":
+    if getattr(exc, "reason", None) == "KEY_VALUES_MISMATCH":  # None when raised by hand
         return "key_file", (f"the private key in {key} does not belong to the certificate in "
                             f"{cert} (its first, the server's own): give the key it was made "
                             "with, or that key's certificate")
+    return "cert_file", _cannot_load(cert, key, exc)
+
+
+def _unreadable(cert: str, key: str, exc: OSError) -> tuple[str, str]:
+    """The key naming the file that cannot be read, and why: OpenSSL's error names neither
+    (a key file readable by root alone, when the check runs as the service's user)."""
+    for at, path in (("cert_file", cert), ("key_file", key)):
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as error:
+            return at, f"cannot read {path}: {error.strerror or error}"
     return "cert_file", _cannot_load(cert, key, exc)
 
 
@@ -173,7 +185,7 @@ def _load_pair(context: ssl.SSLContext, tls: Mapping[str, Any],
     except ssl.SSLError as exc:
         at, message = _pair_problem(cert, key, exc)
     except OSError as exc:  # a file missing or unreadable
-        at, message = "cert_file", _cannot_load(cert, key, exc)
+        at, message = _unreadable(cert, key, exc)
     problems.append(Problem(f"tls_server_config.{at}", message))
     return False
 
