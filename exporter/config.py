@@ -333,8 +333,8 @@ def _tls_warnings(raw: Mapping[str, Any], where: str, url: object) -> Iterator[s
         yield f"{where}.tls_verify is false: the gateway's certificate is not checked"
     written = [key for key in ("ca_file", "tls_verify") if key in raw]
     if written and isinstance(url, str) and url.lower().startswith("http://"):
-        yield (f"{where}: {' and '.join(written)} take no effect on an http:// url, which "
-               "uses no TLS; is the url meant to be https://?")
+        yield (f"{where}: {' and '.join(written)} take{'s' if len(written) == 1 else ''} no "
+               "effect on an http:// url, which uses no TLS; is the url meant to be https://?")
 
 
 def _resolve_gateway(raw: Mapping[str, Any], where: str, top: Mapping[str, Any],

@@ -254,7 +254,8 @@ def test_tls_settings_on_an_http_url_are_warned_about(tmp_path: Path, written: d
     (tmp_path / "ca.pem").write_text("")
     written = {k: str(tmp_path / "ca.pem") if v == "CA" else v for k, v in written.items()}
     config = build_config({"gateways": [{"name": "a", "url": "HTTP://a", **written}]})
-    assert config.warnings[-1] == (f"gateways[0]: {keys} take no effect on an http:// url, "
+    verb = "take" if " and " in keys else "takes"
+    assert config.warnings[-1] == (f"gateways[0]: {keys} {verb} no effect on an http:// url, "
                                    "which uses no TLS; is the url meant to be https://?")
 
 
