@@ -8,11 +8,13 @@ import gzip
 import json
 import logging
 import socket
+import ssl
 import struct
 import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -28,6 +30,7 @@ from exporter.web.appkeys import FLEET, SESSIONS_IN_FLIGHT
 from exporter.web.http import create_app
 from exporter.web.server import running_site
 from exporter.web.sessions_endpoint import masking
+from tests.certs import make_pki
 from tests.conftest import ClientFactory, ServerFactory, eventually
 from tests.payloads import document, encode, perspective, vision
 
@@ -292,8 +295,8 @@ def stalled_request(host: str, port: int, source: str) -> socket.socket:
 
 
 @contextlib.asynccontextmanager
-async def serving_many(aiohttp_server: ServerFactory) -> AsyncIterator[tuple[web.Application,
-                                                                             str]]:
+async def serving_many(aiohttp_server: ServerFactory, tls: ssl.SSLContext | None = None
+                       ) -> AsyncIterator[tuple[web.Application, str]]:
     """The exporter, serving a gateway of 30,000 sessions: an unfiltered answer of 13 MB,
     more than the kernel's buffers take from a client that does not read."""
     many = document([perspective(f"s{n}", f"user{n}", "Line1", "Browser",
@@ -305,7 +308,7 @@ async def serving_many(aiohttp_server: ServerFactory) -> AsyncIterator[tuple[web
     config = Config(gateways=(GatewayConfig(name="plant-a", url=str(server.make_url(
         "/sessions")), poll_interval=5, timeout=5, stale_after=60),))
     exporter = create_app(config)
-    async with running_site(exporter, "127.0.0.1", 0) as url:
+    async with running_site(exporter, "127.0.0.1", 0, ssl_context=tls) as url:
         await eventually(lambda: exporter[FLEET].statuses()[0].up, what="the gateway up")
         yield exporter, url
 
@@ -334,13 +337,55 @@ async def test_answers_under_way_are_bounded_in_all_and_per_client(
         assert await status_from("127.0.0.3", url, "") == 200
 
 
-async def status_from(address: str, url: str, query: str = "?username=user1") -> int:
-    connector = aiohttp.TCPConnector(force_close=True, local_addr=(address, 0))
+async def status_from(address: str, url: str, query: str = "?username=user1",
+                      tls: ssl.SSLContext | None = None) -> int:
+    connector = aiohttp.TCPConnector(force_close=True, local_addr=(address, 0),
+                                     ssl=tls if tls is not None else True)
     async with aiohttp.ClientSession(connector=connector) as http, \
             http.get(url + "/sessions" + query,
                      timeout=aiohttp.ClientTimeout(total=20)) as response:
         await response.read()
         return response.status
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+async def test_an_answer_a_tls_client_does_not_read_keeps_its_room_in_the_budget(
+        aiohttp_server: ServerFactory, tmp_path: Path, tls: bool) -> None:
+    """An answer holds its room until the kernel has taken it. Over TLS the transport the
+    handler writes to takes a whole answer at once (it encrypts it all into the socket's
+    buffer below, and never tells the handler to wait), so the room was given back while
+    the answer, encrypted, still waited for a client that reads nothing: every TLS
+    connection of one client could hold a copy of the largest answer, whatever the budget."""
+    pki = make_pki(tmp_path / "pki")
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(pki.server_cert, pki.server_key)
+    client_tls = ssl.create_default_context(cafile=pki.ca) if tls else None
+    async with serving_many(aiohttp_server, server_tls if tls else None) as (exporter, url):
+        in_flight = exporter[SESSIONS_IN_FLIGHT]
+        size = len(await answer_from("127.0.0.2", url, client_tls))
+        in_flight.budget, in_flight.per_client = size * 5 // 2, size * 3 // 2
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+            sock.setblocking(False)
+            port = int(url.rsplit(":", 1)[1])
+            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+            reader, writer = await asyncio.open_connection(
+                sock=sock, ssl=client_tls, server_hostname="127.0.0.1" if tls else None)
+            writer.write(b"GET /sessions HTTP/1.1\r\nHost: x\r\n\r\n")
+            await asyncio.wait_for(reader.readexactly(1 << 16), 10)  # the answer is sent
+            # and then read no more: a second answer to the client is past its share
+            assert await status_from("127.0.0.1", url, "", client_tls) == 429
+            writer.close()
+
+
+async def answer_from(address: str, url: str, tls: ssl.SSLContext | None) -> bytes:
+    """Every session, as a client at `address` reads it whole."""
+    connector = aiohttp.TCPConnector(force_close=True, local_addr=(address, 0),
+                                     ssl=tls if tls is not None else True)
+    async with aiohttp.ClientSession(connector=connector) as http, \
+            http.get(url + "/sessions", timeout=aiohttp.ClientTimeout(total=20)) as response:
+        assert response.status == 200
+        return await response.read()
 
 
 @pytest.mark.parametrize("accept_encoding", ["identity", "gzip"])
