@@ -24,7 +24,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from exporter.config import GatewayConfig
 from exporter.digest.aggregate import aggregate
 from exporter.model import PerspectiveSession
+from exporter.polling.fleet import PRELOAD
 from exporter.polling.poller import GatewayPoller
+from exporter.polling.workers import workers
 from exporter.sources import Reason, SourceError, make_source
 from exporter.sources.rest import (
     FORBIDDEN,
@@ -544,45 +546,90 @@ async def test_a_gateway_whose_pages_are_slow_to_split_cannot_time_out_another(
     not this. A hostile gateway's pages that are slow to split (a value nested too deep, a
     million runs of brackets: a second or so each) held the loop for seconds at every poll,
     and another gateway answering at once timed out meanwhile."""
-    async def page(request: web.Request) -> web.Response:
-        return web.Response(body=slow_to_split_page(int(request.query.get("offset", 0))),
-                            content_type="application/json")
+    hostile_url = await serving_pages(aiohttp_server, slow_to_split_page)
+    clock = FakeClock()
+    hostile_gateway = replace(rest_gateway(hostile_url, page_size=100), name="hostile")
+    hostile = GatewayPoller(hostile_gateway, make_source(hostile_gateway, http, clock),
+                            idle_after=60, clock=clock)
+    honest = await honest_poller(aiohttp_server, http, clock)
+    hostile_poll = asyncio.create_task(hostile.poll_once())
+    assert await polls_failing_while(honest, hostile_poll) == []
+    await hostile_poll
 
-    hostile_app = web.Application()
-    for path in REST_PATHS.values():
-        hostile_app.router.add_get(path, page)
+
+async def serving_pages(aiohttp_server: ServerFactory, page: Callable[[int], bytes]) -> str:
+    """The root URL of a REST gateway answering every list with `page(offset)`."""
+    async def answer(request: web.Request) -> web.Response:
+        return web.Response(body=page(int(request.query.get("offset", 0))),
+                            content_type="application/json")
 
     async def info(_: web.Request) -> web.Response:
         return web.json_response({"name": "hostile"})
 
-    hostile_app.router.add_get("/data/api/v1/gateway-info", info)
-    hostile_url = str((await aiohttp_server(hostile_app)).make_url("/"))
+    app = web.Application()
+    for path in REST_PATHS.values():
+        app.router.add_get(path, answer)
+    app.router.add_get("/data/api/v1/gateway-info", info)
+    return str((await aiohttp_server(app)).make_url("/"))
 
+
+async def honest_poller(aiohttp_server: ServerFactory, http: aiohttp.ClientSession,
+                        clock: FakeClock) -> GatewayPoller:
+    """A gateway taking its time to answer, well within its timeout of 0.5 s."""
     async def honest_answer(_: web.Request) -> web.Response:
-        await asyncio.sleep(0.1)  # a gateway taking its time, well within its timeout
+        await asyncio.sleep(0.1)
         return web.Response(body=encode(document([perspective()])),
                             content_type="application/json")
 
-    honest_app = web.Application()
-    honest_app.router.add_get(WEBDEV_PATH, honest_answer)
-    honest_url = (await aiohttp_server(honest_app)).make_url(WEBDEV_PATH)
+    app = web.Application()
+    app.router.add_get(WEBDEV_PATH, honest_answer)
+    url = (await aiohttp_server(app)).make_url(WEBDEV_PATH)
+    gateway = GatewayConfig(name="honest", url=str(url), timeout=0.5)
+    return GatewayPoller(gateway, make_source(gateway, http, clock), idle_after=60,
+                         clock=clock)
+
+
+async def polls_failing_while(honest: GatewayPoller, hostile: asyncio.Future[Any]
+                              ) -> list[str]:
+    """The honest gateway polled on its schedule while the hostile polls run: its errors."""
+    errors = []
+    while not hostile.done():
+        status = await honest.poll_once()
+        if status.error:
+            errors.append(status.error.detail)
+    return errors
+
+
+def escapes_to_repair_page(offset: int) -> bytes:
+    """A page of the list envelope that is costly to split for its escapes rather than its
+    depth: half a million lone surrogate escapes (what a Java string cut inside a surrogate
+    pair gives), far past what is repaired on the event loop's turn, in 3 MB."""
+    return (b'{"items": [{"id": %d, "x": "' % offset + b"\\ud800" * 500_000
+            + b'"}], "metadata": {"total": 1000000000}}')
+
+
+async def test_gateways_whose_pages_need_escapes_repaired_cannot_time_out_another(
+        aiohttp_server: ServerFactory, http: aiohttp.ClientSession) -> None:
+    """A page costly to split is split in a thread of the exporter's own process, not in the
+    workers that decode and digest. Repairing its escapes is a few passes of C code over the
+    whole page (decode, encode, a regular expression), each of which keeps the interpreter
+    from the event loop's thread until it ends, however short the switch interval: a few
+    gateways sending such pages held the loop, and another gateway answering at once timed
+    out meanwhile, although the digest ran in a worker process."""
+    hostile_url = await serving_pages(aiohttp_server, escapes_to_repair_page)
     clock = FakeClock()
-    hostile_gateway = replace(rest_gateway(hostile_url, page_size=100), name="hostile")
-    honest_gateway = GatewayConfig(name="honest", url=str(honest_url), timeout=0.5)
-    hostile = GatewayPoller(hostile_gateway, make_source(hostile_gateway, http, clock),
-                            idle_after=60, clock=clock)
-    honest = GatewayPoller(honest_gateway, make_source(honest_gateway, http, clock),
-                           idle_after=60, clock=clock)
-
-    async def honest_polls_while(hostile_poll: asyncio.Task[Any]) -> list[str]:
-        """The honest gateway polled on its schedule while the hostile one is: its errors."""
-        errors = []
-        while not hostile_poll.done():
-            status = await honest.poll_once()
-            if status.error:
-                errors.append(status.error.detail)
-        return errors
-
-    hostile_poll = asyncio.create_task(hostile.poll_once())
-    assert await honest_polls_while(hostile_poll) == []
-    await hostile_poll
+    cpu = workers(1, PRELOAD)
+    try:
+        hostile = []
+        for n in range(3):
+            gateway = replace(rest_gateway(hostile_url, page_size=100), name=f"hostile{n}",
+                              timeout=10.0)
+            hostile.append(GatewayPoller(gateway, make_source(gateway, http, clock),
+                                         idle_after=60, clock=clock, cpu=cpu))
+        honest = await honest_poller(aiohttp_server, http, clock)
+        hostile_polls = asyncio.gather(*(poller.poll_once() for poller in hostile))
+        errors = await polls_failing_while(honest, hostile_polls)
+        await hostile_polls
+        assert errors == []
+    finally:
+        await cpu.close()
