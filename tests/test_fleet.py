@@ -22,7 +22,7 @@ from exporter.digest.privacy import Privacy
 from exporter.model import Snapshot
 from exporter.polling.fleet import Fleet
 from exporter.polling.poller import GatewayStatus
-from exporter.sources import Decode, Reason, Source, make_source, webdev
+from exporter.sources import Decode, Offload, Reason, Source, make_source, webdev
 from exporter.standins.simulator import WEBDEV_PATH, GatewaySimulator, simulator_app
 from tests.conftest import FakeClock, ServerFactory, eventually
 from tests.fakes import ScriptedSource, SteppedClock, down
@@ -95,8 +95,8 @@ class Stalling:
         self.directory = directory
 
     def __call__(self, config: GatewayConfig, session: aiohttp.ClientSession,
-                 clock: Clock) -> Source:
-        source = make_source(config, session, clock)
+                 clock: Clock, offload: Offload | None) -> Source:
+        source = make_source(config, session, clock, offload)
         return self._stalling(source) if config.name == self.name else source
 
     def _stalling(self, source: Source) -> Source:
@@ -182,8 +182,8 @@ class Sources:
         self.fail = fail
         self.made: list[str] = []
 
-    def __call__(self, config: GatewayConfig, _: aiohttp.ClientSession,
-                 __: object) -> ScriptedSource:
+    def __call__(self, config: GatewayConfig, _: aiohttp.ClientSession, __: object,
+                 ___: object) -> ScriptedSource:
         self.made.append(config.name)
         answer = down() if config.name in self.fail else IDLE_ONE
         return ScriptedSource(self.clock, answer, takes=0)
@@ -331,8 +331,8 @@ class Plant:
     def __init__(self, clock: SteppedClock) -> None:
         self.clock = clock
 
-    def __call__(self, config: GatewayConfig, _: aiohttp.ClientSession,
-                 __: object) -> ScriptedSource:
+    def __call__(self, config: GatewayConfig, _: aiohttp.ClientSession, __: object,
+                 ___: object) -> ScriptedSource:
         return ScriptedSource(self.clock, BIG if config.name == "big" else SMALL, takes=0)
 
 

@@ -13,6 +13,7 @@ import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -26,7 +27,7 @@ from exporter.digest.aggregate import aggregate
 from exporter.model import PerspectiveSession
 from exporter.polling.fleet import PRELOAD
 from exporter.polling.poller import GatewayPoller
-from exporter.polling.workers import workers
+from exporter.polling.workers import Workers, workers
 from exporter.sources import Reason, SourceError, make_source
 from exporter.sources.rest import (
     FORBIDDEN,
@@ -548,13 +549,24 @@ async def test_a_gateway_whose_pages_are_slow_to_split_cannot_time_out_another(
     and another gateway answering at once timed out meanwhile."""
     hostile_url = await serving_pages(aiohttp_server, slow_to_split_page)
     clock = FakeClock()
-    hostile_gateway = replace(rest_gateway(hostile_url, page_size=100), name="hostile")
-    hostile = GatewayPoller(hostile_gateway, make_source(hostile_gateway, http, clock),
-                            idle_after=60, clock=clock)
-    honest = await honest_poller(aiohttp_server, http, clock)
-    hostile_poll = asyncio.create_task(hostile.poll_once())
-    assert await polls_failing_while(honest, hostile_poll) == []
-    await hostile_poll
+    cpu = workers(1, PRELOAD)
+    try:
+        gateway = replace(rest_gateway(hostile_url, page_size=100), name="hostile")
+        hostile = polled_as_the_fleet_does(gateway, http, clock, cpu)
+        honest = await honest_poller(aiohttp_server, http, clock)
+        hostile_poll = asyncio.create_task(hostile.poll_once())
+        assert await polls_failing_while(honest, hostile_poll) == []
+        await hostile_poll
+    finally:
+        await cpu.close()
+
+
+def polled_as_the_fleet_does(gateway: GatewayConfig, http: aiohttp.ClientSession,
+                             clock: FakeClock, cpu: Workers) -> GatewayPoller:
+    """A poller whose source offloads to the workers that digest its polls, as the fleet
+    wires them."""
+    source = make_source(gateway, http, clock, partial(cpu.run, gateway.timeout))
+    return GatewayPoller(gateway, source, idle_after=60, clock=clock, cpu=cpu)
 
 
 async def serving_pages(aiohttp_server: ServerFactory, page: Callable[[int], bytes]) -> str:
@@ -610,12 +622,12 @@ def escapes_to_repair_page(offset: int) -> bytes:
 
 async def test_gateways_whose_pages_need_escapes_repaired_cannot_time_out_another(
         aiohttp_server: ServerFactory, http: aiohttp.ClientSession) -> None:
-    """A page costly to split is split in a thread of the exporter's own process, not in the
-    workers that decode and digest. Repairing its escapes is a few passes of C code over the
-    whole page (decode, encode, a regular expression), each of which keeps the interpreter
-    from the event loop's thread until it ends, however short the switch interval: a few
-    gateways sending such pages held the loop, and another gateway answering at once timed
-    out meanwhile, although the digest ran in a worker process."""
+    """A page costly to split was split in a thread of the exporter's own process, not in
+    the workers that decode and digest. Repairing its escapes is a few passes of C code over
+    the whole page (decode, encode, a regular expression), each of which keeps the
+    interpreter from the event loop's thread until it ends, however short the switch
+    interval: a few gateways sending such pages held the loop, and another gateway answering
+    at once timed out meanwhile, although the digest ran in a worker process."""
     hostile_url = await serving_pages(aiohttp_server, escapes_to_repair_page)
     clock = FakeClock()
     cpu = workers(1, PRELOAD)
@@ -624,8 +636,7 @@ async def test_gateways_whose_pages_need_escapes_repaired_cannot_time_out_anothe
         for n in range(3):
             gateway = replace(rest_gateway(hostile_url, page_size=100), name=f"hostile{n}",
                               timeout=10.0)
-            hostile.append(GatewayPoller(gateway, make_source(gateway, http, clock),
-                                         idle_after=60, clock=clock, cpu=cpu))
+            hostile.append(polled_as_the_fleet_does(gateway, http, clock, cpu))
         honest = await honest_poller(aiohttp_server, http, clock)
         hostile_polls = asyncio.gather(*(poller.poll_once() for poller in hostile))
         errors = await polls_failing_while(honest, hostile_polls)

@@ -15,6 +15,7 @@ import logging
 import random
 import sys
 from collections.abc import Callable, Iterable
+from functools import partial
 
 import aiohttp
 
@@ -23,10 +24,10 @@ from exporter.config import Config, GatewayConfig
 from exporter.digest.budget import SeriesBudget
 from exporter.polling.poller import GatewayPoller, GatewayStatus, Prepare
 from exporter.polling.workers import Workers, workers
-from exporter.sources import Source, make_source
+from exporter.sources import Offload, Source, make_source
 
 log = logging.getLogger(__name__)
-SourceFactory = Callable[[GatewayConfig, aiohttp.ClientSession, Clock], Source]
+SourceFactory = Callable[[GatewayConfig, aiohttp.ClientSession, Clock, Offload | None], Source]
 
 
 def _same_labels(old: Config, new: Config) -> bool:
@@ -98,7 +99,8 @@ class Fleet:
 
     def _poller(self, gateway: GatewayConfig) -> GatewayPoller:
         assert self._session is not None, "start() first"
-        return GatewayPoller(gateway, self._sources(gateway, self._session, self._clock),
+        offload = partial(self._cpu.run, gateway.timeout) if self._cpu is not None else None
+        return GatewayPoller(gateway, self._sources(gateway, self._session, self._clock, offload),
                              idle_after=self.config.idle_after, clock=self._clock,
                              rng=self._rng, privacy=self.config.privacy,
                              max_series=self._budget,

@@ -3,15 +3,17 @@
 A source works in two steps, kept apart because they want different places to run:
 `fetch()` does the network part on the event loop and returns a `Decode`, a function that
 does the CPU part (JSON to `Snapshot`) wherever the poller chooses, typically a worker
-thread. Either step raises `SourceError` with a reason. Nothing else in the exporter knows
+process. Either step raises `SourceError` with a reason. CPU work a fetch cannot leave to
+the decode (a REST page to split before the next one is asked for) goes to the same workers
+through `offload`. Nothing else in the exporter knows
 which endpoint a gateway speaks, so a new source touches only this package and the config's
 list of source names.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -21,9 +23,12 @@ from exporter.model import Snapshot
 from exporter.sources.errors import Reason, SourceError
 from exporter.sources.http import GatewayClient
 
-__all__ = ["Decode", "Reason", "Source", "SourceError", "make_source"]
+__all__ = ["Decode", "Offload", "Reason", "Source", "SourceError", "make_source"]
 
 Decode = Callable[[], Snapshot]
+# `offload(work, *arguments)`: `work(*arguments)` in the workers that decode and digest, so
+# that no Python work in proportion to an answer runs in the event loop's process.
+Offload = Callable[..., Awaitable[Any]]
 
 
 class Source(Protocol):
@@ -32,11 +37,13 @@ class Source(Protocol):
         ...
 
 
-def make_source(gateway: GatewayConfig, session: aiohttp.ClientSession, clock: Clock) -> Source:
+def make_source(gateway: GatewayConfig, session: aiohttp.ClientSession, clock: Clock,
+                offload: Offload | None = None) -> Source:
+    """The gateway's source; without `offload`, what it would offload runs in place."""
     from exporter.sources.rest import RestSource
     from exporter.sources.webdev import WebDevSource
 
     client = GatewayClient(gateway, session)
     if gateway.source == "rest":
-        return RestSource(gateway, client, clock)
+        return RestSource(gateway, client, clock, offload)
     return WebDevSource(gateway, client)

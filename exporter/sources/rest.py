@@ -28,6 +28,7 @@ import msgspec
 from exporter.clock import Clock
 from exporter.config import GatewayConfig
 from exporter.model import ClientSession, Number, PerspectiveSession, RestClientItem, Snapshot
+from exporter.sources import Offload
 from exporter.sources.errors import Reason, SourceError
 from exporter.sources.http import GatewayClient
 from exporter.sources.records import (
@@ -256,10 +257,12 @@ class Allowance:
 
 
 class RestSource:
-    def __init__(self, gateway: GatewayConfig, client: GatewayClient, clock: Clock) -> None:
+    def __init__(self, gateway: GatewayConfig, client: GatewayClient, clock: Clock,
+                 offload: Offload | None = None) -> None:
         self.gateway = gateway
         self._client = client
         self._clock = clock
+        self._offload = offload
         base = gateway.url if gateway.url.endswith("/") else gateway.url + "/"
         self._url: Callable[[str], str] = lambda path: urljoin(base, path)
 
@@ -330,14 +333,19 @@ class RestSource:
                           f"{path} still had data after {MAX_PAGES} pages")
 
     async def _split(self, body: bytes) -> Page:
-        """A page's items. Where splitting takes Python work in proportion to the page (a
-        value nested too deep to cut out, many escapes to repair), it runs in a thread: the
-        event loop every gateway and every scrape share keeps turning meanwhile (the
-        interpreter switches threads every few milliseconds), and paging still goes on from
-        the items the page really held, which no guess can know."""
+        """A page's items. Where splitting takes work in proportion to the page (a value
+        nested too deep to cut out, many escapes to repair), it is offloaded to the workers
+        and awaited: paging goes on from the items the page really held, which no guess can
+        know, and the event loop's process does none of it. (A thread of that process would
+        not do: each of the repair's passes of C code keeps the interpreter from the loop
+        until it ends.)"""
         page = split_page(body, self.gateway.name)
-        if page is None:
-            return await asyncio.to_thread(read_page, body, self.gateway.name)
+        if page is not None:
+            return page
+        if self._offload is None:
+            return read_page(body, self.gateway.name)
+        page = await self._offload(read_page, body, self.gateway.name)
+        assert isinstance(page, Page)
         return page
 
 
