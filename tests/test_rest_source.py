@@ -10,10 +10,14 @@ installed, Jetty's HTML error pages, `/welcome` for an uncommissioned gateway, A
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import signal
 from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -38,7 +42,7 @@ from exporter.sources.rest import (
 from exporter.standins.faults import Fault, FaultyGateway, faulty_app
 from exporter.standins.simulator import REST_PATHS, WEBDEV_PATH, GatewaySimulator, simulator_app
 from exporter.web.collector import SessionCollector
-from tests.conftest import FakeClock, ServerFactory, poll_source
+from tests.conftest import FakeClock, ServerFactory, eventually, poll_source
 from tests.fakes import redirecting_away
 from tests.metrics import samples
 from tests.payloads import document, encode, perspective, rest_designer, rest_page, rest_vision
@@ -644,3 +648,43 @@ async def test_gateways_whose_pages_need_escapes_repaired_cannot_time_out_anothe
         assert errors == []
     finally:
         await cpu.close()
+
+
+def _descendants(pid: int, depth: int) -> set[int]:
+    """The processes `depth` generations below `pid` (the workers: below the forkserver,
+    which is below the exporter), read from /proc."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+    level = {pid}
+    for _ in range(depth):
+        level = {child for child, parent in parents.items() if parent in level}
+    return level
+
+
+async def test_a_worker_lost_while_splitting_a_page_says_so(
+        aiohttp_server: ServerFactory, http: aiohttp.ClientSession) -> None:
+    """A page costly to split goes to a worker process, from inside the task group that
+    reads the four routes at once. When that worker dies (the OOM killer, a kill), the
+    workers raise `WorkerLost`, which the poller turns into "the worker process ... died";
+    but the task group wraps it in an ExceptionGroup that `first_failure_cancels` passes on
+    as it is, and the poll failed as an "unexpected ExceptionGroup while reading the
+    answer: unhandled errors in a TaskGroup (1 sub-exception)", which names no cause."""
+    hostile_url = await serving_pages(aiohttp_server, slow_to_split_page)
+    cpu = workers(1, PRELOAD)
+    try:
+        gateway = replace(rest_gateway(hostile_url, page_size=100), name="hostile",
+                          timeout=20.0)
+        poller = polled_as_the_fleet_does(gateway, http, FakeClock(), cpu)
+        poll = asyncio.create_task(poller.poll_once())
+        await eventually(lambda: bool(_descendants(os.getpid(), 2)) or poll.done(),
+                         what="a worker process splitting the page")
+        for pid in _descendants(os.getpid(), 2):
+            os.kill(pid, signal.SIGKILL)
+        status = await poll
+    finally:
+        await cpu.close()
+    assert status.error is not None
+    assert "ExceptionGroup" not in status.error.detail
+    assert "worker process" in status.error.detail
