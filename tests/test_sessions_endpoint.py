@@ -439,3 +439,58 @@ async def test_answers_are_rendered_off_the_event_loops_thread(
     body = await setup.get()
     assert len(body["perspective"]) == 7
     assert rendered_in and rendered_in[0] is not threading.current_thread()
+
+
+async def test_requests_of_clients_gone_while_they_waited_are_not_rendered(
+        aiohttp_server: ServerFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Answers are rendered two at a time; the others wait their turn, and a client that
+    leaves meanwhile frees its connection at once, but not its turn: the exporter's server
+    does not cancel a handler whose client has gone. Each request of a client that asked
+    and left (a script with a short timeout, or anyone looping over connect, ask, reset)
+    was still rendered, at CPU-seconds for an unfiltered answer of a large site: a backlog
+    with no bound of answers for no one, ahead of every later request. A turn that comes
+    once its client has gone renders nothing."""
+    gate = threading.Event()
+    rendered: list[int] = []
+    render = sessions_endpoint.render_sessions
+
+    def held(*args: Any) -> bytes:
+        rendered.append(1)
+        if len(rendered) <= 2:  # both turns held while the others queue up behind
+            gate.wait(10)
+        return render(*args)
+
+    arrived: list[int] = []
+    parse = sessions_endpoint.parse_query
+
+    def counting(*args: Any) -> Any:
+        arrived.append(1)
+        return parse(*args)
+
+    monkeypatch.setattr(sessions_endpoint, "render_sessions", held)
+    monkeypatch.setattr(sessions_endpoint, "parse_query", counting)
+    gateway = web.Application()
+    gateway.router.add_get("/sessions", StaticGateway(encode(PLANT_A)).handle)
+    url = (await aiohttp_server(gateway)).make_url("/sessions")
+    exporter = create_app(Config(gateways=(GatewayConfig(name="plant-a", url=str(url),
+                                                         timeout=5, stale_after=60),)))
+    async with running_site(exporter, "127.0.0.1", 0) as address:
+        await eventually(lambda: exporter[FLEET].statuses()[0].up, what="the gateway up")
+        port = int(address.rsplit(":", 1)[1])
+        try:
+            holding = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+            for _, writer in holding:
+                writer.write(b"GET /sessions HTTP/1.1\r\nHost: x\r\n\r\n")
+            await eventually(lambda: len(rendered) == 2, what="both turns taken")
+            for gone in range(1, 21):  # clients that ask, and leave with a reset
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"GET /sessions HTTP/1.1\r\nHost: x\r\n\r\n")
+                await writer.drain()
+                await eventually(lambda n=gone: len(arrived) == 2 + n, what="its turn awaited")
+                writer.transport.abort()
+        finally:
+            gate.set()
+        assert await status_from("127.0.0.1", address) == 200  # answered after the backlog
+        for _, writer in holding:
+            writer.close()
+    assert len(rendered) <= 2 + 1 + 2, f"{len(rendered) - 3} answers rendered for clients gone"
