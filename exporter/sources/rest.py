@@ -223,15 +223,15 @@ def decode_rest(answer: RestAnswer) -> Snapshot:
 
 
 async def first_failure_cancels(*calls: Coroutine[Any, Any, Any]) -> list[Any]:
-    """Run `calls` concurrently; if one fails, cancel the rest and raise its `SourceError`."""
+    """Run `calls` concurrently; if one fails, cancel the rest and raise its error: a
+    `SourceError` first, else the first other one, as itself (a worker lost while splitting
+    a page, `WorkerLost`, is for the poller to name; in a group it read as unexpected)."""
     try:
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(call) for call in calls]
-    except ExceptionGroup as failed:
+    except BaseExceptionGroup as failed:
         errors = [e for e in failed.exceptions if isinstance(e, SourceError)]
-        if errors:
-            raise errors[0] from None
-        raise
+        raise (errors or failed.exceptions)[0] from None
     return [task.result() for task in tasks]
 
 
