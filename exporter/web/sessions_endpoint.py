@@ -134,6 +134,8 @@ async def sessions_handler(request: web.Request) -> web.Response:
         return web.json_response({"error": str(exc)}, status=400)
     in_flight = request.app[SESSIONS_IN_FLIGHT]
     async with in_flight.rendering:  # in a thread: an unfiltered answer is CPU-seconds
+        if _gone(request):  # it left while waiting its turn: nothing to render it for
+            return web.Response(status=499)
         body = await asyncio.to_thread(render_sessions, statuses, query,
                                        request.app[CLOCK].time(),
                                        fleet.config.privacy.mask_addresses)
@@ -155,6 +157,12 @@ async def _write(response: web.StreamResponse, body: bytes) -> None:
     view = memoryview(body)
     for start in range(0, len(view), _SLICE):
         await response.write(view[start:start + _SLICE])
+
+
+def _gone(request: web.Request) -> bool:
+    """Whether the client has closed its connection. The server does not cancel a handler
+    when its client goes, so a client asking and leaving at once queued renders at will."""
+    return request.transport is None or request.transport.is_closing()
 
 
 async def _send(request: web.Request, body: bytes) -> web.StreamResponse:
