@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.sources import Reason, SourceError
+from exporter.sources import Reason, SourceError, records
 from exporter.sources.records import (
     MAX_DEPTH,
     PERSPECTIVE_DECODER,
@@ -256,3 +256,12 @@ def test_a_valid_answer_beyond_ascii_is_checked_without_a_copy_of_it() -> None:
         tracemalloc.stop()
     assert page is not None and len(page.items) == len(sessions)
     assert peak < len(body), f"{peak / len(body):.1f} times the answer held to split it"
+
+
+@given(st.binary(max_size=64))
+def test_utf8_replaces_as_a_whole_decode_does_across_its_slices(body: bytes) -> None:
+    """Checked and rebuilt a slice at a time (slices of 3 bytes here, so that sequences
+    straddle them), the answer is what decoding it whole with replacement gives."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(records, "_CHECKED_SLICE", 3)
+        assert records.utf8(body) == body.decode("utf-8", "replace").encode("utf-8")

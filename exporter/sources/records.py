@@ -23,6 +23,7 @@ itself and the speed of the fast path.
 
 from __future__ import annotations
 
+import codecs
 import re
 import secrets
 from collections.abc import Callable, Sequence
@@ -227,14 +228,35 @@ def utf8(body: bytes) -> bytes:
     checks only the strings it decodes, and each session's JSON is kept as sent for
     `/sessions`: a field name in Latin-1 in one session made every `/sessions` answer text
     that is no UTF-8, which a strict client cannot read at all. C-speed passes: an ASCII
-    answer is told at once, any other is checked by decoding it."""
-    if body.isascii():
+    answer is told at once; any other is checked a slice at a time, keeping nothing (decoded
+    whole, one emoji made the check hold four bytes a character); only an answer that fails
+    is rebuilt, a slice at a time too."""
+    if body.isascii() or _valid_utf8(body):
         return body
+    return _rebuilt(codecs.getincrementaldecoder("utf-8")("replace"), body)
+
+
+_CHECKED_SLICE = 1 << 20
+
+
+def _valid_utf8(body: bytes) -> bool:
+    check = codecs.getincrementaldecoder("utf-8")().decode
+    view = memoryview(body)
     try:
-        body.decode("utf-8")
+        for start in range(0, len(view), _CHECKED_SLICE):
+            check(view[start:start + _CHECKED_SLICE])
+        check(b"", True)
     except UnicodeDecodeError:
-        return body.decode("utf-8", "replace").encode("utf-8")
-    return body
+        return False
+    return True
+
+
+def _rebuilt(decoder: codecs.IncrementalDecoder, body: bytes) -> bytes:
+    view, out = memoryview(body), bytearray()
+    for start in range(0, len(view), _CHECKED_SLICE):
+        out += decoder.decode(view[start:start + _CHECKED_SLICE]).encode("utf-8")
+    out += decoder.decode(b"", True).encode("utf-8")
+    return bytes(out)
 
 
 def as_unicode(body: bytes) -> bytes:
