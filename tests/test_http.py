@@ -14,6 +14,7 @@ from exporter.sources.http import MAX_COOKIE_BYTES
 from exporter.standins.simulator import WEBDEV_PATH, GatewaySimulator, simulator_app
 from exporter.web.appkeys import EXPOSITION, FLEET
 from exporter.web.http import create_app
+from exporter.web.server import Handler
 from tests.conftest import ClientFactory, FakeClock, ServerFactory, eventually
 from tests.processes import digest_workers, running
 
@@ -215,14 +216,23 @@ async def test_a_gateway_gets_its_session_cookie_back(
             response.set_cookie("JSESSIONID", f"node0{len(seen)}", path="/", httponly=True)
         return response
 
+    await exporter_polling(gateway, aiohttp_server, aiohttp_client)
+    await eventually(lambda: len(seen) >= 4, what="four polls")
+    assert seen[0] is None and set(seen[1:]) == {"JSESSIONID=node01"}
+
+
+async def exporter_polling(gateway: Handler, aiohttp_server: ServerFactory,
+                           aiohttp_client: ClientFactory) -> TestClient:
+    """The exporter polling one gateway, named by its address (127.0.0.1), whose answers
+    `gateway` makes, every 0.2 s."""
+    from aiohttp import web
+
     app = web.Application()
     app.router.add_get("/sessions", gateway)
     server = await aiohttp_server(app, host="127.0.0.1")
     config = Config(gateways=(GatewayConfig(name="plant-a", url=str(server.make_url(
         "/sessions")), poll_interval=0.2, timeout=0.2),))
-    await aiohttp_client(create_app(config))
-    await eventually(lambda: len(seen) >= 4, what="four polls")
-    assert seen[0] is None and set(seen[1:]) == {"JSESSIONID=node01"}
+    return await aiohttp_client(create_app(config))
 
 
 @pytest.mark.parametrize("cookie", ["path=/; Max-Age=3600", "Secure=1", "expires=0"])
@@ -245,12 +255,7 @@ async def test_a_cookie_named_like_an_attribute_fails_no_poll(
             response.headers.add("Set-Cookie", cookie)
         return response
 
-    app = web.Application()
-    app.router.add_get("/sessions", gateway)
-    server = await aiohttp_server(app, host="127.0.0.1")
-    config = Config(gateways=(GatewayConfig(name="plant-a", url=str(server.make_url(
-        "/sessions")), poll_interval=0.2, timeout=0.2),))
-    client = await aiohttp_client(create_app(config))
+    client = await exporter_polling(gateway, aiohttp_server, aiohttp_client)
     status = client.app[FLEET].statuses
     await eventually(lambda: status()[0].polls >= 3, what="three polls")
     assert len(seen) >= 3 and status()[0].error is None, status()[0].error

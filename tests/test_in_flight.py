@@ -12,11 +12,11 @@ def test_answers_fit_within_both_budgets() -> None:
     with in_flight.slot("a", 6), in_flight.slot("b", 4):
         assert in_flight.total == 10
         with pytest.raises(Busy) as refused, in_flight.slot("c", 1):
-            pass
+            pytest.fail("admitted past its budget")
         assert refused.value.client is None  # the budget, not the client's share
     with in_flight.slot("a", 4):
         with pytest.raises(Busy) as refused, in_flight.slot("a", 3):
-            pass
+            pytest.fail("admitted past its budget")
         assert refused.value.client == "a"
         with in_flight.slot("b", 6):  # another client's share is its own
             assert in_flight.total == 10
@@ -27,7 +27,7 @@ def test_an_answer_alone_is_sent_whatever_its_size() -> None:
     """Past the budget only beside others: any answer can be had, one at a time."""
     in_flight = InFlight(budget=10, per_client=5)
     with in_flight.slot("a", 100), pytest.raises(Busy), in_flight.slot("b", 1):
-        pass
+        pytest.fail("admitted past its budget")
     assert in_flight.total == 0
 
 
