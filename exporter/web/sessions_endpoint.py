@@ -122,7 +122,7 @@ def render_sessions(statuses: Sequence[GatewayStatus], query: SessionQuery, now:
     return b"".join(parts)
 
 
-async def sessions_handler(request: web.Request) -> web.Response:
+async def sessions_handler(request: web.Request) -> web.StreamResponse:
     fleet = request.app[FLEET]
     if not fleet.config.sessions_endpoint:  # switched off, perhaps by a reload
         raise web.HTTPNotFound()
